@@ -1,0 +1,415 @@
+"""The model base: diffusers-compatible config files and weight loading.
+
+A model is a `torch.nn.Module` whose attribute paths equal diffusers' state-dict names and whose
+config is a frozen dataclass that reads diffusers' ``config.json`` unchanged. Loading builds the
+module on the ``meta`` device and assigns tensors read from safetensors, so nothing is initialised
+twice and peak memory stays near one copy of the weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+WEIGHTS_STEM = "diffusion_pytorch_model"
+# Written as `_diffusers_version` so diffusers reads our folders like its own.
+DIFFUSERS_FORMAT_VERSION = "0.36.0"
+
+
+class ModelLoadError(ValueError):
+    """A model folder or weight file that cannot be loaded; the message names the file and keys."""
+
+
+# --------------------------------------------------------------------------------------------
+# Config
+
+
+def _freeze(value: Any) -> Any:
+    """JSON lists become tuples (recursively) so a config is hashable and immutable."""
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Base for model configs: a frozen dataclass whose fields are diffusers' config keys.
+
+    Subclasses declare:
+      * ``class_name``: the diffusers ``_class_name`` the config answers to;
+      * ``fixed``: diffusers keys we accept only at the listed values (the branches we do not
+        implement); any other value raises ``ValueError`` naming key and value;
+      * ``ignored``: diffusers keys that have no effect on the model we build.
+    Unknown keys are logged and dropped, as diffusers does with keys of newer versions.
+    """
+
+    class_name: ClassVar[str] = ""
+    fixed: ClassVar[Mapping[str, tuple[Any, ...]]] = {}
+    ignored: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """Build from a diffusers config dict (as read from ``config.json``)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            if key.startswith("_") or key in cls.ignored:
+                continue
+            if key in names:
+                kwargs[key] = _freeze(value)
+            elif key in cls.fixed:
+                if _freeze(value) not in cls.fixed[key]:
+                    raise ValueError(
+                        f"{cls.class_name or cls.__name__}: config key {key!r} = {value!r} is not "
+                        f"supported (supported: {', '.join(map(repr, cls.fixed[key]))})"
+                    )
+            else:
+                logger.warning("%s: ignoring unknown config key %r = %r", cls.__name__, key, value)
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The dict ``save_pretrained`` writes as ``config.json`` (diffusers can read it)."""
+        out: dict[str, Any] = {"_class_name": self.class_name, "_diffusers_version": DIFFUSERS_FORMAT_VERSION}
+        for f in dataclasses.fields(self):
+            out[f.name] = _thaw(getattr(self, f.name))
+        for key, allowed in self.fixed.items():
+            out.setdefault(key, _thaw(allowed[0]))
+        return out
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with some keys changed (validated like a new config)."""
+        return dataclasses.replace(self, **{k: _freeze(v) for k, v in changes.items()})
+
+    def unsupported(self, key: str, value: Any, supported: Any) -> ValueError:
+        """The error for a value of ``key`` we do not implement (raise it in ``__post_init__``)."""
+        return ValueError(
+            f"{self.class_name or type(self).__name__}: config key {key!r} = {value!r} is not supported "
+            f"(supported: {supported})"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Outputs
+
+
+@dataclasses.dataclass
+class ModelOutput:
+    """A forward result with named fields that also indexes like a tuple (``out[0]``), as in diffusers."""
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, f.name) for f in dataclasses.fields(self))
+
+    def __getitem__(self, index: int | str) -> Any:
+        if isinstance(index, str):
+            return getattr(self, index)
+        return self.to_tuple()[index]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.to_tuple())
+
+
+# --------------------------------------------------------------------------------------------
+# Weight files
+
+
+def variant_name(filename: str, variant: str | None) -> str:
+    """diffusers' variant naming: the variant goes before the last extension."""
+    if variant is None:
+        return filename
+    stem, _, ext = filename.rpartition(".")
+    return f"{stem}.{variant}.{ext}"
+
+
+def find_weight_files(
+    folder: Path, *, variant: str | None, use_safetensors: bool = True, allow_pickle: bool = False
+) -> list[Path]:
+    """The weight files of a model folder: one file, or the shards its index lists.
+
+    Safetensors is preferred; pickle (``.bin``) is used only with ``allow_pickle=True`` and then
+    loaded with ``torch.load(weights_only=True)``.
+    """
+    formats = ["safetensors", "bin"] if use_safetensors else ["bin", "safetensors"]
+    for fmt in formats:
+        if fmt == "bin" and not allow_pickle:
+            continue
+        single = folder / variant_name(f"{WEIGHTS_STEM}.{fmt}", variant)
+        index = folder / variant_name(f"{WEIGHTS_STEM}.{fmt}.index.json", variant)
+        if index.is_file():
+            return _shards_from_index(index)
+        if single.is_file():
+            return [single]
+    present = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    wanted = variant_name(f"{WEIGHTS_STEM}.safetensors", variant)
+    hint = ""
+    if not allow_pickle and any(p.endswith(".bin") for p in present):
+        hint = " (pickle .bin weights are present: pass allow_pickle=True to load them, only from a source you trust)"
+    raise ModelLoadError(f"no weights {wanted!r} (or a sharded index) in {folder}; found {present}{hint}")
+
+
+def _shards_from_index(index: Path) -> list[Path]:
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ModelLoadError(f"{index}: not a valid shard index ({e})") from e
+    shards = [index.parent / name for name in dict.fromkeys(weight_map.values())]
+    missing = [str(s) for s in shards if not s.is_file()]
+    if missing:
+        raise ModelLoadError(f"{index} lists shards that do not exist: {missing}")
+    return shards
+
+
+def read_weights(path: Path, *, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """All tensors of one weight file, memory-mapped where the format allows."""
+    if path.suffix == ".bin":
+        try:
+            return torch.load(path, map_location=device, weights_only=True, mmap=True)
+        except Exception as e:  # torch raises many types for a damaged pickle
+            raise ModelLoadError(f"{path}: cannot read pickle weights ({e})") from e
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            return {key: f.get_tensor(key) for key in f.keys()}
+    except (SafetensorError, OSError) as e:
+        raise ModelLoadError(f"{path}: cannot read safetensors file, it may be truncated or damaged ({e})") from e
+
+
+def _parse_size(size: int | str) -> int:
+    if isinstance(size, int):
+        return size
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]i?B|B)?\s*", size, re.IGNORECASE)
+    if not m:
+        raise ValueError(f"max_shard_size {size!r} is not a size like '10GB' or an int of bytes")
+    unit = (m.group(2) or "B").upper()
+    scale = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}[unit]
+    return int(float(m.group(1)) * scale)
+
+
+def _shard(state_dict: Mapping[str, torch.Tensor], max_bytes: int) -> list[dict[str, torch.Tensor]]:
+    """Split greedily in key order; a tensor larger than the limit gets a shard of its own."""
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for key, tensor in state_dict.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if shards[-1] and size + nbytes > max_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][key] = tensor
+        size += nbytes
+    return shards
+
+
+# --------------------------------------------------------------------------------------------
+# The base class
+
+
+class Model(torch.nn.Module):
+    """Base of our diffusers-compatible models.
+
+    A subclass sets ``config_class`` and builds its layers from ``self.config`` in ``__init__``.
+    It can be built from a config object, a diffusers config dict, or keyword arguments::
+
+        UNet2DConditionModel(config)
+        UNet2DConditionModel.from_config({"block_out_channels": [32, 64], ...})
+        UNet2DConditionModel.from_pretrained("path/to/sd15", subfolder="unet", torch_dtype=torch.float16)
+    """
+
+    config_class: ClassVar[type[ModelConfig]] = ModelConfig
+    config: ModelConfig
+
+    def __init__(self, config: ModelConfig | Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__()
+        if config is None:
+            config = self.config_class.from_dict(kwargs)
+        elif isinstance(config, Mapping):
+            config = self.config_class.from_dict({**config, **kwargs})
+        elif kwargs:
+            config = config.replace(**kwargs)
+        if not isinstance(config, self.config_class):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
+        self.config = config
+
+    # -- properties -------------------------------------------------------------------------
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the first floating-point parameter (what inputs should be cast to)."""
+        for p in self.parameters():
+            if p.is_floating_point():
+                return p.dtype
+        return torch.get_default_dtype()
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        return torch.device("cpu")
+
+    # -- construction -----------------------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, config: ModelConfig | Mapping[str, Any], **overrides: Any) -> Self:
+        """Build with random initial weights from a config object or a diffusers config dict."""
+        return cls(config, **overrides)
+
+    @classmethod
+    def load_config(cls, folder: str | os.PathLike[str]) -> ModelConfig:
+        """Read and check ``config.json`` of a local model folder."""
+        path = Path(folder) / CONFIG_NAME
+        if not path.is_file():
+            raise FileNotFoundError(f"{cls.__name__}: no {CONFIG_NAME} in {Path(folder)}")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ModelLoadError(f"{path}: invalid JSON ({e})") from e
+        name = data.get("_class_name")
+        expected = cls.config_class.class_name
+        if name is not None and name != expected:
+            raise ModelLoadError(f"{path}: _class_name is {name!r}, but {cls.__name__} loads {expected!r}")
+        return cls.config_class.from_dict(data)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_repo: str | os.PathLike[str],
+        subfolder: str | None = None,
+        torch_dtype: torch.dtype | None = None,
+        variant: str | None = None,
+        device: torch.device | str | None = None,
+        use_safetensors: bool = True,
+        allow_pickle: bool = False,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+    ) -> Self:
+        """Load a diffusers-format model folder (config.json + safetensors weights).
+
+        ``path_or_repo`` is a local folder, or a Hub repo id resolved to one pinned commit.
+        ``torch_dtype`` converts floating-point weights (default: torch's default dtype, as in
+        diffusers); ``variant="fp16"`` picks ``diffusion_pytorch_model.fp16.safetensors``;
+        ``device`` reads tensors straight onto that device. Missing, unexpected and
+        wrongly-shaped weights are reported together in one ``ModelLoadError``.
+        """
+        folder = Path(path_or_repo)
+        if not folder.is_dir():
+            from diffblocks.hub import snapshot_download_pinned  # only when a download is needed
+
+            folder = Path(
+                snapshot_download_pinned(
+                    str(path_or_repo),
+                    revision=revision,
+                    cache_dir=cache_dir,
+                    local_files_only=local_files_only,
+                    token=token,
+                    allow_patterns=[f"{subfolder}/*"] if subfolder else None,
+                )
+            )
+        if subfolder:
+            folder = folder / subfolder
+        config = cls.load_config(folder)
+        files = find_weight_files(folder, variant=variant, use_safetensors=use_safetensors, allow_pickle=allow_pickle)
+
+        with torch.device("meta"):
+            model = cls(config)
+        dtype = torch_dtype or torch.get_default_dtype()
+        state_dict: dict[str, torch.Tensor] = {}
+        for path in files:
+            for key, tensor in read_weights(path, device=device or "cpu").items():
+                if tensor.is_floating_point() and tensor.dtype != dtype:
+                    tensor = tensor.to(dtype)
+                state_dict[key] = tensor
+        state_dict = cls.convert_legacy_keys(state_dict)
+        model.assign_weights(state_dict, source=", ".join(str(p) for p in files))
+        return model.eval()
+
+    @classmethod
+    def convert_legacy_keys(cls, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Rename keys written by older diffusers versions to today's names.
+
+        The one place for legacy key fixes; subclasses extend it (e.g. the VAE's old
+        ``query/key/value/proj_attn`` attention names). The base renames nothing.
+        """
+        return state_dict
+
+    def assign_weights(self, state_dict: Mapping[str, torch.Tensor], *, source: str = "state dict") -> None:
+        """Assign tensors as parameters (no copy), after checking keys and shapes all at once."""
+        expected = self.state_dict()
+        missing = sorted(expected.keys() - state_dict.keys())
+        unexpected = sorted(state_dict.keys() - expected.keys())
+        mismatched = [
+            f"{k}: expected {tuple(expected[k].shape)}, got {tuple(state_dict[k].shape)}"
+            for k in expected.keys() & state_dict.keys()
+            if expected[k].shape != state_dict[k].shape
+        ]
+        problems = []
+        if missing:
+            problems.append(f"missing keys ({len(missing)}): {', '.join(missing)}")
+        if unexpected:
+            problems.append(f"unexpected keys ({len(unexpected)}): {', '.join(unexpected)}")
+        if mismatched:
+            problems.append(f"wrong shapes ({len(mismatched)}): {'; '.join(sorted(mismatched))}")
+        if problems:
+            raise ModelLoadError(f"{type(self).__name__} cannot load {source}:\n  " + "\n  ".join(problems))
+        self.load_state_dict(state_dict, strict=True, assign=True)
+        still_meta = [n for n, t in [*self.named_parameters(), *self.named_buffers()] if t.is_meta]
+        if still_meta:
+            raise ModelLoadError(f"{type(self).__name__}: tensors not in the checkpoint stay uninitialised: {still_meta}")
+
+    # -- saving -----------------------------------------------------------------------------
+
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike[str],
+        max_shard_size: int | str = "10GB",
+        variant: str | None = None,
+    ) -> None:
+        """Write ``config.json`` and safetensors weights in diffusers' layout.
+
+        Above ``max_shard_size`` the weights are split into
+        ``diffusion_pytorch_model[.variant]-0000i-of-0000n.safetensors`` with an index file.
+        """
+        folder = Path(save_directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2, sort_keys=True) + "\n")
+
+        # Tensors may share storage (e.g. views of one mmap); safetensors wants each on its own.
+        state_dict = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        shards = _shard(state_dict, _parse_size(max_shard_size))
+        single = variant_name(f"{WEIGHTS_STEM}.safetensors", variant)
+        index_name = variant_name(f"{WEIGHTS_STEM}.safetensors.index.json", variant)
+        stem = single.removesuffix(".safetensors")
+        # Stale files of an earlier save would shadow or mix with the new ones.
+        shard_pattern = re.compile(re.escape(stem) + r"-\d{5}-of-\d{5}\.safetensors")
+        for old in folder.iterdir():
+            if old.name in (single, index_name) or shard_pattern.fullmatch(old.name):
+                old.unlink()
+
+        if len(shards) == 1:
+            save_file(shards[0], str(folder / single), metadata={"format": "pt"})
+            return
+        weight_map: dict[str, str] = {}
+        for i, shard in enumerate(shards, start=1):
+            name = f"{stem}-{i:05d}-of-{len(shards):05d}.safetensors"
+            save_file(shard, str(folder / name), metadata={"format": "pt"})
+            weight_map.update(dict.fromkeys(shard, name))
+        total = sum(t.numel() * t.element_size() for t in state_dict.values())
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        (folder / index_name).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")

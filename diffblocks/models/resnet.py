@@ -1,0 +1,94 @@
+"""Residual conv block and 2x down/up sampling shared by the UNet and the VAE (diffusers' names)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from diffblocks.models.embeddings import activation
+
+
+class ResnetBlock2D(nn.Module):
+    """GroupNorm-act-conv twice, with an optional time-embedding bias in between.
+
+    ``temb_channels=None`` drops ``time_emb_proj`` (VAE); a 1x1 ``conv_shortcut`` appears when
+    the channel count changes. The output is ``(shortcut + h) / output_scale_factor``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int | None = None,
+        temb_channels: int | None = 512,
+        groups: int = 32,
+        groups_out: int | None = None,
+        eps: float = 1e-6,
+        dropout: float = 0.0,
+        non_linearity: str = "silu",
+        output_scale_factor: float = 1.0,
+        conv_shortcut_bias: bool = True,
+    ) -> None:
+        super().__init__()
+        out_channels = out_channels or in_channels
+        self.output_scale_factor = output_scale_factor
+        self.norm1 = nn.GroupNorm(groups, in_channels, eps=eps, affine=True)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
+        self.time_emb_proj = nn.Linear(temb_channels, out_channels) if temb_channels else None
+        self.norm2 = nn.GroupNorm(groups_out or groups, out_channels, eps=eps, affine=True)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1)
+        self.nonlinearity = activation(non_linearity)
+        self.conv_shortcut = (
+            nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=conv_shortcut_bias)
+            if in_channels != out_channels
+            else None
+        )
+
+    def forward(self, input_tensor: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.conv1(self.nonlinearity(self.norm1(input_tensor)))
+        if self.time_emb_proj is not None and temb is not None:
+            h = h + self.time_emb_proj(self.nonlinearity(temb))[:, :, None, None]
+        h = self.conv2(self.dropout(self.nonlinearity(self.norm2(h))))
+        shortcut = input_tensor if self.conv_shortcut is None else self.conv_shortcut(input_tensor)
+        out = shortcut + h
+        return out / self.output_scale_factor if self.output_scale_factor != 1.0 else out
+
+
+class Downsample2D(nn.Module):
+    """Stride-2 3x3 conv (or 2x2 average pool without ``use_conv``).
+
+    ``padding=0`` is the VAE encoder's form: pad right/bottom by one, then convolve unpadded.
+    """
+
+    def __init__(self, channels: int, use_conv: bool = True, out_channels: int | None = None, padding: int = 1) -> None:
+        super().__init__()
+        out_channels = out_channels or channels
+        self.padding = padding
+        if use_conv:
+            self.conv: nn.Module = nn.Conv2d(channels, out_channels, kernel_size=3, stride=2, padding=padding)
+        else:
+            if out_channels != channels:
+                raise ValueError("Downsample2D: average pooling cannot change the channel count")
+            self.conv = nn.AvgPool2d(kernel_size=2, stride=2)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if self.padding == 0 and isinstance(self.conv, nn.Conv2d):
+            hidden_states = F.pad(hidden_states, (0, 1, 0, 1))
+        return self.conv(hidden_states)
+
+
+class Upsample2D(nn.Module):
+    """Nearest-neighbour 2x upsampling (or to ``output_size``) followed by a 3x3 conv."""
+
+    def __init__(self, channels: int, use_conv: bool = True, out_channels: int | None = None) -> None:
+        super().__init__()
+        out_channels = out_channels or channels
+        self.conv = nn.Conv2d(channels, out_channels, kernel_size=3, padding=1) if use_conv else None
+
+    def forward(self, hidden_states: torch.Tensor, output_size: tuple[int, int] | None = None) -> torch.Tensor:
+        if output_size is None:
+            hidden_states = F.interpolate(hidden_states, scale_factor=2.0, mode="nearest")
+        else:
+            hidden_states = F.interpolate(hidden_states, size=output_size, mode="nearest")
+        return hidden_states if self.conv is None else self.conv(hidden_states)
