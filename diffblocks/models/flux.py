@@ -1,0 +1,152 @@
+"""FluxTransformer2DModel: the Flux.1 rectified-flow transformer (dev and schnell).
+
+Weight names and config keys are diffusers' (``transformer/config.json`` of a Flux repo loads
+as is); the layers live in :mod:`diffblocks.models.flux_layers`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from .flux_layers import (AdaLayerNormContinuous, FluxSingleTransformerBlock, FluxTransformerBlock,
+                          TimeTextEmbedding, rope_tables)
+from .modeling import Model, ModelConfig, ModelOutput
+
+
+@dataclass(frozen=True)
+class FluxTransformer2DConfig(ModelConfig):
+    """diffusers' ``FluxTransformer2DModel`` config.json, key for key (defaults are Flux.1's)."""
+
+    class_name: ClassVar[str] = "FluxTransformer2DModel"
+
+    patch_size: int = 1
+    in_channels: int = 64
+    out_channels: int | None = None  # None: same as in_channels
+    num_layers: int = 19
+    num_single_layers: int = 38
+    attention_head_dim: int = 128
+    num_attention_heads: int = 24
+    joint_attention_dim: int = 4096
+    pooled_projection_dim: int = 768
+    guidance_embeds: bool = False  # True for guidance-distilled models (dev), False for schnell
+    axes_dims_rope: tuple[int, ...] = (16, 56, 56)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "axes_dims_rope", tuple(self.axes_dims_rope))
+        # RoPE rotates whole heads, one axis per slice of the head: the slices must tile it exactly.
+        if sum(self.axes_dims_rope) != self.attention_head_dim or any(d % 2 for d in self.axes_dims_rope):
+            raise self.unsupported("axes_dims_rope", list(self.axes_dims_rope),
+                                   f"even sizes summing to attention_head_dim={self.attention_head_dim}")
+
+
+@dataclass
+class Transformer2DModelOutput(ModelOutput):
+    """Output of a transformer denoiser, as in diffusers: the prediction is ``.sample``."""
+
+    sample: torch.Tensor
+
+
+def _positions(ids: torch.Tensor, name: str) -> torch.Tensor:
+    # diffusers once took ids with a batch axis [B, S, 3]; positions are the same for every sample.
+    if ids.ndim == 3:
+        ids = ids[0]
+    if ids.ndim != 2:
+        raise ValueError(f"{name} must have shape [seq_len, n_axes], got {tuple(ids.shape)}")
+    return ids
+
+
+class FluxTransformer2DModel(Model):
+    """The Flux.1 transformer: 19 double-stream blocks, then 38 single-stream blocks (by default).
+
+    Inputs are packed latents ``[B, S_img, in_channels]`` and T5 tokens ``[B, S_txt,
+    joint_attention_dim]``; ``img_ids``/``txt_ids`` give each token's 3-axis RoPE position.
+    """
+
+    config_class = FluxTransformer2DConfig
+    config: FluxTransformer2DConfig
+
+    def __init__(self, config: FluxTransformer2DConfig | dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        c = self.config
+        dim = c.num_attention_heads * c.attention_head_dim
+        out_channels = c.out_channels or c.in_channels
+        self.time_text_embed = TimeTextEmbedding(dim, c.pooled_projection_dim, c.guidance_embeds)
+        self.context_embedder = nn.Linear(c.joint_attention_dim, dim)
+        self.x_embedder = nn.Linear(c.in_channels, dim)
+        self.transformer_blocks = nn.ModuleList(
+            FluxTransformerBlock(dim, c.num_attention_heads, c.attention_head_dim)
+            for _ in range(c.num_layers))
+        self.single_transformer_blocks = nn.ModuleList(
+            FluxSingleTransformerBlock(dim, c.num_attention_heads, c.attention_head_dim)
+            for _ in range(c.num_single_layers))
+        self.norm_out = AdaLayerNormContinuous(dim, dim)
+        self.proj_out = nn.Linear(dim, c.patch_size * c.patch_size * out_channels)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        pooled_projections: torch.Tensor | None = None,
+        timestep: torch.Tensor | float | None = None,
+        img_ids: torch.Tensor | None = None,
+        txt_ids: torch.Tensor | None = None,
+        guidance: torch.Tensor | float | None = None,
+        joint_attention_kwargs: dict[str, Any] | None = None,
+        return_dict: bool = True,
+    ) -> Transformer2DModelOutput | tuple[torch.Tensor]:
+        """Predict the flow for packed latents at ``timestep`` (a sigma in [0, 1], as the pipeline
+        passes it; the model scales timestep and guidance by 1000 itself, like diffusers')."""
+        self._check_call(encoder_hidden_states, pooled_projections, timestep, img_ids, txt_ids,
+                         guidance, joint_attention_kwargs)
+        dtype, batch = hidden_states.dtype, hidden_states.shape[0]
+
+        # conditioning vector from timestep, guidance and pooled text
+        timestep = _per_sample(timestep, batch, hidden_states).to(dtype) * 1000
+        if guidance is not None:
+            guidance = _per_sample(guidance, batch, hidden_states).to(dtype) * 1000
+        temb = self.time_text_embed(timestep, pooled_projections, guidance)
+
+        # tokens and RoPE tables; text tokens come first in every joint sequence
+        x = self.x_embedder(hidden_states)
+        context = self.context_embedder(encoder_hidden_states)
+        ids = torch.cat([_positions(txt_ids, "txt_ids"), _positions(img_ids, "img_ids")])
+        rope = rope_tables(ids.to(x.device), self.config.axes_dims_rope)
+
+        # double-stream blocks, then single-stream blocks over the joined sequence
+        for block in self.transformer_blocks:
+            context, x = block(x, context, temb, rope)
+        joint = torch.cat([context, x], dim=1)
+        for block in self.single_transformer_blocks:
+            joint = block(joint, temb, rope)
+
+        # image tokens only, final modulation and projection
+        out = self.proj_out(self.norm_out(joint[:, context.shape[1]:], temb))
+        return Transformer2DModelOutput(sample=out) if return_dict else (out,)
+
+    def _check_call(self, encoder_hidden_states: torch.Tensor | None,
+                    pooled_projections: torch.Tensor | None, timestep: Any, img_ids: Any,
+                    txt_ids: Any, guidance: Any, joint_attention_kwargs: dict | None) -> None:
+        required = dict(encoder_hidden_states=encoder_hidden_states,
+                        pooled_projections=pooled_projections, timestep=timestep,
+                        img_ids=img_ids, txt_ids=txt_ids)
+        missing = [name for name, value in required.items() if value is None]
+        if missing:
+            raise ValueError(f"FluxTransformer2DModel.forward needs {', '.join(missing)}")
+        if self.config.guidance_embeds and guidance is None:
+            raise ValueError("this model has guidance_embeds=true (a dev-style model): pass guidance")
+        if not self.config.guidance_embeds and guidance is not None:
+            raise ValueError("this model has guidance_embeds=false (a schnell-style model): "
+                             "pass guidance=None")
+        if joint_attention_kwargs:
+            raise ValueError(f"joint_attention_kwargs {sorted(joint_attention_kwargs)} are not "
+                             "supported (no attention processors, LoRA scale or IP-adapter)")
+
+
+def _per_sample(value: torch.Tensor | float, batch: int, like: torch.Tensor) -> torch.Tensor:
+    """A timestep-like value as a ``[batch]`` tensor on ``like``'s device (scalars broadcast)."""
+    value = torch.as_tensor(value, device=like.device)
+    return value.expand(batch) if value.ndim == 0 else value.to(like.device)

@@ -1,0 +1,118 @@
+"""FluxTransformer2DModel: parity with diffusers in both directions, input forms, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from diffblocks.models.flux import FluxTransformer2DConfig, FluxTransformer2DModel
+from diffblocks.models.modeling import ModelLoadError
+
+from .tiny_flux_vae import FLUX_DEV_LIKE, FLUX_PATCHED, FLUX_SCHNELL_LIKE, flux_inputs, max_diff
+
+diffusers = pytest.importorskip("diffusers")
+
+CONFIGS = {"schnell": FLUX_SCHNELL_LIKE, "dev": FLUX_DEV_LIKE, "patched": FLUX_PATCHED}
+
+
+def _reference(config: dict, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return diffusers.FluxTransformer2DModel(**config).eval()
+
+
+@pytest.fixture(scope="module", params=sorted(CONFIGS))
+def saved_reference(request, tmp_path_factory):
+    """(config, diffusers model, folder it was saved to)."""
+    config = CONFIGS[request.param]
+    ref = _reference(config)
+    folder = tmp_path_factory.mktemp(f"flux-{request.param}")
+    ref.save_pretrained(folder)
+    return config, ref, folder
+
+
+@torch.no_grad()
+def test_loads_diffusers_folder_and_matches(saved_reference):
+    config, ref, folder = saved_reference
+    ours = FluxTransformer2DModel.from_pretrained(folder)
+    inputs = flux_inputs(config)
+    expected = ref(**inputs, return_dict=False)[0]
+    got = ours(**inputs).sample
+    assert got.shape == expected.shape
+    assert max_diff(got, expected) <= 1e-5
+    (as_tuple,) = ours(**inputs, return_dict=False)
+    assert torch.equal(as_tuple, got)
+
+
+@torch.no_grad()
+def test_diffusers_loads_what_we_save(tmp_path):
+    ours = FluxTransformer2DModel.from_config(FLUX_DEV_LIKE).eval()
+    ours.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["_class_name"] == "FluxTransformer2DModel" and saved["guidance_embeds"] is True
+    ref = diffusers.FluxTransformer2DModel.from_pretrained(tmp_path).eval()
+    inputs = flux_inputs(FLUX_DEV_LIKE, seed=3)
+    assert max_diff(ref(**inputs).sample, ours(**inputs).sample) <= 1e-5
+
+
+@torch.no_grad()
+def test_input_forms_agree():
+    model = FluxTransformer2DModel.from_config(FLUX_SCHNELL_LIKE).eval()
+    inputs = flux_inputs(FLUX_SCHNELL_LIKE, batch=2)
+    inputs["timestep"] = torch.tensor([0.25, 0.25])
+    base = model(**inputs).sample
+    # deprecated 3-D ids with a batch axis, and a python-number timestep
+    batched = {**inputs, "img_ids": inputs["img_ids"][None].expand(2, -1, -1),
+               "txt_ids": inputs["txt_ids"][None].expand(2, -1, -1), "timestep": 0.25}
+    assert torch.equal(model(**batched).sample, base)
+
+
+@torch.no_grad()
+def test_timestep_is_scaled_by_1000_inside():
+    """The pipeline passes sigma in [0, 1]; t=0.5 must differ from t=500 (the UNet convention)."""
+    model = FluxTransformer2DModel.from_config(FLUX_SCHNELL_LIKE).eval()
+    inputs = flux_inputs(FLUX_SCHNELL_LIKE)
+    half = model(**{**inputs, "timestep": torch.tensor([0.5, 0.5])}).sample
+    assert not torch.allclose(half, model(**{**inputs, "timestep": torch.tensor([500.0, 500.0])}).sample)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@torch.no_grad()
+def test_low_precision_close_to_diffusers(dtype):
+    ref = _reference(FLUX_DEV_LIKE)
+    ours = FluxTransformer2DModel.from_config(FLUX_DEV_LIKE)
+    ours.load_state_dict(ref.state_dict())
+    ref, ours = ref.to(dtype), ours.to(dtype).eval()
+    inputs = {k: v.to(dtype) if isinstance(v, torch.Tensor) and k not in ("img_ids", "txt_ids") else v
+              for k, v in flux_inputs(FLUX_DEV_LIKE).items()}
+    got = ours(**inputs).sample
+    assert got.dtype == dtype
+    assert max_diff(got, ref(**inputs).sample) <= 2e-2
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(ValueError, match="axes_dims_rope"):
+        FluxTransformer2DConfig.from_dict({**FLUX_SCHNELL_LIKE, "axes_dims_rope": [4, 4, 4]})
+
+
+def test_wrong_class_name_is_rejected(tmp_path):
+    FluxTransformer2DModel.from_config(FLUX_SCHNELL_LIKE).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "_class_name": "UNet2DConditionModel"}))
+    with pytest.raises(ModelLoadError, match="_class_name"):
+        FluxTransformer2DModel.from_pretrained(tmp_path)
+
+
+@torch.no_grad()
+def test_call_errors_are_clear():
+    dev = FluxTransformer2DModel.from_config(FLUX_DEV_LIKE)
+    schnell = FluxTransformer2DModel.from_config(FLUX_SCHNELL_LIKE)
+    with pytest.raises(ValueError, match="pass guidance"):
+        dev(**{**flux_inputs(FLUX_DEV_LIKE), "guidance": None})
+    with pytest.raises(ValueError, match="guidance=None"):
+        schnell(**{**flux_inputs(FLUX_SCHNELL_LIKE), "guidance": torch.ones(2)})
+    with pytest.raises(ValueError, match="txt_ids"):
+        schnell(**{**flux_inputs(FLUX_SCHNELL_LIKE), "txt_ids": None})
+    with pytest.raises(ValueError, match="ip_adapter"):
+        schnell(**flux_inputs(FLUX_SCHNELL_LIKE), joint_attention_kwargs={"ip_adapter_image_embeds": 1})
