@@ -1,12 +1,47 @@
-"""Samplers: one small file per scheduler on a shared base; configs are diffusers' scheduler_config.json."""
+"""Samplers: one small file per scheduler on a shared base; configs are diffusers' scheduler_config.json.
+
+`SCHEDULER_CLASSES` maps diffusers class names to ours (the component registry uses it);
+`scheduler_from_name("DPM++ 2M Karras", base_config)` picks a sampler by its A1111/ComfyUI name.
+"""
 
 from .base import Scheduler, SchedulerConfig, SchedulerConfigError, SchedulerNotReadyError, SchedulerOutput, SchedulerState
+from .ddim import DDIMScheduler
+from .ddpm import DDPMScheduler
+from .euler import EulerDiscreteScheduler
+from .euler_ancestral import EulerAncestralDiscreteScheduler
+from .heun import HeunDiscreteScheduler
+from .lms import LMSDiscreteScheduler
+from .names import SAMPLER_NAMES, scheduler_from_name
+from .pndm import PNDMScheduler
+
+SCHEDULER_CLASSES: dict[str, type[Scheduler]] = {
+    cls.__name__: cls
+    for cls in (
+        DDPMScheduler,
+        DDIMScheduler,
+        PNDMScheduler,
+        LMSDiscreteScheduler,
+        EulerDiscreteScheduler,
+        EulerAncestralDiscreteScheduler,
+        HeunDiscreteScheduler,
+    )
+}
 
 __all__ = [
+    "SAMPLER_NAMES",
+    "SCHEDULER_CLASSES",
+    "DDIMScheduler",
+    "DDPMScheduler",
+    "EulerAncestralDiscreteScheduler",
+    "EulerDiscreteScheduler",
+    "HeunDiscreteScheduler",
+    "LMSDiscreteScheduler",
+    "PNDMScheduler",
     "Scheduler",
     "SchedulerConfig",
     "SchedulerConfigError",
     "SchedulerNotReadyError",
     "SchedulerOutput",
     "SchedulerState",
+    "scheduler_from_name",
 ]

@@ -148,7 +148,7 @@ def check_num_steps(num_steps: int | None, num_train: int, owner: str) -> int:
 
 def sigmas_from_alphas_cumprod(alphas_cumprod: torch.Tensor) -> np.ndarray:
     """sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t): the noise level of x / sqrt(alpha_bar) (fp32, ascending in t)."""
-    return np.array(((1 - alphas_cumprod) / alphas_cumprod) ** 0.5)
+    return (((1 - alphas_cumprod) / alphas_cumprod) ** 0.5).cpu().numpy()
 
 
 def interp_sigmas(timesteps: np.ndarray, train_sigmas: np.ndarray) -> np.ndarray:

@@ -1,0 +1,66 @@
+"""DDIMScheduler: denoising diffusion implicit models (Song et al. 2021)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import samplers
+from .base import Scheduler, SchedulerOutput, SchedulerState, randn_tensor
+from .prediction import postprocess_x0, prediction_for
+from .schedules import alphas_cumprod_from_config, check_num_steps, spaced_timesteps
+
+
+class DDIMScheduler(Scheduler):
+    """DDIM: deterministic (eta = 0) or partly stochastic (eta > 0) non-Markovian sampling."""
+
+    defaults = dict(
+        num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear", trained_betas=None,
+        clip_sample=True, set_alpha_to_one=True, steps_offset=0, prediction_type="epsilon", thresholding=False,
+        dynamic_thresholding_ratio=0.995, clip_sample_range=1.0, sample_max_value=1.0, timestep_spacing="leading",
+        rescale_betas_zero_snr=False,
+    )  # fmt: skip
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**config)
+        self.alphas_cumprod = alphas_cumprod_from_config(self.config)
+        # alpha_bar "before" t = 0: 1 (a clean final step) or, as in the original code, alpha_bar_0
+        self.final_alpha_cumprod = torch.tensor(1.0) if self.config.set_alpha_to_one else self.alphas_cumprod[0]
+        self.prediction = prediction_for(self.config.prediction_type, type(self).__name__)
+
+    def new_state(self, num_inference_steps: int | None = None, device: torch.device | str | None = None) -> SchedulerState:
+        n = check_num_steps(num_inference_steps, self.num_train_timesteps, type(self).__name__)
+        ts = spaced_timesteps(self.config.timestep_spacing, self.num_train_timesteps, n, self.config.steps_offset)
+        return SchedulerState(timesteps=torch.from_numpy(ts.round().astype(np.int64)).to(device), num_inference_steps=n)
+
+    def _step(
+        self,
+        state: SchedulerState,
+        model_output: torch.Tensor,
+        timestep: Any,
+        sample: torch.Tensor,
+        generator: Any = None,
+        eta: float = 0.0,
+        use_clipped_model_output: bool = False,
+        variance_noise: torch.Tensor | None = None,
+    ) -> SchedulerOutput:
+        # The previous timestep is t minus the *leading* stride whatever the spacing: the reference's rule.
+        prev_t = timestep - self.num_train_timesteps // state.num_inference_steps
+        alpha_bar = self.alphas_cumprod[timestep]
+        alpha_bar_prev = self.alphas_cumprod[prev_t] if prev_t >= 0 else self.final_alpha_cumprod
+        alpha_t, sigma_t = alpha_bar ** (0.5), (1 - alpha_bar) ** (0.5)
+        x0 = self.prediction.to_denoised(model_output, sample, alpha_t, sigma_t)
+        eps = self.prediction.to_epsilon(model_output, sample, alpha_t, sigma_t)
+        x0 = postprocess_x0(x0, self.config)
+        std_dev = eta * samplers.ddim_variance(alpha_bar, alpha_bar_prev) ** (0.5)
+        if use_clipped_model_output:  # re-derive eps from the clipped x0 (as in Glide)
+            eps = (sample - alpha_t * x0) / sigma_t
+        noise = None
+        if eta > 0:
+            if variance_noise is not None and generator is not None:
+                raise ValueError("DDIMScheduler.step: pass generator or variance_noise, not both")
+            noise = variance_noise if variance_noise is not None else randn_tensor(model_output.shape, generator, model_output.device, model_output.dtype)
+        prev_sample = samplers.ddim_step(x0, eps, alpha_bar_prev, std_dev, noise)
+        return SchedulerOutput(prev_sample=prev_sample, pred_original_sample=x0)
