@@ -1,0 +1,89 @@
+"""The trust policy for code that does not ship with diffblocks.
+
+Every import of a module that is *not* on the built-in allow-list (our own models and
+schedulers, the allow-listed transformers classes, registered plugins) goes through
+:func:`import_untrusted` or :func:`load_class_from_file`. Those two functions are the
+only places such code is imported, so the ``trust_remote_code`` check cannot be bypassed
+by a new caller forgetting it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["UntrustedCodeError", "import_untrusted", "load_class_from_file"]
+
+
+class UntrustedCodeError(PermissionError):
+    """Raised when code outside the allow-list would be imported without ``trust_remote_code=True``."""
+
+
+def _refuse(what: str, component: str | None) -> UntrustedCodeError:
+    who = f"component '{component}': " if component else ""
+    return UntrustedCodeError(
+        f"{who}{what} is not a built-in or registered component class, so loading it would run "
+        "code that diffblocks does not ship. Read that code first; then pass "
+        "trust_remote_code=True, or register the class with "
+        "diffblocks.registry.components.register_component_class(library, name, cls)."
+    )
+
+
+def import_untrusted(
+    module: str, attr: str, *, trust_remote_code: bool, component: str | None = None
+) -> Any:
+    """Import ``module`` and return its attribute ``attr``, only when the caller trusts it.
+
+    The check happens *before* the import, because importing a module already runs its code.
+    """
+    if not trust_remote_code:
+        raise _refuse(f"'{module}.{attr}'", component)
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as err:
+        who = f"component '{component}': " if component else ""
+        raise ImportError(f"{who}cannot import module '{module}' for class '{attr}': {err}") from err
+    try:
+        return getattr(mod, attr)
+    except AttributeError as err:
+        raise ImportError(f"module '{module}' has no attribute '{attr}'") from err
+
+
+def load_class_from_file(
+    path: str | Path, class_name: str, *, trust_remote_code: bool, component: str | None = None
+) -> type:
+    """Import a Python file shipped inside a model repository and return ``class_name`` from it.
+
+    The module is registered under a name derived from the file's content hash, so two repos
+    with a ``pipeline.py`` each never shadow one another.
+    """
+    path = Path(path)
+    if not trust_remote_code:
+        raise _refuse(f"'{class_name}' from the repository file '{path}'", component)
+    if not path.is_file():
+        raise FileNotFoundError(f"component '{component}': remote code file '{path}' does not exist")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    mod_name = f"diffblocks_remote_{path.stem}_{digest}"
+    module = sys.modules.get(mod_name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(mod_name, path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot import '{path}' as a Python module")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[mod_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[mod_name]
+            raise
+    try:
+        cls = getattr(module, class_name)
+    except AttributeError as err:
+        raise ImportError(f"'{path}' defines no class '{class_name}'") from err
+    if not isinstance(cls, type):
+        raise TypeError(f"'{class_name}' in '{path}' is not a class")
+    return cls
