@@ -10,9 +10,11 @@ import torch
 from diffblocks.models.flux import FluxTransformer2DConfig, FluxTransformer2DModel
 from diffblocks.models.modeling import ModelLoadError
 
-from .tiny_flux_vae import FLUX_DEV_LIKE, FLUX_PATCHED, FLUX_SCHNELL_LIKE, flux_inputs, max_diff
+from .tiny_flux_vae import (FLUX_DEV_LIKE, FLUX_PATCHED, FLUX_SCHNELL_LIKE, flux_inputs, max_diff,
+                            one_thread)  # noqa: F401
 
 diffusers = pytest.importorskip("diffusers")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 CONFIGS = {"schnell": FLUX_SCHNELL_LIKE, "dev": FLUX_DEV_LIKE, "patched": FLUX_PATCHED}
 

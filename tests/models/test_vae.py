@@ -1,0 +1,168 @@
+"""AutoencoderKL: parity with diffusers (plain, tiled, sliced, sampled), saving, legacy keys, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from diffblocks.models.autoencoder_kl import AutoencoderKL, AutoencoderKLConfig
+
+from .tiny_flux_vae import VAE_FLUX_LIKE, VAE_SD_LIKE, max_diff, one_thread  # noqa: F401
+
+diffusers = pytest.importorskip("diffusers")
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+CONFIGS = {"sd": VAE_SD_LIKE, "flux": VAE_FLUX_LIKE}
+TOL = 1e-5
+
+
+def _reference(config: dict, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return diffusers.AutoencoderKL(**config).eval()
+
+
+def _factor(config: dict) -> int:
+    return 2 ** (len(config["block_out_channels"]) - 1)
+
+
+@pytest.fixture(scope="module", params=sorted(CONFIGS))
+def pair(request, tmp_path_factory):
+    """(config, diffusers model, our model loaded from the folder diffusers saved)."""
+    config = CONFIGS[request.param]
+    ref = _reference(config)
+    folder = tmp_path_factory.mktemp(f"vae-{request.param}")
+    ref.save_pretrained(folder)
+    return config, ref, AutoencoderKL.from_pretrained(folder)
+
+
+@torch.no_grad()
+def test_encode_decode_match_diffusers(pair):
+    config, ref, ours = pair
+    x = torch.randn(2, 3, 32, 24, generator=torch.Generator().manual_seed(1))
+    expected, got = ref.encode(x).latent_dist, ours.encode(x).latent_dist
+    assert max_diff(got.mean, expected.mean) <= TOL and max_diff(got.std, expected.std) <= TOL
+    assert torch.equal(got.mode(), got.mean)
+    # the same generator gives the same posterior sample
+    sample = got.sample(torch.Generator().manual_seed(7))
+    assert max_diff(sample, expected.sample(torch.Generator().manual_seed(7))) <= TOL
+    (posterior,) = ours.encode(x, return_dict=False)
+    assert torch.equal(posterior.mean, got.mean)
+
+    z = expected.mode()
+    assert max_diff(ours.decode(z).sample, ref.decode(z).sample) <= TOL
+    assert ours.decode(z, return_dict=False)[0].shape == (2, 3, 32, 24)
+    assert max_diff(ours(x).sample, ref(x).sample) <= TOL
+
+
+@torch.no_grad()
+def test_tiled_and_sliced_match_diffusers(pair):
+    config, ref, ours = pair
+    g = torch.Generator().manual_seed(2)
+    # larger than one tile (sample_size 32) in both directions, not a multiple of the tile stride
+    x = torch.randn(2, 3, 56, 40, generator=g)
+    z = torch.randn(2, config["latent_channels"], 56 // _factor(config), 40 // _factor(config), generator=g)
+    ref.enable_tiling(), ours.enable_tiling()
+    ref.enable_slicing(), ours.enable_slicing()
+    try:
+        tiled = ours.decode(z).sample
+        assert tiled.shape == (2, 3, 56, 40)
+        assert max_diff(tiled, ref.decode(z).sample) <= TOL
+        assert max_diff(ours.encode(x).latent_dist.mean, ref.encode(x).latent_dist.mean) <= TOL
+        ours.disable_slicing()
+        assert max_diff(ours.decode(z).sample, tiled) <= TOL
+    finally:
+        ref.disable_tiling(), ours.disable_tiling(), ref.disable_slicing(), ours.disable_slicing()
+    # tiling changes the result (seams are blended, not exact), so it must be off again now
+    assert max_diff(ours.decode(z).sample, tiled) > TOL
+
+
+@torch.no_grad()
+def test_diffusers_loads_what_we_save(tmp_path):
+    ours = AutoencoderKL.from_config(VAE_FLUX_LIKE).eval()
+    ours.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["_class_name"] == "AutoencoderKL" and saved["shift_factor"] == VAE_FLUX_LIKE["shift_factor"]
+    ref = diffusers.AutoencoderKL.from_pretrained(tmp_path).eval()
+    assert ref.config.use_quant_conv is False and ref.config.scaling_factor == VAE_FLUX_LIKE["scaling_factor"]
+    x = torch.randn(1, 3, 32, 32)
+    assert max_diff(ref(x).sample, ours(x).sample) <= TOL
+
+
+def test_config_surface():
+    sd = AutoencoderKL.from_config(VAE_SD_LIKE).config
+    assert (sd.scaling_factor, sd.shift_factor, sd.force_upcast) == (0.18215, None, True)
+    assert (sd.use_quant_conv, sd.use_post_quant_conv, sd.sample_size) == (True, True, 32)
+    assert sd.latent_channels == 4 and sd.block_out_channels == (32, 64)
+    flux = AutoencoderKLConfig.from_dict(VAE_FLUX_LIKE)
+    assert (flux.shift_factor, flux.force_upcast, flux.use_quant_conv) == (0.1159, False, False)
+    model = AutoencoderKL.from_config(VAE_FLUX_LIKE)
+    assert model.quant_conv is None and model.post_quant_conv is None
+    assert not any(k.startswith(("quant_conv", "post_quant_conv")) for k in model.state_dict())
+
+
+@torch.no_grad()
+def test_no_mid_block_attention_matches_diffusers(tmp_path):
+    config = {**VAE_SD_LIKE, "mid_block_add_attention": False}
+    ref = _reference(config)
+    ref.save_pretrained(tmp_path)
+    ours = AutoencoderKL.from_pretrained(tmp_path)
+    assert not any(".attentions." in k for k in ours.state_dict())
+    x = torch.randn(1, 3, 16, 16)
+    assert max_diff(ours(x).sample, ref(x).sample) <= TOL
+
+
+@torch.no_grad()
+def test_legacy_attention_names_load(tmp_path):
+    ref = _reference(VAE_SD_LIKE)
+    ref.save_pretrained(tmp_path)
+    old = {"to_q": "query", "to_k": "key", "to_v": "value", "to_out.0": "proj_attn"}
+    state = {}
+    for key, tensor in ref.state_dict().items():
+        for new, legacy in old.items():
+            if ".attentions." in key and f".{new}." in key:
+                key = key.replace(f".{new}.", f".{legacy}.")
+                if key.endswith("weight") and legacy in ("query", "key"):
+                    tensor = tensor[:, :, None, None]  # some old files hold 1x1 conv kernels
+        state[key] = tensor.contiguous()
+    save_file(state, str(tmp_path / "diffusion_pytorch_model.safetensors"))
+    ours = AutoencoderKL.from_pretrained(tmp_path)
+    x = torch.randn(1, 3, 16, 16)
+    assert max_diff(ours(x).sample, ref(x).sample) <= TOL
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("down_block_types", ["DownEncoderBlock2D", "AttnDownEncoderBlock2D"]),
+    ("up_block_types", ["UpDecoderBlock2D"]),
+    ("act_fn", "tanh"),
+])
+def test_unsupported_config_names_key_and_value(key, value):
+    with pytest.raises(ValueError, match=f"{key}.*{value[-1] if isinstance(value, list) else value}"):
+        AutoencoderKLConfig.from_dict({**VAE_SD_LIKE, key: value})
+
+
+def test_posterior_sampling_with_generator_list_matches_diffusers():
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution as RefDist
+
+    from diffblocks.models.vae_blocks import DiagonalGaussianDistribution
+
+    moments = torch.randn(3, 8, 4, 4)
+    ours, ref = DiagonalGaussianDistribution(moments), RefDist(moments)
+    gens = lambda: [torch.Generator().manual_seed(s) for s in (1, 2, 3)]  # noqa: E731
+    assert torch.equal(ours.sample(gens()), ref.sample(gens()))
+    assert torch.allclose(ours.kl(), ref.kl()) and torch.allclose(ours.kl(ref), ref.kl(ref))
+    assert torch.allclose(ours.nll(moments[:, :4]), ref.nll(moments[:, :4]))
+    fixed = DiagonalGaussianDistribution(moments, deterministic=True)
+    assert torch.equal(fixed.sample(torch.Generator().manual_seed(0)), fixed.mean)
+
+
+def test_backward_runs():
+    """The VAE is trained in-repo (the tiny shapes model): gradients must flow to every weight."""
+    model = AutoencoderKL.from_config(VAE_SD_LIKE)
+    x = torch.randn(1, 3, 16, 16)
+    posterior = model.encode(x).latent_dist
+    loss = (model.decode(posterior.sample()).sample - x).pow(2).mean() + posterior.kl().mean()
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
