@@ -1,0 +1,544 @@
+"""``Graph``: named nodes, explicit edges ``"node.port" -> "node.port"``, named inputs and outputs.
+
+A Graph is itself a Block (its ports are its exposed inputs and outputs), so graphs nest.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..blocks.base import Block
+from ..blocks.errors import GraphError, Problem
+from ..blocks.ports import MISSING, PORT_NAME, ComponentRef, Port
+from . import _state
+
+if TYPE_CHECKING:
+    from .plan import Plan
+
+__all__ = ["Graph", "GraphInput", "UnknownBlock", "split_ref"]
+
+
+def split_ref(ref: str, what: str = "port reference") -> tuple[str, str]:
+    """``"node.port"`` -> ``("node", "port")``; ``GraphError`` when malformed."""
+    if not isinstance(ref, str) or ref.count(".") != 1:
+        raise GraphError([Problem("unknown_port", f"{what} {ref!r} must look like 'node.port'")])
+    node, port = ref.split(".")
+    if not node or not port:
+        raise GraphError([Problem("unknown_port", f"{what} {ref!r} must look like 'node.port'")])
+    return node, port
+
+
+@dataclass
+class GraphInput:
+    """A named graph input feeding one or more node inputs."""
+
+    targets: list[tuple[str, str]] = field(default_factory=list)
+    default: Any = MISSING
+    description: str = ""
+
+
+class UnknownBlock(Block):
+    """Placeholder for a node whose block name is not registered (kept so that every other
+    problem of a loaded file can still be reported, and so the file round-trips)."""
+
+    _abstract = True
+
+    def __init__(self, name: str, config: Mapping[str, Any] | None = None) -> None:
+        self.name = name  # type: ignore[misc]
+        self.inputs = {}
+        self.outputs = {}
+        self.components = {}
+        self.config_fields = {}
+        self.config = dict(config or {})
+        self.config_overrides = dict(self.config)
+
+    def forward(self, **kwargs: Any) -> Any:
+        raise GraphError([Problem("unknown_block", f"no block registered as {self.name!r}")])
+
+
+class Graph(Block):
+    """A dataflow graph of blocks.
+
+    Build::
+
+        g = Graph("txt2img")
+        g.add("encode", "encode_prompt")                # a registered name, or a Block
+        g.add("cfg", "classifier_free_guidance", config={"guidance_scale": 7.5})
+        g.connect("encode.prompt_embeds", "denoise.prompt_embeds")
+        g.expose_input("prompt", "encode.prompt")
+        g.expose_output("image", "decode.image")
+        g.validate()
+
+    Run: ``g(components=cm, prompt="a cat")`` or ``g.run(inputs={...}, components=cm)``.
+    """
+
+    is_composite = True
+
+    def __init__(self, name: str = "graph", description: str = "") -> None:
+        self.name = name  # type: ignore[misc]
+        self.description = description
+        self.version = 1  # type: ignore[misc]
+        self.nodes: dict[str, Block] = {}
+        self._edges: dict[tuple[str, str], tuple[str, str]] = {}
+        self._inputs: dict[str, GraphInput] = {}
+        self._outputs: dict[str, tuple[str, str]] = {}
+        self.config = {}
+        self.config_overrides = {}
+        self.json_paths: dict[str, str] = {}
+        self._memo: dict[str, tuple[int, Any]] = {}
+        self._cache: Any = None
+
+    # ---- building ------------------------------------------------------------------------
+    def add(self, node: str, block: Block | str, config: Mapping[str, Any] | None = None) -> Graph:
+        """Add a node running ``block`` (a Block or a registered name), optionally configured."""
+        if not isinstance(node, str) or not PORT_NAME.match(node):
+            raise GraphError([Problem("bad_structure", f"node name {node!r} must be an identifier", node)])
+        if node in self.nodes:
+            raise GraphError([Problem("duplicate_name", f"a node named {node!r} already exists", node)])
+        self.nodes[node] = self._resolve(node, block, config)
+        _state.touch()
+        return self
+
+    @staticmethod
+    def _resolve(node: str, block: Block | str, config: Mapping[str, Any] | None) -> Block:
+        if isinstance(block, str):
+            from ..registry.blocks import get_block
+
+            try:
+                block = get_block(block)
+            except GraphError as exc:
+                raise GraphError([Problem(p.kind, p.message, node) for p in exc.problems]) from None
+        if isinstance(block, type) and issubclass(block, Block):
+            block = block()
+        if not isinstance(block, Block):
+            raise GraphError([Problem("unknown_block", f"expected a Block or registered name, got {block!r}", node)])
+        if config:
+            try:
+                block = block.with_config(config)
+            except GraphError as exc:
+                raise GraphError([Problem(p.kind, p.message, node, p.port) for p in exc.problems]) from None
+        return block
+
+    def connect(self, source: str, target: str) -> Graph:
+        """Add the edge ``"a.out" -> "b.in"``. Checked at once: both ports exist, types are
+        compatible, the input is not already fed, and no cycle is created."""
+        src, dst = split_ref(source, "source"), split_ref(target, "target")
+        problems = self._edge_problems(src, dst)
+        if dst in self._edges or any(dst in gi.targets for gi in self._inputs.values()):
+            problems.append(Problem("bad_structure", "input is already connected; remove that edge first", *dst))
+        if not problems and self._reaches(dst[0], src[0]):
+            problems.append(Problem("cycle", f"edge {source} -> {target} would close a cycle", *dst))
+        if problems:
+            raise GraphError(problems, title=f"cannot connect {source} -> {target}")
+        self._edges[dst] = src
+        _state.touch()
+        return self
+
+    def disconnect(self, target: str) -> Graph:
+        """Remove the edge feeding input ``"b.in"``."""
+        dst = split_ref(target, "target")
+        if self._edges.pop(dst, None) is None:
+            raise GraphError([Problem("unknown_port", "no edge feeds this input", *dst)])
+        _state.touch()
+        return self
+
+    def expose_input(
+        self, name: str, *targets: str, default: Any = MISSING, description: str = ""
+    ) -> Graph:
+        """Make graph input ``name`` feed the node inputs ``targets`` (``"node.port"`` each).
+        Exposing an existing name again adds targets."""
+        if not PORT_NAME.match(name) or name == "components":
+            raise GraphError([Problem("bad_structure", f"graph input name {name!r} must be an identifier", port=name)])
+        entry = self._inputs.setdefault(name, GraphInput())
+        for target in targets:
+            dst = split_ref(target, "target")
+            if dst in self._edges:
+                raise GraphError([Problem("bad_structure", "input is already fed by an edge", *dst)])
+            if dst not in entry.targets:
+                entry.targets.append(dst)
+        if default is not MISSING:
+            entry.default = default
+        if description:
+            entry.description = description
+        _state.touch()
+        return self
+
+    def expose_output(self, name: str, source: str) -> Graph:
+        """Make node output ``source`` (``"node.port"``) the graph output ``name``."""
+        if not PORT_NAME.match(name) or name == "components":
+            raise GraphError([Problem("bad_structure", f"graph output name {name!r} must be an identifier", port=name)])
+        self._outputs[name] = split_ref(source, "source")
+        _state.touch()
+        return self
+
+    # ---- editing (each re-validates; a failed edit leaves the graph unchanged) -------------
+    @contextmanager
+    def edit(self) -> Iterator[Graph]:
+        """Group several edits; the graph is validated once at the end. If the result has new
+        problems, every edit in the block is undone and ``GraphError`` names what broke."""
+        snapshot = self._snapshot()
+        before = set(self._problem_keys())
+        depth = self.__dict__.get("_edit_depth", 0)
+        self.__dict__["_edit_depth"] = depth + 1
+        try:
+            yield self
+        except BaseException:
+            self._restore(snapshot)
+            raise
+        finally:
+            self.__dict__["_edit_depth"] = depth
+        if depth == 0:
+            new = [p for p in self.problems() if _key(p) not in before]
+            if new:
+                self._restore(snapshot)
+                raise GraphError(new, title="edit rejected, graph unchanged")
+
+    def replace(self, node: str, block: Block | str, config: Mapping[str, Any] | None = None) -> Graph:
+        """Swap the block of ``node`` keeping its edges (e.g. another decoder)."""
+        self._require_node(node)
+        with self.edit():
+            self.nodes[node] = self._resolve(node, block, config)
+            _state.touch()
+        return self
+
+    def remove(self, node: str) -> Graph:
+        """Remove ``node`` and every edge, input target and output that touches it."""
+        self._require_node(node)
+        with self.edit():
+            del self.nodes[node]
+            self._edges = {d: s for d, s in self._edges.items() if d[0] != node and s[0] != node}
+            for gi in self._inputs.values():
+                gi.targets = [t for t in gi.targets if t[0] != node]
+            self._outputs = {n: s for n, s in self._outputs.items() if s[0] != node}
+            _state.touch()
+        return self
+
+    def insert(
+        self,
+        node: str,
+        block: Block | str,
+        edge: tuple[str, str],
+        *,
+        input: str | None = None,
+        output: str | None = None,
+        config: Mapping[str, Any] | None = None,
+    ) -> Graph:
+        """Put a new node on an existing edge ``(source, target)``: source -> node.input and
+        node.output -> target. ``input``/``output`` default to the port of the same name as the
+        edge's ends, else the node's only input / output."""
+        src, dst = split_ref(edge[0], "source"), split_ref(edge[1], "target")
+        if self._edges.get(dst) != src:
+            raise GraphError([Problem("unknown_port", f"no edge {edge[0]} -> {edge[1]} to insert into", *dst)])
+        resolved = self._resolve(node, block, config)
+        in_port = input or _pick_port(resolved.inputs, src[1], "input", node)
+        out_port = output or _pick_port(resolved.outputs, dst[1], "output", node)
+        with self.edit():
+            if node in self.nodes:
+                raise GraphError([Problem("duplicate_name", f"a node named {node!r} already exists", node)])
+            self.nodes[node] = resolved
+            del self._edges[dst]
+            self._edges[(node, in_port)] = src
+            self._edges[dst] = (node, out_port)
+            _state.touch()
+        return self
+
+    def _require_node(self, node: str) -> None:
+        if node not in self.nodes:
+            close = difflib.get_close_matches(node, list(self.nodes), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise GraphError([Problem("unknown_port", f"no node named {node!r}{hint}", node)])
+
+    def _snapshot(self) -> tuple[Any, ...]:
+        return (
+            dict(self.nodes),
+            dict(self._edges),
+            {n: GraphInput(list(g.targets), g.default, g.description) for n, g in self._inputs.items()},
+            dict(self._outputs),
+        )
+
+    def _restore(self, snap: tuple[Any, ...]) -> None:
+        self.nodes, self._edges, self._inputs, self._outputs = snap
+        _state.touch()
+
+    def child_nodes(self) -> dict[str, Block]:
+        return self.nodes
+
+    # ---- read access ---------------------------------------------------------------------
+    @property
+    def edges(self) -> list[tuple[str, str]]:
+        """Every edge as ``("a.out", "b.in")``, in the order they were added."""
+        return [(f"{s[0]}.{s[1]}", f"{d[0]}.{d[1]}") for d, s in self._edges.items()]
+
+    @property
+    def graph_inputs(self) -> dict[str, GraphInput]:
+        return dict(self._inputs)
+
+    @property
+    def graph_outputs(self) -> dict[str, str]:
+        return {n: f"{s[0]}.{s[1]}" for n, s in self._outputs.items()}
+
+    def _cached(self, key: str, compute: Any) -> Any:
+        hit = self._memo.get(key)
+        if hit is not None and hit[0] == _state.revision():
+            return hit[1]
+        value = compute()
+        self._memo[key] = (_state.revision(), value)
+        return value
+
+    @property
+    def inputs(self) -> dict[str, Port]:  # type: ignore[override]
+        return self._cached("inputs", self._compute_inputs)
+
+    @property
+    def outputs(self) -> dict[str, Port]:  # type: ignore[override]
+        return self._cached("outputs", self._compute_outputs)
+
+    @property
+    def components(self) -> dict[str, ComponentRef]:  # type: ignore[override]
+        return self.required_components_refs()
+
+    @property
+    def config_fields(self) -> dict[str, Port]:  # type: ignore[override]
+        return {}
+
+    @property
+    def memoise(self) -> bool:  # type: ignore[override]
+        return all(b.memoise for b in self.nodes.values())
+
+    def _compute_inputs(self) -> dict[str, Port]:
+        ports = {}
+        for name, gi in self._inputs.items():
+            targets = [self._port_of(n, p, "inputs") for n, p in gi.targets]
+            targets = [t for t in targets if t is not None]
+            tp = targets[0].type if targets else Any
+            if gi.default is not MISSING:
+                default = gi.default
+            elif targets and all(not t.required for t in targets):
+                default = targets[0].default
+            else:
+                default = MISSING
+            desc = gi.description or next((t.description for t in targets if t.description), "")
+            ports[name] = Port(name, tp, default, desc)
+        return ports
+
+    def _compute_outputs(self) -> dict[str, Port]:
+        ports = {}
+        for name, (n, p) in self._outputs.items():
+            src = self._port_of(n, p, "outputs")
+            ports[name] = Port(name, src.type if src else Any, MISSING, src.description if src else "")
+        return ports
+
+    def _port_of(self, node: str, port: str, side: str) -> Port | None:
+        blk = self.nodes.get(node)
+        return None if blk is None else getattr(blk, side).get(port)
+
+    def required_components_refs(self) -> dict[str, ComponentRef]:
+        def compute() -> dict[str, ComponentRef]:
+            found: dict[str, ComponentRef] = {}
+            for blk in self.nodes.values():
+                for name, ref in blk.required_components().items():
+                    found.setdefault(name, ref)
+            return found
+
+        return self._cached("components", compute)
+
+    def required_components(self) -> dict[str, ComponentRef]:  # type: ignore[override]
+        """Every component the graph's blocks need: ``{name: ComponentRef(name, expected)}``."""
+        return dict(self.required_components_refs())
+
+    @property
+    def identity(self) -> tuple[Any, ...]:
+        def compute() -> tuple[Any, ...]:
+            nodes = tuple(
+                (n, b.identity, json.dumps(b.config_overrides, sort_keys=True, default=repr))
+                for n, b in self.nodes.items()
+            )
+            ins = tuple((n, tuple(g.targets), repr(g.default)) for n, g in self._inputs.items())
+            return ("graph", nodes, tuple(self._edges.items()), ins, tuple(self._outputs.items()))
+
+        return self._cached("identity", compute)
+
+    def _edge_problems(self, src: tuple[str, str], dst: tuple[str, str]) -> list[Problem]:
+        from .validate import edge_problems
+
+        return edge_problems(self, src, dst)
+
+    def _reaches(self, start: str, goal: str) -> bool:
+        """Whether ``goal`` is downstream of (or equal to) ``start``."""
+        if start == goal:
+            return True
+        children: dict[str, list[str]] = {}
+        for d, s in self._edges.items():
+            children.setdefault(s[0], []).append(d[0])
+        seen, todo = {start}, [start]
+        while todo:
+            for nxt in children.get(todo.pop(), ()):
+                if nxt == goal:
+                    return True
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return False
+
+    # ---- validation ----------------------------------------------------------------------
+    def problems(self, components: Mapping[str, Any] | None = None) -> list[Problem]:
+        """Every problem of the graph (empty when valid); ``components`` also checks presence."""
+        from .validate import graph_problems
+
+        found = self._cached("problems", lambda: graph_problems(self))
+        if components is not None:
+            from .validate import component_problems
+
+            found = found + component_problems(self, components)
+        return found
+
+    def _problem_keys(self) -> list[tuple[Any, ...]]:
+        return [_key(p) for p in self.problems()]
+
+    def validate(self, components: Mapping[str, Any] | None = None) -> Graph:
+        """Raise one ``GraphError`` listing every problem; return the graph when valid."""
+        found = self.problems(components)
+        if found:
+            raise GraphError(found, title=f"graph {self.name!r} is invalid")
+        return self
+
+    # ---- composition, selection ----------------------------------------------------------
+    @classmethod
+    def wrap(cls, block: Block, name: str | None = None) -> Graph:
+        """A one-node graph exposing every port of ``block`` under its own name."""
+        node = "node"
+        g = cls(name or block.label)
+        g.add(node, block)
+        for port in block.inputs:
+            g.expose_input(port, f"{node}.{port}")
+        for port in block.outputs:
+            g.expose_output(port, f"{node}.{port}")
+        return g
+
+    @classmethod
+    def sequential(
+        cls,
+        steps: Any,
+        name: str = "graph",
+        rename: Mapping[str, str] | None = None,
+        outputs: Any = None,
+    ) -> Graph:
+        """Auto-wire blocks by port name; see ``compose.sequential``."""
+        from .compose import sequential
+
+        return sequential(steps, name=name, rename=rename, outputs=outputs, graph_cls=cls)
+
+    chain = sequential
+
+    def select(self, **present: Any) -> Graph:
+        """The graph that would run given these inputs: every Switch replaced by its chosen branch."""
+        from .select import select
+
+        return select(self, present)
+
+    # ---- execution -----------------------------------------------------------------------
+    @property
+    def cache(self) -> Any:
+        """The memo cache shared by this graph's plans (survives edits and recompiles)."""
+        if self._cache is None:
+            from .cache import MemoCache
+
+            self._cache = MemoCache()
+        return self._cache
+
+    @cache.setter
+    def cache(self, value: Any) -> None:
+        self._cache = value
+
+    def compile(self, cache: Any = None) -> Plan:
+        """Validate and compile into a ``Plan`` (cached until the graph changes)."""
+        from .plan import compile_graph
+
+        if cache is None:
+            return self._cached("plan", lambda: compile_graph(self, cache=self.cache))
+        return compile_graph(self, cache=cache)
+
+    def run(self, inputs: Mapping[str, Any] | None = None, components: Mapping[str, Any] | None = None, **options: Any) -> Any:
+        """Compile (once) and run; returns a ``Result`` with every graph output.
+        Options: progress, callbacks, on_node_end, grad, cache, generator (see ``Plan.run``)."""
+        return self.compile().run(inputs=inputs, components=components, **options)
+
+    def __call__(self, components: Mapping[str, Any] | None = None, **inputs: Any) -> Any:
+        """Run like a function: one output -> the value, several -> a ``Result``."""
+        return self.compile().call(components=components, inputs=inputs)
+
+    def implementation(self) -> Any:  # pragma: no cover - composites are compiled, not called
+        raise TypeError("a Graph runs through its compiled plan")
+
+    # ---- JSON and pictures ---------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        from .jsonio import graph_to_document
+
+        return graph_to_document(self)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """The graph as versioned JSON text (exact round-trip with ``from_json``)."""
+        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text_or_path: str | Path) -> Graph:
+        """Load a graph from JSON text or a file path. ``GraphError`` lists every problem."""
+        from .jsonio import load_graph
+
+        return load_graph(text_or_path)
+
+    @classmethod
+    def from_dict(cls, document: Mapping[str, Any]) -> Graph:
+        from .jsonio import graph_from_document
+
+        return graph_from_document(document)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
+
+    def to_mermaid(self) -> str:
+        from .export import to_mermaid
+
+        return to_mermaid(self)
+
+    def to_dot(self) -> str:
+        from .export import to_dot
+
+        return to_dot(self)
+
+    def summary(self) -> str:
+        """A readable text summary: inputs, nodes with ports/types/components, outputs."""
+        from .export import to_text
+
+        return to_text(self)
+
+    def __copy__(self) -> Graph:
+        clone = Graph(self.name, self.description)
+        clone.nodes, clone._edges, clone._inputs, clone._outputs = self._snapshot()
+        clone.json_paths = dict(self.json_paths)
+        clone._cache = self._cache
+        return clone
+
+    def copy(self) -> Graph:
+        return self.__copy__()
+
+    def __repr__(self) -> str:
+        return f"<Graph {self.name!r}: {len(self.nodes)} nodes, {len(self._edges)} edges>"
+
+
+def _key(p: Problem) -> tuple[Any, ...]:
+    return (p.kind, p.node, p.port, p.message)
+
+
+def _pick_port(ports: Mapping[str, Port], same_as: str, side: str, node: str) -> str:
+    if same_as in ports:
+        return same_as
+    if len(ports) == 1:
+        return next(iter(ports))
+    raise GraphError([Problem("unknown_port", f"say which {side} to use: {sorted(ports)}", node)])

@@ -1,0 +1,78 @@
+"""``graph.select(**present)``: the pruned graph that would run for the given inputs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..blocks.base import Block
+from ..blocks.ports import MISSING
+from .composites import Loop, Switch
+from .graph import Graph
+
+__all__ = ["select"]
+
+
+class _Present:
+    """Stands for a value that will exist at run time (fed by another node's output)."""
+
+    def __repr__(self) -> str:
+        return "<present>"
+
+
+PRESENT: Any = _Present()
+
+
+def select(graph: Graph, present: Mapping[str, Any]) -> Graph:
+    """Replace every Switch by the branch it would pick when the graph inputs in ``present`` are
+    given (a value ``None`` counts as absent), recursing into nested graphs and loop bodies.
+    Graph inputs that nothing consumes any more are dropped."""
+    values = {}
+    for name, gi in graph._inputs.items():
+        if present.get(name) is not None:
+            values[name] = present[name]
+        elif gi.default is not MISSING and gi.default is not None:
+            values[name] = gi.default
+    return _select(graph, values)
+
+
+def _feed_values(graph: Graph, node: str, blk: Block, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The value (or PRESENT) each input of ``node`` will see; absent inputs are left out."""
+    result: dict[str, Any] = {}
+    for port, spec in blk.inputs.items():
+        if (node, port) in graph._edges:
+            result[port] = PRESENT
+            continue
+        fed_by = next((n for n, gi in graph._inputs.items() if (node, port) in gi.targets), None)
+        if fed_by is not None:
+            if fed_by in values:
+                result[port] = values[fed_by]
+        elif spec.default is not MISSING and spec.default is not None:
+            result[port] = spec.default
+    return result
+
+
+def _select(graph: Graph, values: Mapping[str, Any]) -> Graph:
+    out = graph.copy()
+    for node, blk in graph.nodes.items():
+        if not blk.is_composite:
+            continue
+        feeds = _feed_values(graph, node, blk, values)
+        if isinstance(blk, Switch):
+            branch = blk.pick(feeds)
+            chosen = _select(blk.branches[branch], feeds)
+            out.nodes[node] = chosen
+            ins = chosen.inputs
+            out._edges = {d: s for d, s in out._edges.items() if d[0] != node or d[1] in ins}
+            for gi in out._inputs.values():
+                gi.targets = [t for t in gi.targets if t[0] != node or t[1] in ins]
+        elif isinstance(blk, Loop):
+            body = _select(blk.body, {**feeds, blk.item: PRESENT})
+            out.nodes[node] = Loop(body, blk.over, blk.item, blk.carry, name=blk.name, over_type=blk.over_type, progress=blk.progress, description=blk.description)
+        elif isinstance(blk, Graph):
+            out.nodes[node] = _select(blk, feeds)
+    out._inputs = {n: gi for n, gi in out._inputs.items() if gi.targets}
+    from . import _state
+
+    _state.touch()
+    return out

@@ -1,0 +1,237 @@
+"""Static validation of a graph: every problem at once, each naming node, port and the fix."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import networkx as nx
+
+from ..blocks.base import Block
+from ..blocks.errors import Problem
+from ..blocks.types import is_compatible, type_name, validate_value
+from ..blocks.ports import MISSING
+
+if TYPE_CHECKING:
+    from .graph import Graph
+
+__all__ = ["graph_problems", "edge_problems", "component_problems", "walk_leaves", "cycle_problems"]
+
+
+def _unknown(blk: Block | None) -> bool:
+    from .graph import UnknownBlock
+
+    return isinstance(blk, UnknownBlock)
+
+
+def _no_node(graph: Graph, node: str, role: str) -> Problem:
+    import difflib
+
+    close = difflib.get_close_matches(node, list(graph.nodes), n=2)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    return Problem("unknown_port", f"{role} node {node!r} does not exist{hint}", node)
+
+
+def _no_port(graph: Graph, node: str, port: str, side: str) -> Problem:
+    blk = graph.nodes[node]
+    names = ", ".join(getattr(blk, side)) or "none"
+    kind = "input" if side == "inputs" else "output"
+    return Problem("unknown_port", f"block {blk.label} has no {kind} {port!r} ({side}: {names})", node, port)
+
+
+def edge_problems(graph: Graph, src: tuple[str, str], dst: tuple[str, str]) -> list[Problem]:
+    """Problems with the single edge src -> dst (ports exist, types compatible)."""
+    problems = []
+    src_blk, dst_blk = graph.nodes.get(src[0]), graph.nodes.get(dst[0])
+    if src_blk is None:
+        problems.append(_no_node(graph, src[0], "source"))
+    if dst_blk is None:
+        problems.append(_no_node(graph, dst[0], "target"))
+    if problems or _unknown(src_blk) or _unknown(dst_blk):
+        return problems
+    assert src_blk is not None and dst_blk is not None
+    out = src_blk.outputs.get(src[1])
+    inp = dst_blk.inputs.get(dst[1])
+    if out is None:
+        problems.append(_no_port(graph, src[0], src[1], "outputs"))
+    if inp is None:
+        problems.append(_no_port(graph, dst[0], dst[1], "inputs"))
+    if out is not None and inp is not None and not is_compatible(out.type, inp.type):
+        msg = (
+            f"{dst[0]}.{dst[1]} expects {type_name(inp.type)} but {src[0]}.{src[1]} gives "
+            f"{type_name(out.type)}"
+        )
+        better = _suggest_source(graph, dst, inp.type)
+        msg += f"; connect {better}" if better else f"; feed it a {type_name(inp.type)}"
+        problems.append(Problem("type_mismatch", msg, dst[0], dst[1]))
+    return problems
+
+
+def _suggest_source(graph: Graph, dst: tuple[str, str], tp: Any) -> str | None:
+    """An output elsewhere in the graph that fits ``tp``: same port name first, then exact type."""
+    exact, named = [], []
+    for name, blk in graph.nodes.items():
+        if name == dst[0] or _unknown(blk):
+            continue
+        for port in blk.outputs.values():
+            if port.type == tp and tp is not Any:
+                (named if port.name == dst[1] else exact).append(f"{name}.{port.name}")
+            elif port.name == dst[1] and is_compatible(port.type, tp):
+                named.append(f"{name}.{port.name}")
+    candidates = named + exact
+    return candidates[0] if candidates else None
+
+
+def graph_problems(graph: Graph) -> list[Problem]:
+    """Every structural problem of ``graph`` (nested composites included)."""
+    problems: list[Problem] = []
+    jp = graph.json_paths
+
+    def at(p: Problem, key: str) -> Problem:
+        path = jp.get(key)
+        if path and not p.json_path:
+            return Problem(p.kind, p.message, p.node, p.port, path)
+        return p
+
+    for name, blk in graph.nodes.items():
+        if _unknown(blk):
+            problems.append(at(Problem("unknown_block", f"no block registered as {blk.name!r}", name), f"node:{name}"))
+        elif blk.is_composite:
+            problems.extend(at(p.nested(name), f"node:{name}") for p in blk.problems())  # type: ignore[attr-defined]
+
+    fed: dict[tuple[str, str], str] = {}
+    for i, (dst, src) in enumerate(graph._edges.items()):
+        problems.extend(at(p, f"edge:{i}") for p in edge_problems(graph, src, dst))
+        fed[dst] = f"edge from {src[0]}.{src[1]}"
+
+    for name, gi in graph._inputs.items():
+        first_type = None
+        for node, port in gi.targets:
+            blk = graph.nodes.get(node)
+            if blk is None:
+                problems.append(at(_no_node(graph, node, f"graph input {name!r} target"), f"input:{name}"))
+                continue
+            if _unknown(blk):
+                continue
+            inp = blk.inputs.get(port)
+            if inp is None:
+                problems.append(at(_no_port(graph, node, port, "inputs"), f"input:{name}"))
+                continue
+            if (node, port) in fed:
+                problems.append(
+                    at(Problem("bad_structure", f"fed twice: by graph input {name!r} and {fed[(node, port)]}", node, port), f"input:{name}")
+                )
+            fed[(node, port)] = f"graph input {name!r}"
+            if first_type is None:
+                first_type = inp.type
+            elif not (is_compatible(first_type, inp.type) or is_compatible(inp.type, first_type)):
+                problems.append(
+                    at(
+                        Problem(
+                            "type_mismatch",
+                            f"graph input {name!r} feeds {type_name(first_type)} elsewhere but "
+                            f"{node}.{port} expects {type_name(inp.type)}",
+                            node,
+                            port,
+                        ),
+                        f"input:{name}",
+                    )
+                )
+        if gi.default is not MISSING and gi.default is not None and first_type is not None:
+            try:
+                validate_value(first_type, gi.default)
+            except ValueError as exc:
+                problems.append(at(Problem("type_mismatch", f"default of graph input {name!r} {exc}", port=name), f"input:{name}"))
+
+    for name, (node, port) in graph._outputs.items():
+        blk = graph.nodes.get(node)
+        if blk is None:
+            problems.append(at(_no_node(graph, node, f"graph output {name!r} source"), f"output:{name}"))
+        elif not _unknown(blk) and port not in blk.outputs:
+            problems.append(at(_no_port(graph, node, port, "outputs"), f"output:{name}"))
+
+    for name, blk in graph.nodes.items():
+        if _unknown(blk):
+            continue
+        for port in blk.inputs.values():
+            if port.required and (name, port.name) not in fed:
+                better = _suggest_source(graph, (name, port.name), port.type)
+                fix = f"connect {better} or expose it as a graph input" if better else "connect an output or expose it as a graph input"
+                problems.append(
+                    at(Problem("unconnected_input", f"required input ({port.type_name}) is not connected; {fix}", name, port.name), f"node:{name}")
+                )
+
+    problems.extend(cycle_problems(graph))
+    problems.extend(_conflicts(graph))
+    return problems
+
+
+def cycle_problems(graph: Graph) -> list[Problem]:
+    dg = nx.DiGraph()
+    dg.add_nodes_from(graph.nodes)
+    dg.add_edges_from((s[0], d[0]) for d, s in graph._edges.items() if s[0] in graph.nodes and d[0] in graph.nodes)
+    problems = []
+    for scc in nx.strongly_connected_components(dg):
+        if len(scc) == 1:
+            (only,) = scc
+            if not dg.has_edge(only, only):
+                continue
+        cycle = nx.find_cycle(dg.subgraph(scc))
+        path = " -> ".join([e[0] for e in cycle] + [cycle[0][0]])
+        first = sorted(scc)[0]
+        problems.append(Problem("cycle", f"cycle {path}; break it (a Loop carries values between steps)", first))
+    return problems
+
+
+def walk_leaves(block: Block, prefix: str = "") -> Iterator[tuple[str, Block]]:
+    """Every leaf block inside ``block`` with its node path (``"denoise/guider"``)."""
+    children = getattr(block, "child_nodes", None)
+    if children is None:
+        yield prefix, block
+        return
+    for name, child in children().items():
+        yield from walk_leaves(child, f"{prefix}/{name}" if prefix else name)
+
+
+def _conflicts(graph: Graph) -> list[Problem]:
+    seen: dict[str, tuple[str, str]] = {}
+    problems = []
+    for name, blk in graph.nodes.items():
+        if blk.is_composite:
+            continue  # nested graphs report their own; cross-level clashes show at first use
+        for cname, ref in blk.components.items():
+            expected = ref.expected_name
+            if cname in seen and expected != "Any" and seen[cname][1] != "Any" and seen[cname][1] != expected:
+                other, other_type = seen[cname]
+                problems.append(
+                    Problem(
+                        "component_conflict",
+                        f"component {cname!r} expected as {expected} here but as {other_type} by {other}",
+                        name,
+                    )
+                )
+            seen.setdefault(cname, (name, expected))
+    return problems
+
+
+def component_problems(graph: Block, provider: Mapping[str, Any]) -> list[Problem]:
+    """Components the graph needs that the provider does not have (checked with ``in`` only,
+    so a lazy ComponentsManager loads nothing)."""
+    users: dict[str, list[str]] = {}
+    expected: dict[str, str] = {}
+    for path, leaf in walk_leaves(graph):
+        for cname, ref in leaf.components.items():
+            users.setdefault(cname, []).append(path)
+            expected.setdefault(cname, ref.expected_name)
+    problems = []
+    for cname, nodes in users.items():
+        if cname not in provider:
+            problems.append(
+                Problem(
+                    "missing_component",
+                    f"component {cname!r} ({expected[cname]}) is missing from the provider; needed by {', '.join(nodes)}",
+                    nodes[0],
+                    cname,
+                )
+            )
+    return problems
