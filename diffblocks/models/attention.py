@@ -238,12 +238,10 @@ class Transformer2D(nn.Module):
         inner = num_attention_heads * attention_head_dim
         self.use_linear_projection = use_linear_projection
         self.norm = nn.GroupNorm(norm_num_groups, in_channels, eps=1e-6, affine=True)
-        if use_linear_projection:
-            self.proj_in: nn.Module = nn.Linear(in_channels, inner)
-            self.proj_out: nn.Module = nn.Linear(inner, in_channels)
-        else:
-            self.proj_in = nn.Conv2d(in_channels, inner, kernel_size=1)
-            self.proj_out = nn.Conv2d(inner, in_channels, kernel_size=1)
+        # proj_in/out: 1x1 convs, or linears over tokens (same maths, different weight shapes).
+        self.proj_in: nn.Module = (
+            nn.Linear(in_channels, inner) if use_linear_projection else nn.Conv2d(in_channels, inner, kernel_size=1)
+        )
         self.transformer_blocks = nn.ModuleList(
             BasicTransformerBlock(
                 inner,
@@ -254,6 +252,9 @@ class Transformer2D(nn.Module):
                 only_cross_attention=only_cross_attention,
             )
             for _ in range(num_layers)
+        )
+        self.proj_out: nn.Module = (
+            nn.Linear(inner, in_channels) if use_linear_projection else nn.Conv2d(inner, in_channels, kernel_size=1)
         )
 
     def forward(
