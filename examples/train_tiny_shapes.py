@@ -1,0 +1,343 @@
+"""Train the tiny shapes text-to-image model that ships with diffblocks.
+
+A small Stable Diffusion: AutoencoderKL (64x64 RGB <-> 16x16x4 latents), a CLIP text
+encoder with a tiny BPE tokenizer, and a UNet2DConditionModel, trained from scratch on the
+shapes dataset (:mod:`diffblocks.shapes.dataset`) on CPU in under 30 minutes:
+
+1. render the dataset (every training combination, a few jittered copies each);
+2. train the VAE (L1 reconstruction + a small KL term), then set ``scaling_factor`` so
+   that scaled latents have unit variance;
+3. encode the dataset once, then train the UNet and the text encoder jointly on noised
+   latents (DDPM, SD's scaled-linear 1000-step schedule, epsilon prediction, min-SNR
+   loss weights), with 10% of captions dropped to "" so classifier-free guidance works;
+4. save the EMA weights as fp16 safetensors in diffusers' folder layout, a loss plot, and
+   the evaluation table of :mod:`diffblocks.shapes.evaluate`.
+
+    python examples/train_tiny_shapes.py --out diffblocks/assets/tiny-shapes
+    python examples/train_tiny_shapes.py --smoke --out /tmp/tiny   # a few steps, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from diffblocks.shapes import dataset
+from diffblocks.shapes.evaluate import evaluate
+from diffblocks.shapes.sampler import encode_prompts, generate
+from diffblocks.shapes.tokenizer import build_tokenizer, save_tokenizer
+
+from diffblocks.models import AutoencoderKL, UNet2DConditionModel
+from diffblocks.schedulers import DDIMScheduler, DDPMScheduler
+
+# Stable Diffusion's training noise schedule; inference uses DDIM on the same betas.
+SCHEDULE = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
+            "beta_schedule": "scaled_linear", "prediction_type": "epsilon"}
+INFERENCE_SCHEDULER = {**SCHEDULE, "clip_sample": False, "set_alpha_to_one": False,
+                       "steps_offset": 1, "timestep_spacing": "leading"}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides the trained weights; the run is a function of it."""
+
+    seed: int = 0
+    per_combo: int = 8  # jittered renders of each training spec
+    vae_steps: int = 600
+    vae_batch: int = 16
+    vae_lr: float = 1e-3
+    kl_weight: float = 1e-5
+    unet_steps: int = 1800
+    unet_batch: int = 32
+    unet_lr: float = 1e-3
+    warmup: int = 100
+    caption_dropout: float = 0.1
+    min_snr_gamma: float = 5.0
+    ema_decay: float = 0.998
+    model_max_length: int = 16
+    vae: dict = field(default_factory=lambda: {
+        "in_channels": 3, "out_channels": 3, "latent_channels": 4, "sample_size": 64,
+        "down_block_types": ["DownEncoderBlock2D"] * 3, "up_block_types": ["UpDecoderBlock2D"] * 3,
+        "block_out_channels": [32, 64, 64], "layers_per_block": 1, "norm_num_groups": 32,
+    })
+    text: dict = field(default_factory=lambda: {
+        "hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 3,
+        "num_attention_heads": 4, "hidden_act": "quick_gelu", "projection_dim": 64,
+    })
+    unet: dict = field(default_factory=lambda: {
+        "sample_size": 16, "in_channels": 4, "out_channels": 4, "layers_per_block": 1,
+        "block_out_channels": [64, 128], "norm_num_groups": 32, "attention_head_dim": 8,
+        "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+        "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+    })
+
+
+def smoke_config() -> TrainConfig:
+    """A config that runs every phase in seconds (tests, not a usable model)."""
+    return replace(
+        TrainConfig(), per_combo=1, vae_steps=2, vae_batch=4, unet_steps=3, unet_batch=4, warmup=1,
+        vae={**TrainConfig().vae, "block_out_channels": [8, 16, 16], "norm_num_groups": 8},
+        text={**TrainConfig().text, "hidden_size": 16, "intermediate_size": 32,
+              "num_hidden_layers": 1, "num_attention_heads": 2, "projection_dim": 16},
+        unet={**TrainConfig().unet, "block_out_channels": [16, 32], "norm_num_groups": 8,
+              "attention_head_dim": 2},
+    )
+
+
+# ---------------------------------------------------------------------------- models
+
+
+def build_models(cfg: TrainConfig, vocab_size: int, special_ids: dict[str, int]):
+    """Fresh VAE, text encoder and UNet for ``cfg``, seeded."""
+    torch.manual_seed(cfg.seed)
+    vae = AutoencoderKL(**cfg.vae)
+    text_config = CLIPTextConfig(vocab_size=vocab_size, max_position_embeddings=cfg.model_max_length,
+                                 **special_ids, **cfg.text)
+    text_encoder = CLIPTextModel(text_config)
+    unet = UNet2DConditionModel(**cfg.unet, cross_attention_dim=cfg.text["hidden_size"])
+    return vae, text_encoder, unet
+
+
+def _lr_factor(step: int, total: int, warmup: int) -> float:
+    # Linear warmup, then cosine decay to zero: short runs end on a settled model.
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
+
+
+# ---------------------------------------------------------------------------- phases
+
+
+def train_vae(cfg: TrainConfig, vae, images: torch.Tensor, rng: torch.Generator) -> list[float]:
+    """Phase 1: fit the autoencoder; returns the loss per step."""
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    losses = []
+    vae.train()
+    for step in tqdm(range(cfg.vae_steps), desc="vae", mininterval=2):
+        for group in opt.param_groups:
+            group["lr"] = cfg.vae_lr * _lr_factor(step, cfg.vae_steps, cfg.warmup)
+        batch = images[torch.randint(len(images), (cfg.vae_batch,), generator=rng)]
+        posterior = vae.encode(batch).latent_dist
+        noise = torch.randn(posterior.mean.shape, generator=rng)
+        recon = vae.decode(posterior.mean + posterior.std * noise).sample
+        kl = posterior.kl().mean() / posterior.mean[0].numel()
+        loss = F.l1_loss(recon, batch) + 0.5 * F.mse_loss(recon, batch) + cfg.kl_weight * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    vae.eval()
+    return losses
+
+
+@torch.no_grad()
+def encode_dataset(vae, images: torch.Tensor, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior means and standard deviations of every image."""
+    means, stds = [], []
+    for start in range(0, len(images), batch):
+        posterior = vae.encode(images[start:start + batch]).latent_dist
+        means.append(posterior.mean)
+        stds.append(posterior.std)
+    return torch.cat(means), torch.cat(stds)
+
+
+def train_denoiser(cfg: TrainConfig, unet, text_encoder, tokenizer, means: torch.Tensor,
+                   stds: torch.Tensor, scaling: float, specs: list[dataset.ShapeSpec],
+                   rng: torch.Generator) -> tuple[list[float], dict, dict]:
+    """Phase 2: train UNet and text encoder jointly; returns losses and EMA state dicts."""
+    noise_sched = DDPMScheduler(**SCHEDULE)
+    alphas_cumprod = noise_sched.alphas_cumprod
+    snr = alphas_cumprod / (1 - alphas_cumprod)
+    # Min-SNR-gamma weights for epsilon prediction (Hang et al. 2023): low-noise steps,
+    # whose epsilon loss is large but uninformative, stop dominating the gradient.
+    loss_weight = torch.clamp(snr, max=cfg.min_snr_gamma) / snr
+
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=1e-2)
+    ema = {"unet": copy.deepcopy(unet.state_dict()), "text_encoder": copy.deepcopy(text_encoder.state_dict())}
+    caption_rng = np.random.default_rng(cfg.seed + 1)
+    losses = []
+    unet.train()
+    text_encoder.train()
+    for step in tqdm(range(cfg.unet_steps), desc="unet", mininterval=2):
+        for group in opt.param_groups:
+            group["lr"] = cfg.unet_lr * _lr_factor(step, cfg.unet_steps, cfg.warmup)
+        index = torch.randint(len(specs), (cfg.unet_batch,), generator=rng)
+        captions = ["" if caption_rng.random() < cfg.caption_dropout else dataset.caption(specs[i], caption_rng)
+                    for i in index.tolist()]
+        latents = (means[index] + stds[index] * torch.randn(means[index].shape, generator=rng)) * scaling
+        noise = torch.randn(latents.shape, generator=rng)
+        t = torch.randint(0, SCHEDULE["num_train_timesteps"], (cfg.unet_batch,), generator=rng)
+        noisy = noise_sched.add_noise(latents, noise, t)
+        context = encode_prompts(text_encoder, tokenizer, captions)
+        pred = unet(noisy, t, encoder_hidden_states=context).sample
+        per_sample = F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))
+        loss = (per_sample * loss_weight[t]).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        losses.append(loss.item())
+        # EMA with a warm-up so early steps are not averaged with the random init.
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for name, module in (("unet", unet), ("text_encoder", text_encoder)):
+                for key, value in module.state_dict().items():
+                    if value.dtype.is_floating_point:
+                        ema[name][key].lerp_(value, 1 - decay)
+    unet.eval()
+    text_encoder.eval()
+    return losses, ema["unet"], ema["text_encoder"]
+
+
+# ---------------------------------------------------------------------------- outputs
+
+
+def save_pipeline(folder: Path, vae, text_encoder, unet, tokenizer) -> None:
+    """Write diffusers' StableDiffusionPipeline layout with fp16 safetensors."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, module in (("vae", vae), ("unet", unet), ("text_encoder", text_encoder)):
+        module.to(torch.float16).save_pretrained(folder / name)
+        module.to(torch.float32)
+    save_tokenizer(tokenizer, folder / "tokenizer")
+    DDIMScheduler(**INFERENCE_SCHEDULER).save_pretrained(folder / "scheduler")
+    index = {
+        "_class_name": "StableDiffusionPipeline",
+        "_diffusers_version": "0.42.1",
+        "feature_extractor": [None, None],
+        "image_encoder": [None, None],
+        "requires_safety_checker": False,
+        "safety_checker": [None, None],
+        "scheduler": ["diffusers", "DDIMScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+
+
+def plot_losses(path: Path, curves: dict[str, list[float]], width: int = 640, height: int = 240) -> None:
+    """Save one panel per loss curve (log scale, with a moving average) as a PNG."""
+    panel_w = width // max(len(curves), 1)
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    for k, (name, values) in enumerate(curves.items()):
+        left, top, w, h = k * panel_w + 40, 20, panel_w - 55, height - 50
+        draw.rectangle((left, top, left + w, top + h), outline=(120, 120, 120))
+        logs = np.log10(np.maximum(np.asarray(values, dtype=np.float64), 1e-8))
+        window = max(1, len(logs) // 50)
+        smooth = np.convolve(logs, np.ones(window) / window, mode="valid")
+        lo, hi = float(logs.min()), float(logs.max()) + 1e-9
+
+        def xy(i: int, v: float, n: int) -> tuple[float, float]:
+            return left + w * i / max(n - 1, 1), top + h * (hi - v) / (hi - lo)
+
+        for series, colour in ((logs, (190, 190, 230)), (smooth, (20, 40, 160))):
+            if len(series) > 1:
+                offset = (len(logs) - len(series)) // 2
+                draw.line([xy(i + offset, float(v), len(logs)) for i, v in enumerate(series)], fill=colour, width=1)
+        draw.text((left, 4), f"{name} loss (log10), {len(values)} steps", fill="black")
+        draw.text((left - 36, top), f"{10 ** hi:.3g}", fill="black")
+        draw.text((left - 36, top + h - 10), f"{10 ** lo:.3g}", fill="black")
+        draw.text((left, top + h + 6), f"step 0 .. {len(values)}", fill="black")
+    image.save(path)
+
+
+def save_grid(path: Path, images: np.ndarray, columns: int = 10) -> None:
+    """Tile (N, H, W, 3) uint8 images into one PNG, 2 pixels apart."""
+    n, h, w, _ = images.shape
+    rows = math.ceil(n / columns)
+    grid = Image.new("RGB", (columns * (w + 2), rows * (h + 2)), (200, 200, 200))
+    for i, image in enumerate(images):
+        grid.paste(Image.fromarray(image), ((i % columns) * (w + 2), (i // columns) * (h + 2)))
+    grid.save(path)
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def train(cfg: TrainConfig, out: Path, threads: int = 2, run_eval: bool = True) -> dict:
+    """Run every phase and write the model to ``out``; returns a summary (timings, losses)."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(cfg.seed)
+    rng = torch.Generator().manual_seed(cfg.seed)
+    started = time.time()
+    timings: dict[str, float] = {}
+
+    tokenizer = build_tokenizer(cfg.model_max_length)
+    special = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+               "pad_token_id": tokenizer.pad_token_id}
+    vae, text_encoder, unet = build_models(cfg, len(tokenizer), special)
+
+    specs = dataset.training_specs(cfg.seed, cfg.per_combo)
+    images = torch.from_numpy(dataset.render_batch(specs))
+    timings["render"] = time.time() - started
+
+    vae_losses = train_vae(cfg, vae, images, rng)
+    timings["vae"] = time.time() - started - sum(timings.values())
+
+    means, stds = encode_dataset(vae, images)
+    sampled = means + stds * torch.randn(means.shape, generator=rng)
+    scaling = float(1.0 / sampled.std())
+    vae.config = vae.config.replace(scaling_factor=scaling)
+
+    unet_losses, unet_ema, text_ema = train_denoiser(
+        cfg, unet, text_encoder, tokenizer, means, stds, scaling, specs, rng)
+    unet.load_state_dict(unet_ema)
+    text_encoder.load_state_dict(text_ema)
+    timings["unet"] = time.time() - started - sum(timings.values())
+
+    out.mkdir(parents=True, exist_ok=True)
+    save_pipeline(out, vae, text_encoder, unet, tokenizer)
+    plot_losses(out / "loss.png", {"vae": vae_losses, "unet": unet_losses})
+    summary = {"config": asdict(cfg), "scaling_factor": scaling,
+               "final_vae_loss": float(np.mean(vae_losses[-20:])),
+               "final_unet_loss": float(np.mean(unet_losses[-50:])), "timings_s": timings}
+    if run_eval:
+        t0 = time.time()
+        scheduler = DDIMScheduler(**INFERENCE_SCHEDULER)
+        report = evaluate(lambda prompts: generate(unet, vae, text_encoder, tokenizer, scheduler, prompts))
+        timings["eval"] = time.time() - t0
+        summary["accuracy"], summary["held_out_accuracy"] = report.accuracy, report.held_out_accuracy
+        print(report.table())
+        print("\n".join(report.failures()))
+    timings["total"] = time.time() - started
+    (out / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="folder for the pipeline")
+    parser.add_argument("--smoke", action="store_true", help="tiny models, a few steps")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--vae-steps", type=int)
+    parser.add_argument("--unet-steps", type=int)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-eval", action="store_true")
+    args = parser.parse_args(argv)
+    cfg = smoke_config() if args.smoke else TrainConfig()
+    cfg = replace(cfg, seed=args.seed)
+    if args.vae_steps is not None:
+        cfg = replace(cfg, vae_steps=args.vae_steps)
+    if args.unet_steps is not None:
+        cfg = replace(cfg, unet_steps=args.unet_steps)
+    summary = train(cfg, args.out, threads=args.threads, run_eval=not args.no_eval and not args.smoke)
+    print(json.dumps({k: summary[k] for k in ("scaling_factor", "timings_s")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
