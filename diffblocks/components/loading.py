@@ -100,7 +100,15 @@ def locate_component(spec: ComponentSpec, options: LoadOptions) -> Path:
             f"{_who(spec)} has neither a source (pretrained_model_name_or_path) nor a config; "
             "give it a folder or repo id in the index file, or pass the object itself"
         )
-    root = Path(spec.source) if spec.is_local else _hub_folder(spec, options)
+    if spec.is_local:
+        root = Path(spec.source)  # type: ignore[arg-type]
+    else:
+        from diffblocks.hub import HubError
+
+        try:
+            root = _hub_folder(spec, options)
+        except HubError as err:
+            raise ComponentError(f"{_who(spec)}: {err}") from err
     if not root.is_dir():
         raise ComponentError(f"{_who(spec)}: folder '{root}' does not exist")
     if not folder_holds_component(str(root), spec.subfolder):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -142,8 +143,12 @@ class _Handler(BaseHTTPRequestHandler):
             if sha is None:
                 return
             files = repo.commits[sha]
-            return self._json({"id": repo_id, "sha": sha, "private": bool(repo.private_token),
-                               "siblings": [{"rfilename": p} for p in sorted(files)]})
+            self._json({"id": repo_id, "sha": sha, "private": bool(repo.private_token),
+                        "siblings": [{"rfilename": p} for p in sorted(files)]})
+            hook = self.server.hub.after_info
+            if hook is not None:
+                hook(repo)  # e.g. push a new commit right after the client learned the sha
+            return
         if rest[0] == "tree" and len(rest) >= 2:
             sha = self._rev(repo, rest[1])
             if sha is None:
@@ -223,6 +228,9 @@ class HubServer:
         self.blobs: dict[str, bytes] = {}
         self.blob_paths: dict[str, str] = {}
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Authorization)
+        # Called (under the lock) after each model-info answer: lets a test move a branch
+        # between the revision look-up and the file downloads.
+        self.after_info: Callable[[FixtureRepo], None] | None = None
         self.lock = threading.RLock()
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.hub = self
