@@ -1,0 +1,260 @@
+"""`Pipeline`: a graph, the components it runs on, and call defaults.
+
+A pipeline is not a class per model family: it is a preset graph (or any graph) plus a
+`ComponentsManager`. `Pipeline.from_pretrained(folder_or_repo)` reads the model's index, picks
+the preset and declares the components (nothing is loaded until a node needs it)::
+
+    pipe = Pipeline.from_pretrained("path/to/sd-folder")
+    image = pipe(prompt="a red circle on the left", seed=0).images[0]
+    pipe.graph.replace("denoise.guide", "adaptive_projected_guidance")   # swap one block
+    pipe.save_pretrained("my-pipeline")                                 # graph.json + index
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .blocks.errors import GraphError, Problem
+from .components import MODULAR_INDEX, ComponentsManager, ComponentSpec, write_modular_index
+from .graph import Graph, Switch
+
+__all__ = ["Pipeline", "PipelineOutput", "PRESET_FOR_PIPELINE_CLASS", "GRAPH_FILE", "load_workflow"]
+
+GRAPH_FILE = "graph.json"
+
+#: diffusers' pipeline class (``_class_name`` in model_index.json) -> our preset family.
+PRESET_FOR_PIPELINE_CLASS: dict[str, str] = {
+    "StableDiffusionPipeline": "sd15",
+    "StableDiffusionImg2ImgPipeline": "sd15",
+    "StableDiffusionInpaintPipeline": "sd15",
+    "StableDiffusionXLPipeline": "sdxl",
+    "StableDiffusionXLImg2ImgPipeline": "sdxl",
+    "StableDiffusionXLInpaintPipeline": "sdxl",
+}
+
+#: Arguments the pipeline itself takes on top of the graph's inputs.
+CALL_OPTIONS = ("seed", "callback", "progress")
+
+
+@dataclass
+class PipelineOutput:
+    """What a pipeline call returns: ``images`` plus every other graph output in ``outputs``."""
+
+    images: Any
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+
+def _find_switch(graph: Graph, branch: str) -> Switch | None:
+    for block in graph.nodes.values():
+        if isinstance(block, Switch) and branch in block.branches:
+            return block
+        if isinstance(block, Graph):
+            found = _find_switch(block, branch)
+            if found is not None:
+                return found
+    return None
+
+
+def load_workflow(name: str) -> Graph:
+    """A preset by name: ``"sd15"`` (every workflow, picked from the inputs at call time) or
+    ``"sd15-img2img"`` (the family graph pruned to one workflow)."""
+    from .presets import list_presets, load_preset
+
+    if name in list_presets():
+        return load_preset(name)
+    family, sep, workflow = name.rpartition("-")
+    if sep and family in list_presets():
+        graph = load_preset(family)
+        switch = _find_switch(graph, workflow)
+        if switch is not None:
+            present = {inp: True for inp in switch.when.get(workflow, [])}
+            return graph.select(**present)
+        raise GraphError(
+            [Problem("unknown_block", f"preset {family!r} has no workflow {workflow!r}")], title="unknown preset"
+        )
+    return load_preset(name)  # raises with the list of presets
+
+
+def _graph_from(preset: str | os.PathLike[str] | Graph) -> Graph:
+    if isinstance(preset, Graph):
+        return preset
+    path = Path(preset)
+    if path.suffix == ".json" and path.is_file():
+        return Graph.from_json(path)
+    return load_workflow(str(preset))
+
+
+class Pipeline:
+    """A graph + a ComponentsManager + defaults for the call.
+
+    Calling the pipeline runs the graph with the given inputs (a ``seed`` becomes a CPU
+    ``torch.Generator``); unknown arguments are an error listing the valid ones. The graph keeps
+    its memoisation cache between calls, so a second call with a new seed reuses the prompt
+    encoding.
+    """
+
+    def __init__(
+        self,
+        graph: Graph,
+        components: ComponentsManager | Mapping[str, Any],
+        *,
+        defaults: Mapping[str, Any] | None = None,
+        source: str | None = None,
+    ) -> None:
+        self.graph = graph
+        self.components = components
+        self.defaults = dict(defaults or {})
+        self.source = source
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_repo: str | os.PathLike[str],
+        *,
+        preset: str | os.PathLike[str] | Graph | None = None,
+        torch_dtype: Any = None,
+        device: Any = None,
+        revision: str | None = None,
+        components: ComponentsManager | None = None,
+        **manager_kwargs: Any,
+    ) -> "Pipeline":
+        """Build a pipeline for a model folder or Hub repo.
+
+        The graph is ``preset`` when given (a preset name such as ``"sd15"`` or
+        ``"sd15-img2img"``, a graph JSON file, or a Graph); else the ``graph.json`` saved beside a
+        ``modular_model_index.json``; else the preset for the index's pipeline class. The graph is
+        validated against the declared components before anything is loaded.
+        """
+        source = os.fspath(path_or_repo)
+        manager = components or ComponentsManager(torch_dtype=torch_dtype, device=device, **manager_kwargs)
+        index = manager.add_from_index(source, revision=revision)
+        graph = _graph_from(preset) if preset is not None else cls._graph_for_index(source, index)
+        graph.validate(components=manager)
+        return cls(graph, manager, source=source)
+
+    @staticmethod
+    def _graph_for_index(source: str, index: Any) -> Graph:
+        local = Path(source).expanduser()
+        if local.is_dir() and (local / GRAPH_FILE).is_file():
+            return Graph.from_json(local / GRAPH_FILE)
+        class_name = index.class_name
+        family = PRESET_FOR_PIPELINE_CLASS.get(class_name or "")
+        if family is None:
+            known = ", ".join(sorted(PRESET_FOR_PIPELINE_CLASS))
+            raise GraphError(
+                [Problem("unknown_block", f"{index.path}: no preset for pipeline class {class_name!r}; "
+                         f"pass preset=... (a preset name or graph file). Known classes: {known}")],
+                title="cannot pick a preset",
+            )
+        return load_workflow(family)
+
+    # -- running -----------------------------------------------------------------------------
+    @property
+    def input_names(self) -> list[str]:
+        """Every argument a call accepts."""
+        return sorted({*self.graph.inputs, *CALL_OPTIONS})
+
+    def _inputs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        ports = self.graph.inputs
+        unknown = sorted(k for k in kwargs if k not in ports and k not in CALL_OPTIONS)
+        if unknown:
+            raise TypeError(
+                f"unknown argument(s) {', '.join(unknown)}; this pipeline takes: {', '.join(self.input_names)}"
+            )
+        seed = kwargs.pop("seed", None)
+        if seed is not None:
+            if kwargs.get("generator") is not None:
+                raise TypeError("pass either seed= or generator=, not both")
+            if "generator" not in ports:
+                raise TypeError("this graph takes no generator, so seed= has no effect")
+            kwargs["generator"] = torch.Generator("cpu").manual_seed(int(seed))
+        merged = {**self.defaults, **kwargs}
+        return {k: v for k, v in merged.items() if v is not None}
+
+    def __call__(self, **kwargs: Any) -> PipelineOutput:
+        """Run the graph: ``pipe(prompt=..., seed=0, num_inference_steps=20, ...)``.
+
+        ``callback(step, t, carried)`` is called after every denoising step and may return
+        replacement values (e.g. ``{"latents": ...}``) or ``diffblocks.graph.STOP``;
+        ``progress=False`` silences the progress bar.
+        """
+        callback: Callable[..., Any] | None = kwargs.pop("callback", None)
+        progress = kwargs.pop("progress", True)
+        inputs = self._inputs(kwargs)
+        result = self.graph.run(
+            inputs=inputs,
+            components=self.components,
+            progress=progress,
+            callbacks=[callback] if callback is not None else None,
+        )
+        outputs = dict(result)
+        return PipelineOutput(images=outputs.get("images"), outputs=outputs)
+
+    # -- schedulers ---------------------------------------------------------------------------
+    def set_scheduler(self, name_or_scheduler: Any) -> None:
+        """Swap the scheduler: a sampler name users know ("DPM++ 2M Karras", "Euler a", ...),
+        or a scheduler object. The new one keeps the model's training config (betas, steps)."""
+        if isinstance(name_or_scheduler, str):
+            from .schedulers import scheduler_from_name
+
+            scheduler = scheduler_from_name(name_or_scheduler, self.components["scheduler"].config)
+        else:
+            scheduler = name_or_scheduler
+        self.components.set("scheduler", scheduler)  # type: ignore[union-attr]
+
+    # -- saving -------------------------------------------------------------------------------
+    def save_pretrained(self, save_directory: str | os.PathLike[str], *, save_weights: bool = False) -> Path:
+        """Write ``graph.json`` and ``modular_model_index.json`` (and, with ``save_weights=True``,
+        each loaded-or-loadable component in its own subfolder). The scheduler's config is always
+        written (it is tiny) so the folder is self-describing."""
+        out = Path(save_directory)
+        out.mkdir(parents=True, exist_ok=True)
+        manager = self.components
+        if not isinstance(manager, ComponentsManager):
+            raise TypeError("save_pretrained needs the pipeline's components in a ComponentsManager")
+        specs: dict[str, ComponentSpec] = {}
+        for name in manager:
+            spec = manager.specs.get(name)
+            local = save_weights or name == "scheduler" or spec is None or spec.config is not None
+            if local:
+                component = manager[name]
+                if not hasattr(component, "save_pretrained"):
+                    raise TypeError(f"component {name!r} ({type(component).__name__}) cannot be saved")
+                component.save_pretrained(out / name)
+                hint = spec.type_hint if spec is not None and spec.type_hint else _type_hint_of(component)
+                # No source written: on reading, the component lives next to its index.
+                spec = ComponentSpec(name=name, type_hint=hint, subfolder=name)
+            specs[name] = spec
+        write_modular_index(out, specs, config=_plain_config(manager.config))
+        tmp = out / (GRAPH_FILE + ".tmp")
+        tmp.write_text(self.graph.to_json() + "\n", encoding="utf-8")
+        tmp.replace(out / GRAPH_FILE)
+        return out
+
+    def __repr__(self) -> str:
+        return f"Pipeline(graph={self.graph.name!r}, source={self.source!r}, components={sorted(self.components)})"
+
+
+def _type_hint_of(component: Any) -> tuple[str, str]:
+    library = type(component).__module__.split(".")[0]
+    return ("diffusers" if library == "diffblocks" else library, type(component).__name__)
+
+
+def _plain_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Index config values that survive JSON (others are dropped rather than mangled)."""
+    out = {}
+    for key, value in config.items():
+        try:
+            json.dumps(value)
+        except TypeError:
+            continue
+        out[key] = value
+    return out
