@@ -138,7 +138,8 @@ class Switch(Block):
                when={"inpaint": "mask_image", "img2img": "image"}, default="text2img")
 
     ``when`` is checked in order: the first branch whose input(s) are all present (given and not
-    ``None``) wins, else ``default``. Or give ``predicate="name"`` of a function registered with
+    ``None``) wins, else ``default``. A branch sees only the inputs that are present; the others
+    keep the branch's own defaults. Or give ``predicate="name"`` of a function registered with
     ``register_predicate`` that maps the present inputs to a branch name. Every branch is
     validated statically; all branches must produce the same outputs.
     """
@@ -182,8 +183,12 @@ class Switch(Block):
         selectors = set(self.selector_inputs)
         result = {}
         for name, port in ports.items():
-            always = needed[name] == len(self.branches) and name not in selectors
-            result[name] = port if always or not port.required else Port(name, Optional[port.type], None, port.description)
+            if name in selectors:  # presence means "given": a default would always select
+                result[name] = Port(name, Optional[port.type], None, port.description or "its presence selects a branch")
+            elif needed[name] == len(self.branches) or not port.required:
+                result[name] = port
+            else:
+                result[name] = Port(name, Optional[port.type], None, port.description)
         for name in selectors:
             result.setdefault(name, Port(name, Any, None, "its presence selects a branch"))
         return result

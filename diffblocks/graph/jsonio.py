@@ -51,7 +51,10 @@ LIMITS = {
 _IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
 Name = Annotated[str, StringConstraints(pattern=_IDENT, max_length=128)]
 PortRef = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$", max_length=257)]
-BlockName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z_][A-Za-z0-9_\-]*)*$", max_length=200)]
+# ":attr" is accepted by the pattern only so that an import path gets a clear refusal.
+BlockName = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z_][\w\-]*(\.[A-Za-z_][\w\-]*)*(:[A-Za-z_]\w*)?$", max_length=200)
+]
 
 
 class _Strict(BaseModel):

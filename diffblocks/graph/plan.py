@@ -292,7 +292,9 @@ class _SwitchStep:
         prog = self.progs[branch]
         body = prog.template.copy()
         for b, p in self.in_maps[branch]:
-            body[b] = slots[p]
+            value = slots[p]
+            if value is not None:  # absent inputs keep the branch's own defaults
+                body[b] = value
         _run_steps(prog.steps, body, rt)
         for p, b in self.out_maps[branch]:
             slots[p] = body[b]
