@@ -7,12 +7,15 @@
 from .base import Scheduler, SchedulerConfig, SchedulerConfigError, SchedulerNotReadyError, SchedulerOutput, SchedulerState
 from .ddim import DDIMScheduler
 from .ddpm import DDPMScheduler
+from .dpmsolver_multistep import DPMSolverMultistepScheduler
 from .euler import EulerDiscreteScheduler
 from .euler_ancestral import EulerAncestralDiscreteScheduler
+from .flow_match_euler import FlowMatchEulerDiscreteScheduler, calculate_shift
 from .heun import HeunDiscreteScheduler
 from .lms import LMSDiscreteScheduler
 from .names import SAMPLER_NAMES, scheduler_from_name
 from .pndm import PNDMScheduler
+from .unipc_multistep import UniPCMultistepScheduler
 
 SCHEDULER_CLASSES: dict[str, type[Scheduler]] = {
     cls.__name__: cls
@@ -24,6 +27,9 @@ SCHEDULER_CLASSES: dict[str, type[Scheduler]] = {
         EulerDiscreteScheduler,
         EulerAncestralDiscreteScheduler,
         HeunDiscreteScheduler,
+        DPMSolverMultistepScheduler,
+        UniPCMultistepScheduler,
+        FlowMatchEulerDiscreteScheduler,
     )
 }
 
@@ -32,8 +38,10 @@ __all__ = [
     "SCHEDULER_CLASSES",
     "DDIMScheduler",
     "DDPMScheduler",
+    "DPMSolverMultistepScheduler",
     "EulerAncestralDiscreteScheduler",
     "EulerDiscreteScheduler",
+    "FlowMatchEulerDiscreteScheduler",
     "HeunDiscreteScheduler",
     "LMSDiscreteScheduler",
     "PNDMScheduler",
@@ -43,5 +51,7 @@ __all__ = [
     "SchedulerNotReadyError",
     "SchedulerOutput",
     "SchedulerState",
+    "UniPCMultistepScheduler",
+    "calculate_shift",
     "scheduler_from_name",
 ]

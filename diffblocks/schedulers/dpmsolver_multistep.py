@@ -1,0 +1,110 @@
+"""DPMSolverMultistepScheduler: DPM-Solver++ 1/2/3M and SDE-DPM-Solver++ (A1111's "DPM++ 2M", "DPM++ 2M SDE").
+
+The update formulas live in `dpm_solver_math`; this class reads diffusers' scheduler_config.json,
+picks the order of each step (warm-up and the low-order final steps) and keeps the history in the
+run's state.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from .base import SchedulerConfigError, SchedulerOutput, randn_tensor
+from .dpm_solver_math import dpm_solver_pp_update
+from .multistep import MultistepState, VPMultistepScheduler
+from .schedules import sigma_schedule_name
+
+# Values other diffusers solvers write into the same keys; diffusers reads them as these,
+# which is what makes from_config(DEISMultistepScheduler / UniPC config) work.
+_ALGORITHM_ALIASES = {"deis": "dpmsolver++"}
+_SOLVER_TYPE_ALIASES = {"logrho": "midpoint", "bh1": "midpoint", "bh2": "midpoint"}
+
+
+class DPMSolverMultistepScheduler(VPMultistepScheduler):
+    """DPM-Solver++ (Lu et al. 2022, arXiv:2211.01095) on the VP noise schedule of a diffusers model."""
+
+    defaults: ClassVar[dict[str, Any]] = {
+        "num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear",
+        "trained_betas": None, "solver_order": 2, "prediction_type": "epsilon", "thresholding": False,
+        "dynamic_thresholding_ratio": 0.995, "sample_max_value": 1.0, "algorithm_type": "dpmsolver++",
+        "solver_type": "midpoint", "lower_order_final": True, "euler_at_final": False,
+        "use_karras_sigmas": False, "use_exponential_sigmas": False, "use_beta_sigmas": False,
+        "use_lu_lambdas": False, "use_flow_sigmas": False, "flow_shift": 1.0, "final_sigmas_type": "zero",
+        "lambda_min_clipped": -math.inf, "variance_type": None, "timestep_spacing": "linspace",
+        "steps_offset": 0, "rescale_betas_zero_snr": False, "use_dynamic_shifting": False,
+        "time_shift_type": "exponential",
+    }
+    choices: ClassVar[dict[str, tuple[Any, ...]]] = {
+        # "dpmsolver"/"sde-dpmsolver" (noise-prediction DPM-Solver) are deprecated in diffusers
+        "algorithm_type": ("dpmsolver++", "sde-dpmsolver++"),
+        "solver_type": ("midpoint", "heun"),
+        "solver_order": (1, 2, 3),
+        "variance_type": (None, "learned", "learned_range"),
+        # flow-matching sigmas (Sana, Wan) are FlowMatchEulerDiscreteScheduler's job here
+        "use_flow_sigmas": (False,),
+        "use_dynamic_shifting": (False,),
+    }
+
+    def __init__(self, **config: Any) -> None:
+        for key, aliases in (("algorithm_type", _ALGORITHM_ALIASES), ("solver_type", _SOLVER_TYPE_ALIASES)):
+            if key in config:
+                config[key] = aliases.get(config[key], config[key])
+        super().__init__(**config)
+
+    def new_state(
+        self, num_inference_steps: int | None = None, device: torch.device | str | None = None,
+        timesteps: list[int] | None = None, mu: float | None = None,
+    ) -> MultistepState:
+        """Timesteps and sigmas for one run of ``num_inference_steps`` (or the given integer ``timesteps``)."""
+        if mu is not None:
+            raise SchedulerConfigError("DPMSolverMultistepScheduler: mu (dynamic shifting) needs use_flow_sigmas, which is not supported")
+        alphas, sigmas = self.alphas_cumprod.sqrt(), (1 - self.alphas_cumprod).sqrt()
+        lambdas = torch.log(alphas) - torch.log(sigmas)
+        # lambda_min_clipped drops the noisiest training steps (needed by the cosine schedule)
+        clipped = int(torch.searchsorted(torch.flip(lambdas, [0]), self.config["lambda_min_clipped"]))
+        kind = sigma_schedule_name(self.config) or ("lu" if self.config["use_lu_lambdas"] else None)
+        return self._new_multistep_state(
+            num_inference_steps, device, timesteps, kind=kind, last_timestep=self.num_train_timesteps - clipped,
+            karras_round=self.config["beta_schedule"] != "squaredcos_cap_v2",
+        )
+
+    def _step(
+        self, state: MultistepState, model_output: Tensor, timestep: float | Tensor, sample: Tensor,
+        generator: Any = None, variance_noise: Tensor | None = None,
+    ) -> SchedulerOutput:
+        cfg = self.config
+        i = self._init_step_index(state, timestep)
+        n = len(state.timesteps)
+        few_steps = cfg["lower_order_final"] and n < 15
+        # the last step drops to first order when it lands on σ = 0 (higher orders divide by h = ∞)
+        first_order_final = i == n - 1 and (cfg["euler_at_final"] or few_steps or cfg["final_sigmas_type"] == "zero")
+        second_order_final = i == n - 2 and few_steps
+
+        if cfg["variance_type"] in ("learned", "learned_range") and cfg["prediction_type"] == "epsilon":
+            model_output = model_output[:, :3]  # the variance channels are not used by an ODE solver
+        state.outputs = [*state.outputs, self._to_solver_output(model_output, sample, state.points[i])][-cfg["solver_order"]:]
+
+        noise = None
+        if cfg["algorithm_type"] == "sde-dpmsolver++":
+            if variance_noise is not None:
+                noise = variance_noise.to(device=model_output.device, dtype=torch.float32)
+            else:
+                noise = randn_tensor(model_output.shape, generator=generator, device=model_output.device, dtype=torch.float32)
+
+        if cfg["solver_order"] == 1 or state.lower_order_nums < 1 or first_order_final:
+            order = 1
+        elif cfg["solver_order"] == 2 or state.lower_order_nums < 2 or second_order_final:
+            order = 2
+        else:
+            order = 3
+        prev_sample = dpm_solver_pp_update(
+            sample.to(torch.float32), state.outputs[-order:], state.points[i - order + 1 : i + 1],
+            state.points[i + 1], cfg["solver_type"], noise,
+        )
+        state.lower_order_nums = min(state.lower_order_nums + 1, cfg["solver_order"])
+        state.step_index = i + 1
+        return SchedulerOutput(prev_sample=prev_sample.to(model_output.dtype))

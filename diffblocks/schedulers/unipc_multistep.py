@@ -1,0 +1,96 @@
+"""UniPCMultistepScheduler: the UniPC predictor-corrector (A1111/ComfyUI "UniPC").
+
+The UniP/UniC formulas live in `unipc_math`; this class reads diffusers' scheduler_config.json,
+chooses each step's order and keeps the history (outputs, last sample, last order) in the run's state.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from .base import SchedulerConfigError, SchedulerOutput
+from .multistep import MultistepState, VPMultistepScheduler
+from .schedules import sigma_schedule_name
+from .unipc_math import unipc_update
+
+# DPM-Solver's solver types mean "bh2" here, as in diffusers (config switching between the two)
+_SOLVER_TYPE_ALIASES = {"midpoint": "bh2", "heun": "bh2", "logrho": "bh2"}
+
+
+class UniPCMultistepScheduler(VPMultistepScheduler):
+    """UniPC (Zhao et al. 2023, arXiv:2302.04867) on the VP noise schedule of a diffusers model."""
+
+    defaults: ClassVar[dict[str, Any]] = {
+        "num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear",
+        "trained_betas": None, "solver_order": 2, "prediction_type": "epsilon", "thresholding": False,
+        "dynamic_thresholding_ratio": 0.995, "sample_max_value": 1.0, "predict_x0": True,
+        "solver_type": "bh2", "lower_order_final": True, "disable_corrector": [], "solver_p": None,
+        "use_karras_sigmas": False, "use_exponential_sigmas": False, "use_beta_sigmas": False,
+        "use_flow_sigmas": False, "flow_shift": 1.0, "timestep_spacing": "linspace", "steps_offset": 0,
+        "final_sigmas_type": "zero", "rescale_betas_zero_snr": False, "use_dynamic_shifting": False,
+        "time_shift_type": "exponential", "sigma_min": None, "sigma_max": None, "shift_terminal": None,
+    }
+    choices: ClassVar[dict[str, tuple[Any, ...]]] = {
+        "solver_type": ("bh1", "bh2"),
+        "solver_order": (1, 2, 3),
+        "predict_x0": (True, False),
+        # a foreign predictor object cannot come from a JSON config
+        "solver_p": (None,),
+        # flow-matching sigmas (Wan, Sana) are FlowMatchEulerDiscreteScheduler's job here
+        "use_flow_sigmas": (False,),
+        "use_dynamic_shifting": (False,),
+        "shift_terminal": (None,),
+    }
+
+    def __init__(self, **config: Any) -> None:
+        if "solver_type" in config:
+            config["solver_type"] = _SOLVER_TYPE_ALIASES.get(config["solver_type"], config["solver_type"])
+        super().__init__(**config)
+
+    def _check_config(self, values: dict[str, Any]) -> None:
+        super()._check_config(values)
+        if not values["predict_x0"] and values["thresholding"]:
+            raise SchedulerConfigError("UniPCMultistepScheduler: thresholding needs predict_x0=True")
+        if not values["predict_x0"] and values["final_sigmas_type"] == "zero":
+            # the noise-prediction update weighs ε by σ_t(e^h − 1) = 0·∞ at σ = 0 (NaN in diffusers)
+            raise SchedulerConfigError("UniPCMultistepScheduler: predict_x0=False needs final_sigmas_type='sigma_min'")
+
+    def new_state(
+        self, num_inference_steps: int | None = None, device: torch.device | str | None = None,
+        sigmas: list[float] | None = None, mu: float | None = None,
+    ) -> MultistepState:
+        """Timesteps and sigmas for one run of ``num_inference_steps``."""
+        if sigmas is not None or mu is not None:
+            raise SchedulerConfigError("UniPCMultistepScheduler: custom sigmas / mu need use_flow_sigmas, which is not supported")
+        return self._new_multistep_state(
+            num_inference_steps, device, None, kind=sigma_schedule_name(self.config),
+            sigma_range=(self.config["sigma_min"], self.config["sigma_max"]), final_from_schedule=True,
+        )
+
+    def _step(
+        self, state: MultistepState, model_output: Tensor, timestep: float | Tensor, sample: Tensor, generator: Any = None,
+    ) -> SchedulerOutput:
+        cfg, pts = self.config, state.points
+        i = self._init_step_index(state, timestep)
+        predict_x0, variant = cfg["predict_x0"], cfg["solver_type"]
+        converted = self._to_solver_output(model_output, sample, pts[i], data=predict_x0)
+
+        # UniC: now that the model has seen the predictor's sample, correct it (no extra model call)
+        if i > 0 and (i - 1) not in cfg["disable_corrector"] and state.last_sample is not None:
+            k = state.this_order
+            sample = unipc_update(
+                state.last_sample, state.outputs[-k:], pts[i - k : i], pts[i], variant, predict_x0, corrected_output=converted,
+            )
+
+        state.outputs = [*state.outputs, converted][-cfg["solver_order"]:]
+        order = min(cfg["solver_order"], len(state.timesteps) - i) if cfg["lower_order_final"] else cfg["solver_order"]
+        state.this_order = min(order, state.lower_order_nums + 1)  # warm-up: no more history than exists
+        state.last_sample = sample
+        k = state.this_order
+        prev_sample = unipc_update(sample, state.outputs[-k:], pts[i - k + 1 : i + 1], pts[i + 1], variant, predict_x0)
+        state.lower_order_nums = min(state.lower_order_nums + 1, cfg["solver_order"])
+        state.step_index = i + 1
+        return SchedulerOutput(prev_sample=prev_sample)

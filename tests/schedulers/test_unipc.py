@@ -1,0 +1,116 @@
+"""UniPCMultistepScheduler against diffusers: identical schedules, trajectories within ATOL (1e-6, fp32) at every step."""
+
+from __future__ import annotations
+
+import diffusers
+import pytest
+import torch
+
+from diffblocks import schedulers as ours
+from diffblocks.schedulers import SchedulerConfigError
+
+from .parity import SHAPE, assert_schedule_match, assert_trajectories_match, fake_denoiser, trajectory
+
+SD = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, "steps_offset": 1}
+
+CONFIGS = [
+    {},
+    {**SD, "timestep_spacing": "trailing"},
+    {**SD, "use_karras_sigmas": True},
+    {**SD, "use_karras_sigmas": True, "final_sigmas_type": "sigma_min", "solver_order": 3},
+    {"solver_order": 3, "lower_order_final": False, "final_sigmas_type": "sigma_min"},
+    {"solver_type": "bh1", "timestep_spacing": "leading", "final_sigmas_type": "sigma_min"},
+    {"predict_x0": False, "solver_type": "bh1", "solver_order": 3, "final_sigmas_type": "sigma_min"},
+    {"predict_x0": False, "prediction_type": "v_prediction", "final_sigmas_type": "sigma_min"},
+    {"prediction_type": "v_prediction", "rescale_betas_zero_snr": True, "timestep_spacing": "trailing"},
+    {"prediction_type": "sample", "thresholding": True, "disable_corrector": [0, 1]},
+    {"solver_order": 1, "use_exponential_sigmas": True},
+    {"beta_schedule": "squaredcos_cap_v2", "solver_type": "midpoint"},  # DPM's solver types read as bh2
+]
+
+
+def _pair(config: dict) -> tuple:
+    return ours.UniPCMultistepScheduler.from_config(config), diffusers.UniPCMultistepScheduler.from_config(config)
+
+
+@pytest.mark.parametrize("steps", [7, 20])
+@pytest.mark.parametrize("config", CONFIGS)
+def test_parity(config: dict, steps: int) -> None:
+    a, b = _pair(config)
+    assert_trajectories_match(trajectory(a, steps), trajectory(b, steps))
+    assert_schedule_match(a, b)
+
+
+def test_karras_ends_pinned_by_the_config() -> None:
+    a, b = _pair({**SD, "use_karras_sigmas": True, "sigma_min": 0.05, "sigma_max": 10.0})
+    for s in (a, b):
+        s.set_timesteps(12)
+    assert_schedule_match(a, b)
+
+
+def test_bh1_lands_on_sigma_zero_without_nan() -> None:
+    # diffusers computes α_t·B(h)·0 with B(h) = −∞ on the last bh1 step and returns NaN there;
+    # we skip the empty sum, so the run ends on the (finite) first-order update
+    a, b = _pair({"solver_type": "bh1"})
+    ours_xs, ref_xs = trajectory(a, 10), trajectory(b, 10)
+    assert_trajectories_match(ours_xs[:-1], ref_xs[:-1])
+    assert torch.isnan(ref_xs[-1]).all() and torch.isfinite(ours_xs[-1]).all()
+
+
+def test_add_noise_and_begin_index_parity() -> None:
+    a, b = _pair(SD)
+    x0 = torch.randn(SHAPE, generator=torch.Generator().manual_seed(1))
+    noise = torch.randn(SHAPE, generator=torch.Generator().manual_seed(2))
+    for s in (a, b):
+        s.set_timesteps(10)
+        s.set_begin_index(3)
+    t = a.timesteps[3:4].repeat(SHAPE[0])
+    xa, xb = a.add_noise(x0, noise, t), b.add_noise(x0, noise, t)
+    assert torch.equal(xa, xb)
+    for t in a.timesteps[3:]:
+        xa = a.step(fake_denoiser(xa, t), t, xa).prev_sample
+        xb = b.step(fake_denoiser(xb, t), t, xb).prev_sample
+        assert (xa - xb).abs().max() <= 1e-6
+
+
+def test_corrector_history_lives_in_the_state() -> None:
+    shared = ours.UniPCMultistepScheduler(solver_order=3)
+    states = [shared.new_state(8), shared.new_state(5)]
+    xs = [torch.randn(SHAPE, generator=torch.Generator().manual_seed(k)) for k in range(2)]
+    for i in range(8):
+        for k, st in enumerate(states):
+            if i < len(st.timesteps):
+                t = st.timesteps[i]
+                xs[k] = shared.step(fake_denoiser(xs[k], t), t, xs[k], state=st).prev_sample
+    for k, steps in enumerate((8, 5)):
+        alone = diffusers.UniPCMultistepScheduler(solver_order=3)
+        alone.set_timesteps(steps)
+        x = torch.randn(SHAPE, generator=torch.Generator().manual_seed(k))
+        for t in alone.timesteps:
+            x = alone.step(fake_denoiser(x, t), t, x).prev_sample
+        assert torch.equal(xs[k], x)
+
+
+@pytest.mark.parametrize(
+    "config, match",
+    [
+        ({"solver_type": "bh3"}, "solver_type='bh3' is not supported"),
+        ({"solver_order": 5}, "solver_order=5 is not supported"),
+        ({"use_flow_sigmas": True}, "use_flow_sigmas=True is not supported"),
+        ({"prediction_type": "flow_prediction"}, "prediction_type='flow_prediction' is not supported"),
+        ({"predict_x0": False}, "predict_x0=False needs final_sigmas_type='sigma_min'"),
+        ({"predict_x0": False, "thresholding": True, "final_sigmas_type": "sigma_min"}, "thresholding needs predict_x0=True"),
+        ({"use_karras_sigmas": True, "use_exponential_sigmas": True}, "only one of"),
+    ],
+)
+def test_unsupported_configs_are_errors(config: dict, match: str) -> None:
+    with pytest.raises(SchedulerConfigError, match=match):
+        ours.UniPCMultistepScheduler.from_config(config)
+
+
+def test_bad_calls_are_clear_errors() -> None:
+    s = ours.UniPCMultistepScheduler()
+    with pytest.raises(SchedulerConfigError, match="custom sigmas / mu need use_flow_sigmas"):
+        s.set_timesteps(sigmas=[1.0, 0.5])
+    with pytest.raises(ValueError, match="exactly one of num_inference_steps"):
+        s.set_timesteps()
