@@ -407,7 +407,9 @@ def _node_dict(blk: Block, problems: list[Problem], path: str) -> dict[str, Any]
             registered = get_block(blk.name)
         except GraphError:
             registered = None
-        if registered is None or _origin(registered) != _origin(blk):
+        if registered is None:
+            problems.append(Problem("unknown_block", f"block {blk.label} is not registered; register it to save the graph", path))
+        elif _origin(registered) != _origin(blk):
             problems.append(Problem("unknown_block", f"block {blk.label} is not the block registered as {blk.name!r}", path))
     node: dict[str, Any] = {"block": blk.name}
     if not isinstance(blk, UnknownBlock):
