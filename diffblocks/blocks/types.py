@@ -34,6 +34,7 @@ __all__ = [
     "Sigmas", "NoisePred", "Images", "Mask", "Noise", "Generator", "Seed", "TimeIds",
     "ImageLatents", "LatentIds",
     "is_compatible", "type_name", "strip_optional", "is_optional", "validate_value",
+    "PORT_TYPES", "port_type_by_name",
 ]
 
 
@@ -47,10 +48,19 @@ class _SemanticMeta(type):
         return cls.__name__
 
 
+#: Port types by name, for graph files (``"over_type": "Timesteps"``). Semantic types add
+#: themselves when defined; ``port_type_by_name`` also knows a few plain types.
+PORT_TYPES: dict[str, Any] = {"Any": Any, "int": int, "float": float, "str": str, "bool": bool, "Tensor": torch.Tensor}
+
+
 class SemanticType(metaclass=_SemanticMeta):
     """Base of semantic port types. Subclass and set ``__base_type__`` to the run-time type."""
 
     __base_type__: type = object
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        PORT_TYPES.setdefault(cls.__name__, cls)
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(f"{cls.__name__} is a port type marker; pass a {cls.__base_type__.__name__} instead")
@@ -264,3 +274,8 @@ def validate_value(tp: Any, value: Any) -> Any:
     except ValidationError as exc:
         first = exc.errors()[0]
         raise ValueError(f"expects {type_name(tp)}, got {type(value).__name__}: {first['msg']}") from None
+
+
+def port_type_by_name(name: str) -> Any:
+    """The port type a graph file names (``"Timesteps"``, ``"float"``); ``KeyError`` if unknown."""
+    return PORT_TYPES[name]

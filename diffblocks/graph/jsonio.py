@@ -95,6 +95,7 @@ class LoopSpec(_Strict):
     item: Name
     carry: dict[Name, Name] = Field(min_length=1)
     body: GraphSpec
+    over_type: Name | None = None
     progress: bool = True
 
 
@@ -320,7 +321,15 @@ def _build(spec: GraphSpec, path: str, problems: list[Problem], counter: list[in
         elif isinstance(nspec, LoopNode):
             ls = nspec.loop
             body = _build(ls.body, f"{npath}.loop.body", problems, counter, trust)
-            blk = Loop(body, ls.over, ls.item, ls.carry, name=node, progress=ls.progress)
+            over_type: Any = Any
+            if ls.over_type is not None:
+                from ..blocks.types import port_type_by_name
+
+                try:
+                    over_type = port_type_by_name(ls.over_type)
+                except KeyError:
+                    problems.append(Problem("bad_json", f"unknown port type {ls.over_type!r}", node, json_path=f"{npath}.loop.over_type"))
+            blk = Loop(body, ls.over, ls.item, ls.carry, name=node, over_type=over_type, progress=ls.progress)
         else:
             ss = nspec.switch
             branches = {b: _build(g, f"{npath}.switch.branches.{b}", problems, counter, trust) for b, g in ss.branches.items()}
@@ -381,7 +390,15 @@ def _graph_dict(graph: Graph, problems: list[Problem], prefix: str) -> dict[str,
 
 def _node_dict(blk: Block, problems: list[Problem], path: str) -> dict[str, Any]:
     if isinstance(blk, Loop):
-        loop = {"over": blk.over, "item": blk.item, "carry": dict(blk.carry), "body": _graph_dict(blk.body, problems, f"{path}/"), "progress": blk.progress}
+        loop: dict[str, Any] = {"over": blk.over, "item": blk.item, "carry": dict(blk.carry), "body": _graph_dict(blk.body, problems, f"{path}/")}
+        if blk.over_type is not Any:
+            from ..blocks.types import PORT_TYPES, type_name
+
+            name = type_name(blk.over_type)
+            if PORT_TYPES.get(name) is not blk.over_type:
+                problems.append(Problem("bad_config", f"loop over_type {name} has no name in graph files (see PORT_TYPES)", path))
+            loop["over_type"] = name
+        loop["progress"] = blk.progress
         return {"loop": loop}
     if isinstance(blk, Switch):
         sw: dict[str, Any] = {
