@@ -432,7 +432,7 @@ class Graph(EditingMixin, Block):
         clone = Graph(self.name, self.description)
         clone.nodes, clone._edges, clone._inputs, clone._outputs = self._snapshot()
         clone.json_paths = dict(self.json_paths)
-        clone._cache = self._cache
+        clone._cache = self.cache  # copies (and selected graphs) share memoised results
         return clone
 
     def copy(self) -> Graph:

@@ -349,9 +349,6 @@ def _build(spec: GraphSpec, path: str, problems: list[Problem], counter: list[in
     for name, ref in spec.outputs.items():
         graph.json_paths[f"output:{name}"] = f"{path}.outputs.{name}"
         graph._outputs[name] = tuple(ref.split("."))  # type: ignore[assignment]
-    from . import _state
-
-    _state.touch()
     return graph
 
 

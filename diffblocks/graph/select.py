@@ -72,7 +72,4 @@ def _select(graph: Graph, values: Mapping[str, Any]) -> Graph:
         elif isinstance(blk, Graph):
             out.nodes[node] = _select(blk, feeds)
     out._inputs = {n: gi for n, gi in out._inputs.items() if gi.targets}
-    from . import _state
-
-    _state.touch()
     return out

@@ -201,3 +201,20 @@ def test_runcontext_outside_loop():
 
 def test_noise_pred_types_differ_from_latents():
     assert not is_compatible(NoisePred, Latents)
+
+
+def test_class_form_with_run_context():
+    class Counter(Block):
+        class Inputs:
+            x: float
+
+        class Outputs:
+            x: float
+
+        def forward(self, x: float, ctx: RunContext) -> float:
+            ctx.state["n"] = ctx.state.get("n", 0) + 1
+            return x + ctx.state["n"]
+
+    blk = Counter()
+    assert blk.context_param == "ctx" and set(blk.inputs) == {"x"}
+    assert blk(x=1.0) == 2.0

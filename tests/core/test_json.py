@@ -202,3 +202,20 @@ def test_schema_file_is_up_to_date():
 def test_documents_validate_against_the_exported_schema():
     jsonschema = pytest.importorskip("jsonschema")
     jsonschema.validate(json.loads(h.txt2img().to_json()), graph_json_schema())
+
+
+def test_loop_over_type_is_saved_by_name():
+    from diffblocks.blocks import Timesteps
+
+    loop = h.denoise_loop()
+    loop.over_type = Timesteps
+    g = Graph("g").add("d", loop)
+    g.expose_input("latents", "d.latents").expose_input("timesteps", "d.timesteps").expose_input("p", "d.prompt_embeds")
+    text = g.to_json()
+    assert json.loads(text)["graph"]["nodes"]["d"]["loop"]["over_type"] == "Timesteps"
+    back = Graph.from_json(text)
+    assert back.nodes["d"].over_type is Timesteps and back.to_json() == text
+    doc = json.loads(text)
+    doc["graph"]["nodes"]["d"]["loop"]["over_type"] = "Nonsense"
+    with pytest.raises(GraphError, match="unknown port type"):
+        Graph.from_dict(doc)
