@@ -216,7 +216,10 @@ def _class_compatible(source: Any, target: Any) -> bool:
     if src_sem:  # Latents -> torch.Tensor / object
         return issubclass(src_origin.__base_type__, dst_origin)
     if dst_sem:  # a plain tensor may feed a semantic tensor port
-        return issubclass(src_origin, dst_origin.__base_type__) and dst_origin.__base_type__ is not object
+        base = dst_origin.__base_type__
+        if base is object:  # e.g. Images: tensors or lists of PIL images, not any value at all
+            return issubclass(src_origin, (torch.Tensor, list, tuple))
+        return issubclass(src_origin, base)
     if src_origin is int and dst_origin is float:
         return True
     if issubclass(src_origin, dst_origin):

@@ -10,9 +10,9 @@ from typing import Any
 
 from ..blocks.errors import GraphError
 from ..graph.graph import Graph
-from ..graph.presets import list_presets, preset_path
+from ..graph import presets as preset_files
 
-__all__ = ["register", "resolve_graph_path"]
+__all__ = ["register", "resolve_graph_path", "load_target"]
 
 FORMATS = ("text", "mermaid", "dot", "json")
 
@@ -35,12 +35,34 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_schema)
 
 
-def resolve_graph_path(target: str) -> Path:
-    """A path if ``target`` is an existing file or looks like one, else the preset of that name."""
+def _preset_api() -> tuple[Any, Any]:
+    """``(list_presets, load_preset)``: the ``diffblocks.presets`` package's when it is there
+    (it adds workflow names such as ``sd15-img2img``), else the plain JSON files'."""
+    try:
+        from .. import presets as api
+
+        return api.list_presets, api.load_preset
+    except (ImportError, AttributeError):
+        return (lambda: list(preset_files.list_presets())), preset_files.load_preset
+
+
+def resolve_graph_path(target: str) -> Path | None:
+    """A path if ``target`` is an existing file or looks like one; ``None`` for a preset name."""
     path = Path(target)
-    if path.exists() or target.endswith(".json") or "/" in target:
+    if path.exists() or target.endswith(".json") or "/" in target or "\\" in target:
         return path
-    return preset_path(target)
+    return None
+
+
+def load_target(target: str) -> Graph:
+    """The graph in file ``target``, or the preset called ``target``."""
+    path = resolve_graph_path(target)
+    if path is not None:
+        return Graph.from_json(path)
+    names, load = _preset_api()
+    if target not in names():
+        preset_files.preset_path(target)  # raises GraphError with suggestions
+    return load(target)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -57,7 +79,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    graph = Graph.from_json(resolve_graph_path(args.target))
+    graph = load_target(args.target)
     if args.format == "mermaid":
         sys.stdout.write(graph.to_mermaid())
     elif args.format == "dot":
@@ -70,14 +92,21 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
-    presets = list_presets()
-    if not presets:
+    names = list(_preset_api()[0]())
+    files = preset_files.list_presets()
+    if not names:
         print("no presets found")
         return 0
-    width = max(len(n) for n in presets)
-    for name, path in presets.items():
-        print(f"{name:<{width}}  {_description(path)}")
+    width = max(len(n) for n in names)
+    for name in names:
+        about = _description(files[name]) if name in files else _workflow_description(name, files)
+        print(f"{name:<{width}}  {about}")
     return 0
+
+
+def _workflow_description(name: str, files: dict[str, Path]) -> str:
+    family, _, workflow = name.rpartition("-")
+    return f"{family} with the {workflow} workflow selected" if family in files else ""
 
 
 def _description(path: Path) -> str:

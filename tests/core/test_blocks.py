@@ -153,6 +153,7 @@ def test_semantic_type_compatibility():
     assert is_compatible(list[int], list[int]) and not is_compatible(list[str], list[int])
     assert is_compatible(Optional[Latents], Latents)  # an optional value may feed; None is checked at run time
     assert not is_compatible(str, Latents)
+    assert is_compatible(torch.Tensor, Images) and is_compatible(list, Images) and not is_compatible(str, Images)
     assert type_name(Optional[Latents]) == "Latents | None"
     assert type_name(list[int]) == "list[int]"
 
