@@ -15,8 +15,8 @@ from .base import Scheduler
 
 _NO_KARRAS = {"use_karras_sigmas": False}
 _KARRAS = {"use_karras_sigmas": True}
-_DPM_2M = {"algorithm_type": "dpmsolver++", "solver_order": 2}
-_DPM_2M_SDE = {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}
+_DPM_2M = {"algorithm_type": "dpmsolver++", "solver_order": 2, "solver_type": "midpoint"}
+_DPM_2M_SDE = {"algorithm_type": "sde-dpmsolver++", "solver_order": 2, "solver_type": "midpoint"}
 
 SAMPLER_NAMES: dict[str, tuple[str, dict[str, Any]]] = {
     "Euler": ("EulerDiscreteScheduler", _NO_KARRAS),
@@ -33,6 +33,8 @@ SAMPLER_NAMES: dict[str, tuple[str, dict[str, Any]]] = {
     "DPM++ 2M Karras": ("DPMSolverMultistepScheduler", {**_DPM_2M, **_KARRAS}),
     "DPM++ 2M SDE": ("DPMSolverMultistepScheduler", {**_DPM_2M_SDE, **_NO_KARRAS}),
     "DPM++ 2M SDE Karras": ("DPMSolverMultistepScheduler", {**_DPM_2M_SDE, **_KARRAS}),
+    "DPM++ 2M SDE Heun": ("DPMSolverMultistepScheduler", {**_DPM_2M_SDE, "solver_type": "heun", **_NO_KARRAS}),
+    "DPM++ 2M SDE Heun Karras": ("DPMSolverMultistepScheduler", {**_DPM_2M_SDE, "solver_type": "heun", **_KARRAS}),
     "UniPC": ("UniPCMultistepScheduler", {}),
     "Flow Euler": ("FlowMatchEulerDiscreteScheduler", {}),
     "FlowMatchEuler": ("FlowMatchEulerDiscreteScheduler", {}),
@@ -48,6 +50,7 @@ COMFYUI_ALIASES: dict[str, str] = {
     "ddpm": "DDPM",
     "dpmpp_2m": "DPM++ 2M",
     "dpmpp_2m_sde": "DPM++ 2M SDE",
+    "dpmpp_2m_sde_gpu": "DPM++ 2M SDE",  # same sampler; ComfyUI only draws its noise on the GPU
     "uni_pc": "UniPC",
 }
 

@@ -179,3 +179,21 @@ def test_switching_from_unipc_maps_its_solver_type_like_diffusers() -> None:
     ref = diffusers.DPMSolverMultistepScheduler.from_config(diffusers.UniPCMultistepScheduler(solver_type="bh1", solver_order=3).config)
     assert mine.config.solver_type == ref.config.solver_type == "midpoint"
     assert mine.config.solver_order == ref.config.solver_order == 3
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("DPM++ 2M", {"algorithm_type": "dpmsolver++", "solver_type": "midpoint", "use_karras_sigmas": False}),
+        ("dpm++ 2m karras", {"algorithm_type": "dpmsolver++", "use_karras_sigmas": True}),
+        ("DPM++ 2M SDE Karras", {"algorithm_type": "sde-dpmsolver++", "solver_type": "midpoint", "use_karras_sigmas": True}),
+        ("DPM++ 2M SDE Heun", {"algorithm_type": "sde-dpmsolver++", "solver_type": "heun", "use_karras_sigmas": False}),
+        ("dpmpp_2m_sde_gpu", {"algorithm_type": "sde-dpmsolver++"}),
+    ],
+)
+def test_sampler_names_build_dpm_on_the_model_config(name: str, expected: dict) -> None:
+    base = ours.UniPCMultistepScheduler.from_config({**SD, "solver_type": "bh1"})  # any model's scheduler
+    s = ours.scheduler_from_name(name, base.config)
+    assert isinstance(s, ours.DPMSolverMultistepScheduler)
+    assert {k: s.config[k] for k in expected} == expected
+    assert s.config.beta_schedule == "scaled_linear" and s.config.steps_offset == 1

@@ -144,3 +144,9 @@ def test_bad_input_is_a_clear_error() -> None:
         ours.FlowMatchEulerDiscreteScheduler(time_shift_type="cubic")
     with pytest.raises(SchedulerConfigError, match="per_token_timesteps"):
         ours.FlowMatchEulerDiscreteScheduler().step(x, torch.tensor(1000.0), x, per_token_timesteps=torch.ones(1), state=ours.FlowMatchEulerDiscreteScheduler().new_state(2))
+
+
+def test_flow_euler_name_keeps_the_flux_config() -> None:
+    s = ours.scheduler_from_name("Flow Euler", FLUX)
+    assert isinstance(s, ours.FlowMatchEulerDiscreteScheduler) and s.config.use_dynamic_shifting is True
+    assert s.config.shift == 3.0 and s.config.max_shift == 1.15

@@ -114,3 +114,13 @@ def test_bad_calls_are_clear_errors() -> None:
         s.set_timesteps(sigmas=[1.0, 0.5])
     with pytest.raises(ValueError, match="exactly one of num_inference_steps"):
         s.set_timesteps()
+
+
+def test_sampler_name_switches_from_dpm_keeping_the_model_schedule() -> None:
+    s = ours.scheduler_from_name("UniPC", ours.DPMSolverMultistepScheduler.from_config({**SD, "solver_type": "heun"}).config)
+    ref = diffusers.UniPCMultistepScheduler.from_config(diffusers.DPMSolverMultistepScheduler.from_config({**SD, "solver_type": "heun"}).config)
+    assert isinstance(s, ours.UniPCMultistepScheduler)
+    assert s.config.solver_type == ref.config.solver_type == "bh2"
+    for x in (s, ref):
+        x.set_timesteps(10)
+    assert_schedule_match(s, ref)
