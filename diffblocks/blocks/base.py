@@ -175,7 +175,6 @@ class Block:
         if config:
             self._apply_config(dict(config))
 
-    # ---- configuration -------------------------------------------------------------------
     def with_config(self, config: Mapping[str, Any] | None = None, **values: Any) -> Block:
         """A copy of this block with some config values changed (validated; ``GraphError`` if bad)."""
         merged = {**self.config_overrides, **(config or {}), **values}
@@ -221,16 +220,16 @@ class Block:
         return problems
 
     def _config_model(self) -> Any:
-        model = type(self).__dict__.get("_config_model_cache")
-        owner_model = getattr(self, "_instance_config_model", None)
-        if owner_model is not None:
-            return owner_model
+        """The pydantic model that validates config (per function block, else per class)."""
+        model = self.__dict__.get("_instance_config_model")
         if model is None:
-            model = _build_config_model(self.label, self.config_fields)
-            setattr(type(self), "_config_model_cache", model)
+            cls = type(self)
+            model = cls.__dict__.get("_config_model_cache")
+            if model is None:
+                model = _build_config_model(self.label, self.config_fields)
+                cls._config_model_cache = model  # type: ignore[attr-defined]
         return model
 
-    # ---- execution interface (used by the executor) --------------------------------------
     @property
     def label(self) -> str:
         return self.name or type(self).__name__
@@ -256,7 +255,6 @@ class Block:
     def required_components(self) -> dict[str, ComponentRef]:
         return dict(self.components)
 
-    # ---- direct call ---------------------------------------------------------------------
     def __call__(self, components: Mapping[str, Any] | None = None, **inputs: Any) -> Any:
         """Run this block alone: ``scale_latents(latents=x)``; ``block(components=cm, prompt=...)``.
 

@@ -39,7 +39,6 @@ def _ident(path: str) -> str:
     return "n_" + "".join(ch if ch.isalnum() else "_" for ch in path)
 
 
-# ---- mermaid -------------------------------------------------------------------------------
 def to_mermaid(graph: Graph) -> str:
     """A Mermaid flowchart; composites are drawn as subgraphs."""
     lines = ["flowchart LR"]
@@ -77,7 +76,6 @@ def _mermaid_body(graph: Graph, prefix: str, lines: list[str], pad: str) -> None
         lines.append(f'{pad}{_ident(prefix + sn)} -- "{label}" --> {_ident(prefix + dn)}')
 
 
-# ---- dot -----------------------------------------------------------------------------------
 def _q(text: str) -> str:
     return json.dumps(text)
 
@@ -128,7 +126,6 @@ def _dot_body(graph: Graph, prefix: str, lines: list[str], pad: str) -> None:
         lines.append(f"{pad}{_anchor(graph, sn, prefix)} -> {_anchor(graph, dn, prefix)} [label={_q(label)}];")
 
 
-# ---- text ----------------------------------------------------------------------------------
 def to_text(graph: Graph) -> str:
     """Inputs, nodes (ports, types, config, components), outputs, and needed components."""
     lines = [f"Graph {graph.name!r}: {len(graph.nodes)} nodes, {len(graph._edges)} edges"]

@@ -93,7 +93,6 @@ class Graph(EditingMixin, Block):
         self._memo: dict[str, tuple[int, Any]] = {}
         self._cache: Any = None
 
-    # ---- building ------------------------------------------------------------------------
     def add(self, node: str, block: Block | str, config: Mapping[str, Any] | None = None) -> Graph:
         """Add a node running ``block`` (a Block or a registered name), optionally configured."""
         if not isinstance(node, str) or not PORT_NAME.match(node):
@@ -179,7 +178,6 @@ class Graph(EditingMixin, Block):
     def child_nodes(self) -> dict[str, Block]:
         return self.nodes
 
-    # ---- read access ---------------------------------------------------------------------
     @property
     def edges(self) -> list[tuple[str, str]]:
         """Every edge as ``("a.out", "b.in")``, in the order they were added."""
@@ -296,7 +294,6 @@ class Graph(EditingMixin, Block):
                     todo.append(nxt)
         return False
 
-    # ---- validation ----------------------------------------------------------------------
     def problems(self, components: Mapping[str, Any] | None = None) -> list[Problem]:
         """Every problem of the graph (empty when valid); ``components`` also checks presence."""
         from .validate import graph_problems
@@ -318,7 +315,6 @@ class Graph(EditingMixin, Block):
             raise GraphError(found, title=f"graph {self.name!r} is invalid")
         return self
 
-    # ---- composition, selection ----------------------------------------------------------
     @classmethod
     def wrap(cls, block: Block, name: str | None = None) -> Graph:
         """A one-node graph exposing every port of ``block`` under its own name."""
@@ -352,7 +348,6 @@ class Graph(EditingMixin, Block):
 
         return select(self, present)
 
-    # ---- execution -----------------------------------------------------------------------
     @property
     def cache(self) -> Any:
         """The memo cache shared by this graph's plans (survives edits and recompiles)."""
@@ -386,7 +381,6 @@ class Graph(EditingMixin, Block):
     def implementation(self) -> Any:  # pragma: no cover - composites are compiled, not called
         raise TypeError("a Graph runs through its compiled plan")
 
-    # ---- JSON and pictures ---------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         from .jsonio import graph_to_document
 

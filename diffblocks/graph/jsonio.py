@@ -164,7 +164,6 @@ def write_schema(path: str | Path) -> None:
     Path(path).write_text(json.dumps(graph_json_schema(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-# ---- reading ---------------------------------------------------------------------------------
 class _Pairs(dict):
     """A JSON object that remembers keys given twice."""
 
@@ -352,7 +351,6 @@ def _build(spec: GraphSpec, path: str, problems: list[Problem], counter: list[in
     return graph
 
 
-# ---- writing ---------------------------------------------------------------------------------
 def graph_to_document(graph: Graph) -> dict[str, Any]:
     """The canonical JSON document for ``graph`` (``GraphError`` for unsaveable parts)."""
     problems: list[Problem] = []

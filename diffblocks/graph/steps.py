@@ -49,7 +49,6 @@ class RunInterrupted(RuntimeError):
         self.node = node
 
 
-# ---- compiled program ----------------------------------------------------------------------
 class _Program:
     """A compiled graph body: slot template, graph input/output slots, ordered steps."""
 
@@ -119,7 +118,6 @@ class _Compiler:
         return _LeafStep(blk, path, ins, outs, idx)
 
 
-# ---- steps ---------------------------------------------------------------------------------
 class _LeafStep:
     __slots__ = ("block", "path", "ins", "outs", "out_slots", "single", "fn", "idx", "comp_names", "ctx_param")
 
@@ -313,7 +311,6 @@ def _note(exc: BaseException, path: str) -> None:
         exc._diffblocks_noted = True  # type: ignore[attr-defined]
 
 
-# ---- run-time state ------------------------------------------------------------------------
 class _Flag:
     __slots__ = ("stop",)
 

@@ -52,7 +52,6 @@ def test_unregistered_blocks_cannot_be_saved():
         g.to_json()
 
 
-# ---- property-based round-trip --------------------------------------------------------------
 names = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
 floats = st.floats(allow_nan=False, allow_infinity=False, width=64)
 json_values = st.recursive(
@@ -98,7 +97,6 @@ def test_round_trip_is_exact(graph, value):
     assert Graph.from_dict(json.loads(text)).to_json() == text
 
 
-# ---- strictness and hostile input ---------------------------------------------------------------
 def _doc(**graph):
     base = {"name": "g", "nodes": {"a": {"block": "core_inc"}}, "inputs": {"x": {"to": ["a.x"]}}, "outputs": {"x": "a.x"}}
     base.update(graph)
