@@ -177,16 +177,30 @@ def _shards_from_index(index: Path) -> list[Path]:
     return shards
 
 
-def read_weights(path: Path, *, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-    """All tensors of one weight file, memory-mapped where the format allows."""
+def read_weights(
+    path: Path, *, device: torch.device | str = "cpu", dtype: torch.dtype | None = None
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield ``(key, tensor)`` for one weight file, converting floating-point tensors to ``dtype``.
+
+    One tensor at a time, so converting (e.g. an fp32 file to fp16) never holds the whole
+    file twice.
+    """
+
+    def convert(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
+
     if path.suffix == ".bin":
         try:
-            return torch.load(path, map_location=device, weights_only=True, mmap=True)
-        except Exception as e:  # torch raises many types for a damaged pickle
+            state_dict = torch.load(path, map_location=device, weights_only=True, mmap=True)
+        except Exception as e:  # torch raises many types for a damaged or unsafe pickle
             raise ModelLoadError(f"{path}: cannot read pickle weights ({e})") from e
+        for key, tensor in state_dict.items():
+            yield key, convert(tensor)
+        return
     try:
         with safe_open(str(path), framework="pt", device=str(device)) as f:
-            return {key: f.get_tensor(key) for key in f.keys()}
+            for key in f.keys():
+                yield key, convert(f.get_tensor(key))
     except (SafetensorError, OSError) as e:
         raise ModelLoadError(f"{path}: cannot read safetensors file, it may be truncated or damaged ({e})") from e
 
@@ -329,13 +343,10 @@ class Model(torch.nn.Module):
 
         with torch.device("meta"):
             model = cls(config)
-        dtype = torch_dtype or torch.get_default_dtype()
-        state_dict: dict[str, torch.Tensor] = {}
-        for path in files:
-            for key, tensor in read_weights(path, device=device or "cpu").items():
-                if tensor.is_floating_point() and tensor.dtype != dtype:
-                    tensor = tensor.to(dtype)
-                state_dict[key] = tensor
+        dtype = torch_dtype or torch.get_default_dtype()  # diffusers' default too
+        state_dict = {
+            key: tensor for path in files for key, tensor in read_weights(path, device=device or "cpu", dtype=dtype)
+        }
         state_dict = cls.convert_legacy_keys(state_dict)
         model.assign_weights(state_dict, source=", ".join(str(p) for p in files))
         return model.eval()
@@ -380,12 +391,16 @@ class Model(torch.nn.Module):
         save_directory: str | os.PathLike[str],
         max_shard_size: int | str = "10GB",
         variant: str | None = None,
+        safe_serialization: bool = True,
     ) -> None:
         """Write ``config.json`` and safetensors weights in diffusers' layout.
 
         Above ``max_shard_size`` the weights are split into
         ``diffusion_pytorch_model[.variant]-0000i-of-0000n.safetensors`` with an index file.
+        ``safe_serialization`` exists for diffusers-style calls; pickle files are never written.
         """
+        if not safe_serialization:
+            raise ValueError("save_pretrained writes safetensors only; pickle (.bin) weights are not written")
         folder = Path(save_directory)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2, sort_keys=True) + "\n")
