@@ -78,8 +78,9 @@ class Plan:
                 problems.append(Problem("bad_input", f"unknown input {name!r}{hint}", port=name))
                 continue
             if value is None and not port.required:
-                checked[name] = value
-                continue
+                if port.default is None:
+                    checked[name] = None
+                continue  # None means "not given": the input keeps its default
             try:
                 checked[name] = validate_value(port.type, value)
             except ValueError as exc:
@@ -112,6 +113,8 @@ class Plan:
         * ``grad``: run with autograd on (default ``torch.no_grad()``);
         * ``cache``: ``False`` skips memoisation for this run;
         * ``generator``: available to blocks as ``ctx.generator``.
+
+        An optional input given as ``None`` keeps its default.
         """
         values = self.check_inputs(inputs or {})
         rt = _Runtime(self, components, callbacks, on_node_end, progress, generator)
@@ -153,6 +156,8 @@ class Plan:
                 for slot, value in zip(step.out_slots, cached):
                     slots[slot] = value
                 report.nodes[step.path] = NodeReport("hit")
+                if rt.on_node_end is not None:
+                    rt.on_node_end(step.path, dict(zip(step.block.outputs, cached)))
                 return
         t0 = time.perf_counter()
         _run_steps([step], slots, rt)

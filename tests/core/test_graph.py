@@ -49,6 +49,7 @@ def test_graph_input_defaults():
     g.expose_output("x", "a.x")
     assert g.inputs["x"].default == 5.0 and g.inputs["x"].description == "start"
     assert g() == 6.0
+    assert g(x=None) == 6.0  # None means "not given"
 
 
 def test_replace_keeps_edges_and_checks():
