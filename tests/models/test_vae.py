@@ -166,3 +166,16 @@ def test_backward_runs():
     loss = (model.decode(posterior.sample()).sample - x).pow(2).mean() + posterior.kl().mean()
     loss.backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@torch.no_grad()
+def test_low_precision_close_to_diffusers(dtype):
+    ref = _reference(VAE_SD_LIKE)
+    ours = AutoencoderKL.from_config(VAE_SD_LIKE).eval()
+    ours.load_state_dict(ref.state_dict())
+    ref, ours = ref.to(dtype), ours.to(dtype)
+    x = torch.randn(1, 3, 16, 16).to(dtype)
+    got = ours(x).sample
+    assert got.dtype == dtype and ours.dtype == dtype
+    assert max_diff(got, ref(x).sample) <= 2e-2
