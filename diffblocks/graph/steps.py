@@ -81,12 +81,12 @@ class _Compiler:
         dg = nx.DiGraph()
         dg.add_nodes_from(graph.nodes)
         dg.add_edges_from((s[0], d[0]) for d, s in graph._edges.items())
+        order = list(nx.topological_sort(dg))
         out_slot: dict[tuple[str, str], int] = {}
-        for node in nx.topological_sort(dg):
-            blk = graph.nodes[node]
-            for port in blk.outputs:
+        for node in order:
+            for port in graph.nodes[node].outputs:
                 out_slot[(node, port)] = prog.new_slot()
-        for node in nx.topological_sort(dg):
+        for node in order:
             blk = graph.nodes[node]
             path = f"{prefix}{node}"
             ins: list[tuple[str, int]] = []
@@ -166,9 +166,6 @@ class _LeafStep:
             )
         for slot, value in zip(self.out_slots, res):
             slots[slot] = value
-
-    def memo_block(self) -> Block:
-        return self.block
 
 
 class _GraphStep:

@@ -16,6 +16,13 @@ from diffblocks.graph.jsonio import LIMITS, graph_json_schema
 
 from . import helpers as h
 
+from diffblocks.registry import register_predicate
+
+
+@register_predicate("core_bigger_ab")
+def _bigger_ab(present):
+    return "a" if present.get("x", 0) > 100 else "b"
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -64,7 +71,7 @@ json_values = st.recursive(
 @st.composite
 def chains(draw, depth: int = 0) -> Graph:
     """A random chain over x (inc / mul / offset with config / nested graph / loop)."""
-    kinds = ["inc", "mul", "offset"] + (["graph", "loop"] if depth < 2 else [])
+    kinds = ["inc", "mul", "offset"] + (["graph", "loop", "switch"] if depth < 2 else [])
     steps = []
     for i in range(draw(st.integers(1, 4))):
         kind = draw(st.sampled_from(kinds))
@@ -76,6 +83,12 @@ def chains(draw, depth: int = 0) -> Graph:
             steps.append((f"s{i}", "core_offset", {"offset": draw(floats)}))
         elif kind == "graph":
             steps.append((f"s{i}", draw(chains(depth + 1))))
+        elif kind == "switch":
+            branches = {"a": draw(chains(depth + 1)), "b": draw(chains(depth + 1))}
+            if draw(st.booleans()):
+                steps.append((f"s{i}", Switch(branches, when={"a": "x"}, default="b")))
+            else:
+                steps.append((f"s{i}", Switch(branches, predicate="core_bigger_ab")))
         else:
             body = Graph.sequential([("first", h.inc), ("rest", draw(chains(depth + 1)))], name=draw(names))
             steps.append((f"s{i}", Loop(body, over=f"items{depth}", item="step", carry={"x": "x"}, progress=draw(st.booleans()))))
@@ -95,6 +108,8 @@ def test_round_trip_is_exact(graph, value):
     back = Graph.from_json(text)
     assert back.to_json() == text
     assert Graph.from_dict(json.loads(text)).to_json() == text
+    inputs = {n: [0.5, 0.25] if n.startswith("items") else 1.0 for n, p in graph.inputs.items() if p.required or n.startswith("items")}
+    assert back.run(inputs=inputs, progress=False) == graph.run(inputs=inputs, progress=False)  # same behaviour
 
 
 def _doc(**graph):
