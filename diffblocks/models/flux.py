@@ -6,6 +6,7 @@ as is); the layers live in :mod:`diffblocks.models.flux_layers`.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -126,6 +127,11 @@ class FluxTransformer2DModel(Model):
         # image tokens only, final modulation and projection
         out = self.proj_out(self.norm_out(joint[:, context.shape[1]:], temb))
         return Transformer2DModelOutput(sample=out) if return_dict else (out,)
+
+    def cache_context(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """No-op stand-in for diffusers' step-cache hook, so diffusers' Flux pipelines can drive
+        this model unchanged (we have no feature cache)."""
+        return contextlib.nullcontext()
 
     def _check_call(self, encoder_hidden_states: torch.Tensor | None,
                     pooled_projections: torch.Tensor | None, timestep: Any, img_ids: Any,
