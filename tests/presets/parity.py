@@ -1,0 +1,93 @@
+"""Run a preset and the matching diffusers pipeline on the same folder, inputs and seed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import torch
+
+from diffblocks.components import ComponentsManager
+from diffblocks.presets import load_preset
+
+#: Max abs difference allowed between our images and diffusers' (fp32, output_type="np").
+TOLERANCE = 1e-4
+
+DIFFUSERS_CLASSES = {
+    ("sd15", "text2img"): "StableDiffusionPipeline",
+    ("sd15", "img2img"): "StableDiffusionImg2ImgPipeline",
+    ("sd15", "inpaint"): "StableDiffusionInpaintPipeline",
+    ("sdxl", "text2img"): "StableDiffusionXLPipeline",
+    ("sdxl", "img2img"): "StableDiffusionXLImg2ImgPipeline",
+    ("sdxl", "inpaint"): "StableDiffusionXLInpaintPipeline",
+}
+
+_PIPES: dict[tuple[str, str], Any] = {}
+
+
+def diffusers_pipeline(folder: Path, family: str, workflow: str, scheduler: str | None = None) -> Any:
+    import diffusers
+
+    key = (str(folder), workflow)
+    if key not in _PIPES:
+        cls = getattr(diffusers, DIFFUSERS_CLASSES[(family, workflow)])
+        _PIPES[key] = cls.from_pretrained(str(folder))
+        _PIPES[key].set_progress_bar_config(disable=True)
+    pipe = _PIPES[key]
+    pipe.scheduler = make_scheduler(diffusers, folder, scheduler)
+    return pipe
+
+
+def make_scheduler(library: Any, folder: Path, name: str | None) -> Any:
+    """The folder's scheduler, or the named sampler built from its config, from ``library``
+    (the ``diffusers`` module or ``diffblocks.schedulers``)."""
+    base = getattr(library, _saved_class(folder)).from_pretrained(str(folder), subfolder="scheduler")
+    if name is None:
+        return base
+    if name == "euler_a":
+        return library.EulerAncestralDiscreteScheduler.from_config(base.config)
+    if name == "dpmpp_2m_karras":
+        return library.DPMSolverMultistepScheduler.from_config(base.config, use_karras_sigmas=True, algorithm_type="dpmsolver++")
+    if name == "ddim":
+        return library.DDIMScheduler.from_config(base.config)
+    raise KeyError(name)
+
+
+def _saved_class(folder: Path) -> str:
+    import json
+
+    return json.loads((Path(folder) / "scheduler" / "scheduler_config.json").read_text())["_class_name"]
+
+
+def manager(folder: Path, scheduler: str | None = None) -> ComponentsManager:
+    import diffblocks.schedulers as ours
+
+    cm = ComponentsManager.from_pretrained(folder)
+    cm.set("scheduler", make_scheduler(ours, folder, scheduler))
+    return cm
+
+
+def sample_image(size: int = 64, seed: int = 0) -> PIL.Image.Image:
+    rng = np.random.default_rng(seed)
+    return PIL.Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+
+
+def sample_mask(size: int = 64) -> PIL.Image.Image:
+    mask = np.zeros((size, size), dtype=np.uint8)
+    mask[size // 4 : 3 * size // 4, size // 8 : size // 2] = 255
+    return PIL.Image.fromarray(mask)
+
+
+def run_both(
+    folder: Path, family: str, workflow: str, *, scheduler: str | None = None, seed: int = 0, **inputs: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """(ours, diffusers') images as float arrays for the same inputs and seed."""
+    inputs = {"num_inference_steps": 2, "output_type": "np", **inputs}
+    pipe = diffusers_pipeline(folder, family, workflow, scheduler)
+    theirs = pipe(**inputs, generator=torch.Generator().manual_seed(seed)).images
+    graph = load_preset(family)
+    ours = graph.run(inputs={**inputs, "generator": torch.Generator().manual_seed(seed)},
+                     components=manager(folder, scheduler), progress=False).images
+    return np.asarray(ours), np.asarray(theirs)
