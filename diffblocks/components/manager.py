@@ -28,6 +28,7 @@ DeviceArg = torch.device | str | Mapping[str, torch.device | str] | None
 # as some manager or user holds it, then the entry disappears by itself.
 _SHARED: "weakref.WeakValueDictionary[tuple, Any]" = weakref.WeakValueDictionary()
 _SHARED_LOCK = threading.RLock()
+_MISSING = object()
 
 
 def clear_shared_components() -> None:
@@ -231,6 +232,25 @@ class ComponentsManager(Mapping[str, Any]):
         """A view of this manager restricted to ``names`` (what one graph branch may touch)."""
         return ComponentProvider(self, names)
 
+    def component_fingerprint(self, name: str) -> tuple:
+        """A token that changes when component ``name`` changes, computed without loading it.
+
+        The graph executor's memoisation calls this instead of ``manager[name]``, so a cache
+        key for a node whose branch does not run never forces a load. Unloaded: the spec's
+        identity and dtype. Loaded: the object's id and the in-place versions of its tensors
+        (so fusing LoRA weights into a loaded model invalidates cached outputs).
+        """
+        obj = self._objects.get(name, _MISSING)
+        if obj is _MISSING:
+            spec = self._specs.get(name)
+            if spec is None:
+                raise KeyError(f"no component '{name}' in this manager")
+            return ("spec", spec.identity, str(self.dtype_for(name)))
+        version = None
+        if isinstance(obj, torch.nn.Module):
+            version = sum(t._version for t in obj.parameters()) + sum(t._version for t in obj.buffers())
+        return ("loaded", id(obj), version, getattr(obj, "_diffblocks_revision", None))
+
     def load(self, *names: str) -> dict[str, Any]:
         """Load ``names`` now (all declared components when none are given)."""
         return {n: self[n] for n in (names or tuple(self))}
@@ -412,6 +432,12 @@ class ComponentProvider(Mapping[str, Any]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._names)
+
+    def component_fingerprint(self, name: str) -> tuple:
+        """See :meth:`ComponentsManager.component_fingerprint` (nothing is loaded)."""
+        if name not in self._names:
+            raise KeyError(f"component '{name}' is outside this provider's names {list(self._names)}")
+        return self._manager.component_fingerprint(name)
 
     def __len__(self) -> int:
         return len(self._names)

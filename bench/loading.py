@@ -1,0 +1,193 @@
+"""Loading benchmark: time and peak RSS to load a whole SD pipeline folder, diffblocks vs diffusers.
+
+Each measurement runs in a fresh Python process (so caches, allocator state and imports do
+not leak between the two libraries); runs alternate between the libraries and the median
+is reported. Inside a child, every class the load uses is imported first (timed apart),
+then the clock covers only the load call.
+
+    diffblocks: ComponentsManager.from_pretrained(folder).load()   (every component)
+    diffusers:  DiffusionPipeline.from_pretrained(folder)
+
+Folders are built once (random weights, diffusers' save_pretrained) under --workdir:
+``tiny`` is the test-suite pipeline; ``mid`` is an SD-shaped pipeline at a fraction of
+SD 1.5's width (UNet channels 128-256-512-512, the full SD VAE, a 6-layer 512-wide CLIP).
+
+    python bench/loading.py                      # tiny + mid, 3 repeats
+    python bench/loading.py --sizes tiny --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# -- building the folders (parent process) -------------------------------------------------------
+def _save_mid_sd(folder: Path) -> None:
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    sys.path.insert(0, str(ROOT))
+    from tests.components.tiny_pipelines import clip_tokenizer
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(128, 256, 512, 512), layers_per_block=2, cross_attention_dim=512,
+        attention_head_dim=8, sample_size=64,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=[128, 256, 512, 512], latent_channels=4, sample_size=512, layers_per_block=2,
+        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+    )
+    tok = clip_tokenizer()
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        hidden_size=512, intermediate_size=2048, num_attention_heads=8, num_hidden_layers=6, vocab_size=49408,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+    ))
+    pipe = StableDiffusionPipeline(
+        unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tok, scheduler=DDIMScheduler(),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(str(folder))
+
+
+def build(size: str, workdir: Path) -> Path:
+    folder = workdir / f"sd-{size}"
+    if (folder / "model_index.json").is_file():
+        return folder
+    if size == "tiny":
+        sys.path.insert(0, str(ROOT))
+        from tests.components.tiny_pipelines import save_pipeline
+
+        save_pipeline("sd", folder)
+    elif size == "mid":
+        _save_mid_sd(folder)
+    else:
+        raise SystemExit(f"unknown size '{size}' (choose tiny or mid)")
+    return folder
+
+
+# -- one measurement (child process) -------------------------------------------------------------
+def _rss_mb() -> float:
+    """Peak resident set of this process so far (VmHWM).
+
+    Not ``getrusage``'s ru_maxrss: Linux carries that across fork/exec, so a child would
+    report the parent's peak (the parent built a model).
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
+
+
+def _import_classes(library: str, folder: str) -> None:
+    """Import every class the load will use, so the timed load measures loading, not imports."""
+    index = json.loads((Path(folder) / "model_index.json").read_text())
+    hints = [(v[0], v[1]) for k, v in index.items() if isinstance(v, list) and v[0] and not k.startswith("_")]
+    if library == "diffblocks":
+        from diffblocks.registry.components import resolve_component_class
+
+        for hint in hints:
+            resolve_component_class(*hint)
+    else:
+        import importlib
+
+        import diffusers
+
+        getattr(diffusers, index["_class_name"])
+        for lib, name in hints:
+            getattr(importlib.import_module(lib), name)
+
+
+def child(library: str, folder: str) -> None:
+    t0 = time.perf_counter()
+    _import_classes(library, folder)
+    import_s = time.perf_counter() - t0
+    rss_before = _rss_mb()
+    t1 = time.perf_counter()
+    if library == "diffblocks":
+        from diffblocks.components import ComponentsManager
+
+        objects = ComponentsManager.from_pretrained(folder).load()
+    else:
+        from diffusers import DiffusionPipeline
+
+        objects = DiffusionPipeline.from_pretrained(folder).components
+    load_s = time.perf_counter() - t1
+    peak = _rss_mb()
+    # safetensors weights are memory-mapped: pages count once read. Read every weight once
+    # (what the first denoising step does) and take the peak again.
+    import torch
+
+    modules = [o for o in objects.values() if isinstance(o, torch.nn.Module)]
+    params = sum(p.numel() for m in modules for p in m.parameters())
+    with torch.no_grad():
+        for m in modules:
+            for t in list(m.parameters()) + list(m.buffers()):
+                t.sum()
+    print(json.dumps({"import_s": import_s, "load_s": load_s, "rss_before_mb": rss_before,
+                      "peak_rss_mb": peak, "touched_rss_mb": _rss_mb(), "params": params}))
+
+
+def measure(library: str, folder: Path) -> dict:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error",
+           "HF_HUB_DISABLE_PROGRESS_BARS": "1", "DIFFUSERS_VERBOSITY": "error"}
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", library, "--folder", str(folder)],
+        capture_output=True, text=True, env=env, cwd=str(ROOT), check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"{library} child failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", default=["tiny", "mid"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "diffblocks-bench")
+    parser.add_argument("--child", choices=["diffblocks", "diffusers"], help=argparse.SUPPRESS)
+    parser.add_argument("--folder", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.folder)
+        return
+
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for size in args.sizes:
+        folder = build(size, args.workdir)
+        runs: dict[str, list[dict]] = {"diffblocks": [], "diffusers": []}
+        measure("diffblocks", folder)  # warm the page cache so neither side pays the first read
+        for _ in range(args.repeats):
+            for library in ("diffblocks", "diffusers"):
+                runs[library].append(measure(library, folder))
+        med = {lib: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for lib, rs in runs.items()}
+        ratio = med["diffblocks"]["load_s"] / med["diffusers"]["load_s"]
+        rows.append((size, med, ratio))
+
+    print("| pipeline | params | diffblocks load s | diffusers load s | ratio | peak RSS MiB after load, "
+          "ours / diffusers (+ over imports) | after reading every weight, ours / diffusers | "
+          "imports s, ours / diffusers |")
+    print("|---|---|---|---|---|---|---|---|")
+    for size, med, ratio in rows:
+        ours, ref = med["diffblocks"], med["diffusers"]
+        print(f"| sd-{size} | {ours['params'] / 1e6:.1f} M | {ours['load_s']:.3f} | {ref['load_s']:.3f} | "
+              f"{ratio:.2f}x | {ours['peak_rss_mb']:.0f} (+{ours['peak_rss_mb'] - ours['rss_before_mb']:.0f}) / "
+              f"{ref['peak_rss_mb']:.0f} (+{ref['peak_rss_mb'] - ref['rss_before_mb']:.0f}) | "
+              f"{ours['touched_rss_mb']:.0f} / {ref['touched_rss_mb']:.0f} | "
+              f"{ours['import_s']:.2f} / {ref['import_s']:.2f} |")
+    print(f"\nmedian of {args.repeats} runs each, fresh process per run; machine: {os.cpu_count()} CPUs")
+
+
+if __name__ == "__main__":
+    main()
