@@ -104,6 +104,11 @@ def graph_problems(graph: Graph) -> list[Problem]:
         problems.extend(at(p, f"edge:{i}") for p in edge_problems(graph, src, dst))
         fed[dst] = f"edge from {src[0]}.{src[1]}"
 
+    for name in [*graph._inputs, *graph._outputs]:
+        if name == "components":
+            where = f"input:{name}" if name in graph._inputs else f"output:{name}"
+            problems.append(at(Problem("bad_structure", "'components' is reserved (graph(components=...)); rename this port", port=name), where))
+
     for name, gi in graph._inputs.items():
         first_type = None
         for node, port in gi.targets:

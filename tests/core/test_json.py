@@ -232,3 +232,39 @@ def test_loop_over_type_is_saved_by_name():
     doc["graph"]["nodes"]["d"]["loop"]["over_type"] = "Nonsense"
     with pytest.raises(GraphError, match="unknown port type"):
         Graph.from_dict(doc)
+
+
+def _paths(doc, prefix=()):
+    yield prefix
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc):
+            yield from _paths(v, prefix + (i,))
+
+
+def _replace(doc, path, value):
+    if not path:
+        return value
+    doc = json.loads(json.dumps(doc))
+    target = doc
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return doc
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_mutated_files_give_graph_error_or_load(data):
+    """Replace any part of a valid file with any JSON value: a GraphError or a valid graph, nothing else."""
+    doc = json.loads(h.txt2img().to_json())
+    path = data.draw(st.sampled_from(list(_paths(doc))))
+    mutated = _replace(doc, path, data.draw(json_values))
+    try:
+        graph = Graph.from_json(json.dumps(mutated))
+    except GraphError as err:
+        assert err.problems
+    else:
+        graph.validate()
