@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -51,8 +52,52 @@ class EditingMixin:
                 self._restore(snapshot)
                 raise GraphError(new, title="edit rejected, graph unchanged")
 
+    def locate(self, path: str) -> tuple[Graph, str]:
+        """The graph holding node ``path`` and the node's name there. A path walks into
+        composites: ``"denoise/guide"`` (or ``"denoise.guide"``) is node ``guide`` of loop
+        ``denoise``'s body; ``"start/img2img/scale"`` is inside branch ``img2img`` of a Switch."""
+        from .composites import Loop, Switch
+        from .graph import Graph
+
+        parts = re.split(r"[/.]", path)
+        graph: Any = self
+        i = 0
+        while i < len(parts) - 1:
+            graph._require_node(parts[i])
+            blk = graph.nodes[parts[i]]
+            if isinstance(blk, Loop):
+                graph = blk.body
+            elif isinstance(blk, Switch):
+                i += 1
+                if i >= len(parts) - 1 or parts[i] not in blk.branches:
+                    raise GraphError([Problem("unknown_port", f"name a branch of {parts[i - 1]!r} ({', '.join(blk.branches)}) in {path!r}", parts[i - 1])])
+                graph = blk.branches[parts[i]]
+            elif isinstance(blk, Graph):
+                graph = blk
+            else:
+                raise GraphError([Problem("unknown_port", f"node {parts[i]!r} is a block, not a graph, loop or switch ({path!r})", parts[i])])
+            i += 1
+        return graph, parts[-1]
+
+    @contextmanager
+    def _nested(self, inner: Graph) -> Iterator[None]:
+        """An edit made inside ``inner`` (a nested graph) must not break this graph either."""
+        before = set(self._problem_keys())
+        snapshot = inner._snapshot()
+        yield
+        new = [p for p in self.problems() if problem_key(p) not in before]
+        if new:
+            inner._restore(snapshot)
+            raise GraphError(new, title="edit rejected, graph unchanged")
+
     def replace(self, node: str, block: Block | str, config: Mapping[str, Any] | None = None) -> Graph:
-        """Swap the block of ``node`` keeping its edges (e.g. another decoder)."""
+        """Swap the block of ``node`` keeping its edges (e.g. another decoder). ``node`` may be a
+        path into a composite (``"denoise/guide"``)."""
+        inner, name = self.locate(node)
+        if inner is not self:
+            with self._nested(inner):
+                inner.replace(name, block, config)
+            return self
         self._require_node(node)
         with self.edit():
             self.nodes[node] = self._resolve(node, block, config)
@@ -60,7 +105,13 @@ class EditingMixin:
         return self
 
     def remove(self, node: str) -> Graph:
-        """Remove ``node`` and every edge, input target and output that touches it."""
+        """Remove ``node`` and every edge, input target and output that touches it (a path
+        into a composite is fine too)."""
+        inner, name = self.locate(node)
+        if inner is not self:
+            with self._nested(inner):
+                inner.remove(name)
+            return self
         self._require_node(node)
         with self.edit():
             del self.nodes[node]
@@ -83,8 +134,15 @@ class EditingMixin:
     ) -> Graph:
         """Put a new node on an existing edge ``(source, target)``: source -> node.input and
         node.output -> target. ``input``/``output`` default to the port of the same name as the
-        edge's ends, else the node's only input / output."""
+        edge's ends, else the node's only input / output. With a path (``"denoise/boost"``)
+        the node goes into that composite, and the edge is named in its terms."""
         from .graph import split_ref
+
+        inner, name = self.locate(node)
+        if inner is not self:
+            with self._nested(inner):
+                inner.insert(name, block, edge, input=input, output=output, config=config)
+            return self
 
         src, dst = split_ref(edge[0], "source"), split_ref(edge[1], "target")
         if self._edges.get(dst) != src:

@@ -170,3 +170,40 @@ def test_copy_is_independent():
     c = g.copy()
     c.remove("n1")
     assert "n1" in g.nodes
+
+
+def test_editing_inside_composites_by_path():
+    g = h.txt2img()
+    body = g.nodes["denoise"].body
+    g.replace("denoise.step", "core_denoise_step")  # dotted or slashed paths both work
+    with pytest.raises(GraphError) as err:
+        g.replace("denoise/step", h.inc)  # breaks the body's wiring
+    assert "unknown_port" in err.value.kinds
+    assert body.nodes["step"] is h.denoise_step  # rolled back
+    with pytest.raises(GraphError) as err:
+        g.remove("denoise/step")  # the loop's carried output disappears: the outer graph breaks
+    assert "step" in body.nodes
+    with pytest.raises(GraphError):
+        g.replace("embed/x", h.inc)  # a leaf has no inside
+    with pytest.raises(GraphError):
+        g.replace("nothere/x", h.inc)
+
+
+def test_insert_inside_a_switch_branch():
+    img2img = Graph("img2img").add("s", h.scale)
+    img2img.expose_input("image", "s.latents").expose_output("latents", "s.latents")
+    sw = Switch({"img2img": img2img, "text2img": Graph.wrap(h.make_latents, "text2img")}, when={"img2img": "image"}, default="text2img")
+    g = Graph("g").add("start", sw)
+    g.expose_input("image", "start.image").expose_output("latents", "start.latents")
+    with pytest.raises(GraphError):
+        g.replace("start/s", h.scale)  # a Switch needs a branch name in the path
+    g.replace("start/img2img/s", h.scale.with_config(factor=3.0))
+    assert torch.equal(g(image=torch.ones(1)), torch.full((1,), 3.0))
+
+
+def test_insert_into_a_nested_graph():
+    g = Graph("g").add("sub", h.inc_chain(2))
+    g.expose_input("x", "sub.x").expose_output("x", "sub.x")
+    assert g(x=1.0) == 3.0
+    g.insert("sub/m", h.mul, edge=("n0.x", "n1.x"))
+    assert g(x=1.0) == 5.0  # (1 + 1) * 2 + 1
