@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from torch import Tensor
 
 from .multistep import F32, VPPoint, f32_exp, f32_sqrt, step_size
+from .multistep import times as _times
 
 
 def _differences(denoised: Sequence[Tensor], points: Sequence[VPPoint], h: F32) -> tuple[Tensor, ...]:
@@ -22,13 +23,13 @@ def _differences(denoised: Sequence[Tensor], points: Sequence[VPPoint], h: F32) 
     measured in units of the current step h (r_i = h_i / h)."""
     m0, m1 = denoised[-1], denoised[-2]
     r0 = step_size(points[-2].lam, points[-1].lam) / h
-    d1_0 = (m0 - m1) * float(F32(1.0) / r0)
+    d1_0 = _times(m0 - m1, F32(1.0) / r0)
     if len(denoised) == 2:
         return (d1_0,)
     r1 = step_size(points[-3].lam, points[-2].lam) / h
-    d1_1 = (m1 - denoised[-3]) * float(F32(1.0) / r1)
-    d1 = d1_0 + (d1_0 - d1_1) * float(r0 / (r0 + r1))
-    d2 = (d1_0 - d1_1) * float(F32(1.0) / (r0 + r1))
+    d1_1 = _times(m1 - denoised[-3], F32(1.0) / r1)
+    d1 = d1_0 + _times(d1_0 - d1_1, r0 / (r0 + r1))
+    d2 = _times(d1_0 - d1_1, F32(1.0) / (r0 + r1))
     return d1, d2
 
 
@@ -58,24 +59,24 @@ def dpm_solver_pp_update(
 
     if noise is None:
         em1 = f32_exp(-h) - F32(1.0)  # e^{−h} − 1 < 0
-        out = x * float(sigma_t / points[-1].sigma) - denoised[-1] * float(alpha_t * em1)
+        out = _times(x, sigma_t / points[-1].sigma) - _times(denoised[-1], alpha_t * em1)
         if order == 2 and solver_type == "midpoint":
-            out = out - diffs[0] * float(F32(0.5) * (alpha_t * em1))
+            out = out - _times(diffs[0], F32(0.5) * (alpha_t * em1))
         elif order >= 2:
-            out = out + diffs[0] * float(alpha_t * (em1 / h + F32(1.0)))
+            out = out + _times(diffs[0], alpha_t * (em1 / h + F32(1.0)))
         if order == 3:
-            out = out - diffs[1] * float(alpha_t * ((em1 + h) / (h * h) - F32(0.5)))
+            out = out - _times(diffs[1], alpha_t * ((em1 + h) / (h * h) - F32(0.5)))
         return out
 
     one_m_e2 = F32(1.0) - f32_exp(F32(-2.0) * h)  # 1 − e^{−2h}
-    out = x * float(sigma_t / points[-1].sigma * f32_exp(-h)) + denoised[-1] * float(alpha_t * one_m_e2)
+    out = _times(x, sigma_t / points[-1].sigma * f32_exp(-h)) + _times(denoised[-1], alpha_t * one_m_e2)
     if order == 2 and solver_type == "midpoint":
-        out = out + diffs[0] * float(F32(0.5) * (alpha_t * one_m_e2))
+        out = out + _times(diffs[0], F32(0.5) * (alpha_t * one_m_e2))
     elif order >= 2:
-        out = out + diffs[0] * float(alpha_t * (one_m_e2 / (F32(-2.0) * h) + F32(1.0)))
+        out = out + _times(diffs[0], alpha_t * (one_m_e2 / (F32(-2.0) * h) + F32(1.0)))
     if order == 3:
         # diffusers' SDE third-order D2 weight ends in −½ where k-diffusion's sample_dpmpp_3m_sde
         # has +½; we keep diffusers' so a diffusers config gives the same images.
         two_h = F32(2.0) * h
-        out = out + diffs[1] * float(alpha_t * ((one_m_e2 - two_h) / (two_h * two_h) - F32(0.5)))
-    return out + noise * float(sigma_t * f32_sqrt(one_m_e2))
+        out = out + _times(diffs[1], alpha_t * ((one_m_e2 - two_h) / (two_h * two_h) - F32(0.5)))
+    return out + _times(noise, sigma_t * f32_sqrt(one_m_e2))

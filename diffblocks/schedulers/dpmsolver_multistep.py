@@ -85,15 +85,17 @@ class DPMSolverMultistepScheduler(VPMultistepScheduler):
         second_order_final = i == n - 2 and few_steps
 
         if cfg["variance_type"] in ("learned", "learned_range") and cfg["prediction_type"] == "epsilon":
-            model_output = model_output[:, :3]  # the variance channels are not used by an ODE solver
-        state.outputs = [*state.outputs, self._to_solver_output(model_output, sample, state.points[i])][-cfg["solver_order"]:]
+            # DeepFloyd IF predicts (ε, variance) for 3 image channels; the solver only needs ε
+            model_output = model_output[:, :3]
+        denoised = self._to_solver_output(model_output, sample, state.points[i])
+        state.outputs = [*state.outputs, denoised][-cfg["solver_order"]:]
 
         noise = None
         if cfg["algorithm_type"] == "sde-dpmsolver++":
             if variance_noise is not None:
-                noise = variance_noise.to(device=model_output.device, dtype=torch.float32)
+                noise = variance_noise.to(device=denoised.device, dtype=torch.float32)
             else:
-                noise = randn_tensor(model_output.shape, generator=generator, device=model_output.device, dtype=torch.float32)
+                noise = randn_tensor(denoised.shape, generator=generator, device=denoised.device, dtype=torch.float32)
 
         if cfg["solver_order"] == 1 or state.lower_order_nums < 1 or first_order_final:
             order = 1
@@ -107,4 +109,4 @@ class DPMSolverMultistepScheduler(VPMultistepScheduler):
         )
         state.lower_order_nums = min(state.lower_order_nums + 1, cfg["solver_order"])
         state.step_index = i + 1
-        return SchedulerOutput(prev_sample=prev_sample.to(model_output.dtype))
+        return SchedulerOutput(prev_sample=prev_sample.to(denoised.dtype))

@@ -3,6 +3,7 @@ Flux's resolution-dependent dynamic shift (``mu``; see `calculate_shift`)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -22,7 +23,14 @@ from .flow_match_math import (
 from .multistep import F32, check_not_finished
 from .schedules import SIGMA_SCHEDULES, check_num_steps, sigma_schedule_name
 
-__all__ = ["FlowMatchEulerDiscreteScheduler", "calculate_shift"]
+__all__ = ["FlowMatchEulerDiscreteScheduler", "FlowMatchState", "calculate_shift"]
+
+
+@dataclass(eq=False, kw_only=True)
+class FlowMatchState(SchedulerState):
+    """A flow run; the sigmas are also kept as host floats so a step on an accelerator never syncs."""
+
+    sigma_values: list[F32] = field(default_factory=list)
 
 
 class FlowMatchEulerDiscreteScheduler(Scheduler):
@@ -62,7 +70,7 @@ class FlowMatchEulerDiscreteScheduler(Scheduler):
     def new_state(
         self, num_inference_steps: int | None = None, device: torch.device | str | None = None,
         sigmas: list[float] | np.ndarray | None = None, mu: float | None = None, timesteps: list[float] | None = None,
-    ) -> SchedulerState:
+    ) -> FlowMatchState:
         """One run: ``num_inference_steps`` evenly spaced sigmas (or the given ``sigmas``/``timesteps``),
         shifted by ``shift`` or, with ``use_dynamic_shifting``, by ``mu`` (Flux: `calculate_shift`)."""
         cfg, name, n_train = self.config, type(self).__name__, self.num_train_timesteps
@@ -101,10 +109,12 @@ class FlowMatchEulerDiscreteScheduler(Scheduler):
             sig = torch.cat([sig, torch.ones(1, device=sig.device)])
         else:
             sig = torch.cat([sig, torch.zeros(1, device=sig.device)])
-        return SchedulerState(timesteps=times, sigmas=sig, num_inference_steps=len(times))
+        return FlowMatchState(
+            timesteps=times, sigmas=sig, num_inference_steps=len(times), sigma_values=[F32(v) for v in sig.tolist()],
+        )
 
     def _step(
-        self, state: SchedulerState, model_output: Tensor, timestep: float | Tensor, sample: Tensor,
+        self, state: FlowMatchState, model_output: Tensor, timestep: float | Tensor, sample: Tensor,
         generator: Any = None, per_token_timesteps: Tensor | None = None, **ignored: Any,
     ) -> SchedulerOutput:
         name = type(self).__name__
@@ -118,7 +128,7 @@ class FlowMatchEulerDiscreteScheduler(Scheduler):
         self._init_step_index(state, timestep)
         i = check_not_finished(state, name)
         sample = sample.to(torch.float32)
-        sigma, sigma_next = F32(state.sigmas[i].item()), F32(state.sigmas[i + 1].item())
+        sigma, sigma_next = state.sigma_values[i], state.sigma_values[i + 1]
         if self.config["stochastic_sampling"]:
             noise = randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=sample.dtype)
             prev_sample = flow_stochastic_step(sample, model_output, sigma, sigma_next, noise)

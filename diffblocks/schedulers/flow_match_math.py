@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 from torch import Tensor
 
-from .multistep import F32
+from .multistep import F32, times
 
 
 def calculate_shift(
@@ -58,13 +58,13 @@ def stretch_to_terminal(sigmas: np.ndarray, terminal: float) -> np.ndarray:
 
 def flow_euler_step(x: Tensor, velocity: Tensor, sigma: F32, sigma_next: F32) -> Tensor:
     """x_{σ'} = x_σ + (σ' − σ)·v: one Euler step of the probability-flow ODE dx/dσ = v."""
-    return x + velocity * float(F32(sigma_next) - F32(sigma))
+    return x + times(velocity, F32(sigma_next) - F32(sigma))
 
 
 def flow_stochastic_step(x: Tensor, velocity: Tensor, sigma: F32, sigma_next: F32, noise: Tensor) -> Tensor:
     """Jump to the predicted x0 = x − σv, then re-noise to σ' with fresh noise (ancestral flow sampling)."""
-    x0 = x - velocity * float(sigma)
-    return x0 * float(F32(1.0) - F32(sigma_next)) + noise * float(sigma_next)
+    x0 = x - times(velocity, sigma)
+    return times(x0, F32(1.0) - F32(sigma_next)) + times(noise, sigma_next)
 
 
 def flow_add_noise(x0: Tensor, noise: Tensor, sigma: Tensor) -> Tensor:

@@ -1,15 +1,17 @@
 """Shared pieces of the multistep solvers on the variance-preserving path (DPM-Solver++, UniPC).
 
 Both samplers walk a list of k-diffusion sigmas ``σ = σ_t / α_t`` and do their algebra in the
-half log-SNR ``λ = log α_t − log σ_t`` (Lu et al. 2022, arXiv:2206.00927, §3). The per-sigma
-quantities are computed once per run in fp32 (as the reference does); the per-step coefficients
-are scalars computed in Python floats, so the tensors only see one fused linear combination —
-the reference's numbers to ~1e-7 at a fraction of its per-step overhead.
+half log-SNR ``λ = log α_t − log σ_t`` (Lu et al. 2022, arXiv:2206.00927, §3).
+
+Numerics: (α, σ, λ) of every sigma are computed once per run with fp32 tensor kernels, and the
+per-step coefficients are fp32 numpy scalars (`F32`) — the same IEEE operations diffusers does on
+0-dim tensors, so results agree bit for bit, without paying a tensor dispatch (~3 µs) per scalar.
+Only transcendental functions go through torch (`f32_exp` …), whose kernels are not the
+correctly rounded ones numpy/libm would give.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -55,6 +57,21 @@ def f32_sqrt(x: F32) -> F32:
     return _torch_f32(torch.sqrt, x)
 
 
+def operand(t: Tensor, c: F32) -> float | Tensor:
+    """The fp32 scalar ``c`` for use in the reference's own formulas (the prediction objects):
+    a 0-dim fp32 tensor when ``t`` is half precision, where torch's rounding depends on the
+    operand order; the cheap Python float (identical results) for fp32/fp64 tensors."""
+    return float(c) if t.dtype in (torch.float32, torch.float64) else torch.tensor(float(c), dtype=torch.float32)
+
+
+def times(t: Tensor, c: F32) -> Tensor:
+    """``c·t`` exactly as the reference's ``scalar_tensor * t``: torch first rounds a 0-dim fp32
+    scalar on the left to a half-precision ``t``'s dtype (and does not when it is on the right)."""
+    if t.dtype in (torch.float32, torch.float64):
+        return t * float(c)
+    return t * torch.tensor(float(c), dtype=torch.float32).to(t.dtype).item()
+
+
 def check_not_finished(state: SchedulerState, owner: str) -> int:
     """The step index, or a clear error once the run has used all its sigmas."""
     if state.step_index >= len(state.sigmas) - 1:
@@ -89,20 +106,6 @@ def vp_points(sigmas: Tensor) -> list[VPPoint]:
 def step_size(lam_from: F32, lam_to: F32) -> F32:
     """h = λ_to − λ_from (fp32)."""
     return F32(lam_to) - F32(lam_from)
-
-
-def lincomb(terms: Sequence[tuple[float, Tensor]]) -> Tensor:
-    """Σ cᵢ·tᵢ as one new tensor: one multiply, then in-place fused multiply-adds."""
-    (c0, t0), *rest = terms
-    if c0 == 1.0 and rest:
-        # x + c·y is a single kernel
-        (c1, t1), *rest = rest
-        out = torch.add(t0, t1, alpha=c1)
-    else:
-        out = t0 * c0
-    for c, t in rest:
-        out.add_(t, alpha=c)
-    return out
 
 
 def multistep_index(schedule: torch.Tensor, timestep: float | torch.Tensor) -> int:
@@ -226,13 +229,10 @@ class VPMultistepScheduler(Scheduler):
         return check_not_finished(state, type(self).__name__)
 
     def _to_solver_output(self, model_output: Tensor, sample: Tensor, point: VPPoint, data: bool = True) -> Tensor:
-        """The model output as the solver's D (data prediction x0, thresholded if configured) or as noise."""
-        alpha_t, sigma_t = float(point.alpha), float(point.sigma)
+        """The model output as the solver's D: the data prediction x0 (thresholded if configured) or the noise."""
+        alpha_t, sigma_t = operand(model_output, point.alpha), operand(model_output, point.sigma)
         if data:
             return self._threshold(self.prediction.to_denoised(model_output, sample, alpha_t, sigma_t))
-        if self.config["thresholding"]:
-            x0 = self._threshold(self.prediction.to_denoised(model_output, sample, alpha_t, sigma_t))
-            return (sample - alpha_t * x0) / sigma_t
         return self.prediction.to_epsilon(model_output, sample, alpha_t, sigma_t)
 
     def _threshold(self, x0: Tensor) -> Tensor:

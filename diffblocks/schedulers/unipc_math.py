@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .multistep import F32, VPPoint, f32_expm1, step_size
+from .multistep import F32, VPPoint, f32_expm1, step_size, times
 
 
 def bh_system(rks: Sequence[F32], hh: F32, variant: str) -> tuple[F32, F32, Tensor, list[F32]]:
@@ -75,10 +75,10 @@ def unipc_update(
     h_phi_1, b_h, vander, b = bh_system(rks, hh, variant)
 
     if predict_x0:
-        base = x * float(target.sigma / points[-1].sigma) - m0 * float(target.alpha * h_phi_1)
+        base = times(x, target.sigma / points[-1].sigma) - times(m0, target.alpha * h_phi_1)
         scale = target.alpha * b_h
     else:
-        base = x * float(target.alpha / points[-1].alpha) - m0 * float(target.sigma * h_phi_1)
+        base = times(x, target.alpha / points[-1].alpha) - times(m0, target.sigma * h_phi_1)
         scale = target.sigma * b_h
 
     if corrected_output is None:
@@ -86,11 +86,11 @@ def unipc_update(
             return base
         # UniP-2 uses ρ = ½ (the paper's choice) rather than solving its 1x1 system
         rhos = torch.tensor([0.5]) if order == 2 else torch.linalg.solve(vander[:-1, :-1], torch.tensor(b[:-1], dtype=torch.float32))
-        return base - _weighted_sum(rhos.to(x.dtype), diffs) * float(scale)
+        return base - times(_weighted_sum(rhos.to(x.dtype), diffs), scale)
 
     rhos = torch.tensor([0.5]) if order == 1 else torch.linalg.solve(vander, torch.tensor(b, dtype=torch.float32))
     rhos = rhos.to(x.dtype)
-    correction = (corrected_output - m0) * rhos[-1]
+    correction = times(corrected_output - m0, F32(rhos[-1].item()))
     if diffs:
         correction = _weighted_sum(rhos[:-1], diffs) + correction
-    return base - correction * float(scale)
+    return base - times(correction, scale)

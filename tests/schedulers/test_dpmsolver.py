@@ -197,3 +197,18 @@ def test_sampler_names_build_dpm_on_the_model_config(name: str, expected: dict) 
     assert isinstance(s, ours.DPMSolverMultistepScheduler)
     assert {k: s.config[k] for k in expected} == expected
     assert s.config.beta_schedule == "scaled_linear" and s.config.steps_offset == 1
+
+
+@pytest.mark.parametrize("sample_dtype, output_dtype", [(torch.float32, torch.float16), (torch.bfloat16, torch.bfloat16), (torch.float16, torch.float16)])
+@pytest.mark.parametrize("config", [{}, {"algorithm_type": "sde-dpmsolver++", "solver_order": 3, "prediction_type": "v_prediction"}])
+def test_half_precision_is_bit_exact_too(config: dict, sample_dtype: torch.dtype, output_dtype: torch.dtype) -> None:
+    # torch rounds a 0-dim fp32 scalar to a half tensor's dtype when it is the left operand; we follow
+    a, b = _pair(config)
+    xs = []
+    for s in (a, b):
+        s.set_timesteps(8)
+        x, gen = torch.randn(SHAPE, generator=torch.Generator().manual_seed(0)).to(sample_dtype), torch.Generator().manual_seed(1)
+        for t in s.timesteps:
+            x = s.step(fake_denoiser(x.float(), t).to(output_dtype), t, x, generator=gen).prev_sample
+        xs.append(x)
+    assert xs[0].dtype == xs[1].dtype and torch.equal(xs[0], xs[1])

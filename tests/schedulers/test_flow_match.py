@@ -150,3 +150,15 @@ def test_flow_euler_name_keeps_the_flux_config() -> None:
     s = ours.scheduler_from_name("Flow Euler", FLUX)
     assert isinstance(s, ours.FlowMatchEulerDiscreteScheduler) and s.config.use_dynamic_shifting is True
     assert s.config.shift == 3.0 and s.config.max_shift == 1.15
+
+
+@pytest.mark.parametrize("config", [SD3, {"stochastic_sampling": True}])
+def test_bf16_is_bit_exact_too(config: dict) -> None:
+    xs = []
+    for s in (ours.FlowMatchEulerDiscreteScheduler.from_config(config), _reference(config)):
+        s.set_timesteps(8)
+        x, gen = torch.randn(SHAPE, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16), torch.Generator().manual_seed(1)
+        for t in s.timesteps:
+            x = s.step(fake_denoiser(x.float(), t).to(torch.bfloat16), t, x, generator=gen).prev_sample
+        xs.append(x)
+    assert xs[0].dtype == torch.bfloat16 and torch.equal(xs[0], xs[1])

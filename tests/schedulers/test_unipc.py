@@ -124,3 +124,17 @@ def test_sampler_name_switches_from_dpm_keeping_the_model_schedule() -> None:
     for x in (s, ref):
         x.set_timesteps(10)
     assert_schedule_match(s, ref)
+
+
+@pytest.mark.parametrize("sample_dtype, output_dtype", [(torch.float32, torch.float16), (torch.bfloat16, torch.bfloat16)])
+@pytest.mark.parametrize("config", [{"solver_order": 3}, {"predict_x0": False, "final_sigmas_type": "sigma_min"}])
+def test_half_precision_is_bit_exact_too(config: dict, sample_dtype: torch.dtype, output_dtype: torch.dtype) -> None:
+    a, b = _pair(config)
+    xs = []
+    for s in (a, b):
+        s.set_timesteps(8)
+        x = torch.randn(SHAPE, generator=torch.Generator().manual_seed(0)).to(sample_dtype)
+        for t in s.timesteps:
+            x = s.step(fake_denoiser(x.float(), t).to(output_dtype), t, x).prev_sample
+        xs.append(x)
+    assert xs[0].dtype == xs[1].dtype and torch.equal(xs[0], xs[1])
