@@ -150,7 +150,9 @@ class Graph(EditingMixin, Block):
         self, name: str, *targets: str, default: Any = MISSING, description: str = ""
     ) -> Graph:
         """Make graph input ``name`` feed the node inputs ``targets`` (``"node.port"`` each).
-        Exposing an existing name again adds targets."""
+        Exposing an existing name again adds targets. The input is optional when ``default`` is
+        given or every target has a default; when it is not given, every target receives the
+        same value: ``default``, else the first target's default."""
         if not PORT_NAME.match(name) or name == "components":
             raise GraphError([Problem("bad_structure", f"graph input name {name!r} must be an identifier", port=name)])
         entry = self._inputs.setdefault(name, GraphInput())
