@@ -10,6 +10,24 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+
+_BACKENDS = {
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+    "math": SDPBackend.MATH,
+}
+_backend: list[SDPBackend] | None = None  # None: let torch pick
+
+
+def set_attention_backend(name: str | None) -> None:
+    """Pin the SDPA kernel for every model ("flash", "efficient", "cudnn", "math"; None = torch's choice)."""
+    global _backend
+    if name is not None and name not in _BACKENDS:
+        raise ValueError(f"unknown attention backend {name!r} (choose from {', '.join(_BACKENDS)} or None)")
+    _backend = None if name is None else [_BACKENDS[name]]
 
 
 def attention(
@@ -21,7 +39,10 @@ def attention(
     ``(batch, heads, q_tokens, k_tokens)``. SDPA kernels accumulate the softmax in fp32, which is
     why diffusers' ``upcast_attention`` / ``upcast_softmax`` need no extra work here.
     """
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    if _backend is None:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    with sdpa_kernel(_backend):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
 def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:

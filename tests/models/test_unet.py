@@ -166,3 +166,18 @@ def test_kwargs_construction_and_config_access() -> None:
     same = UNet2DConditionModel(model.config)
     assert same.config == model.config
     assert UNet2DConditionModel.from_config(model.config.to_dict()).config == model.config
+
+
+def test_attention_backend_setting() -> None:
+    from diffblocks.models.attention import set_attention_backend
+
+    model = UNet2DConditionModel.from_config(SD15)
+    inputs = unet_inputs(SD15, batch=1, size=8)
+    expected = _run(model, inputs)
+    try:
+        set_attention_backend("math")
+        torch.testing.assert_close(_run(model, inputs), expected, atol=TOL, rtol=0)
+    finally:
+        set_attention_backend(None)
+    with pytest.raises(ValueError, match="unknown attention backend"):
+        set_attention_backend("fastest")
