@@ -101,7 +101,8 @@ class AutoencoderKL(Model):
         self.decoder = Decoder(c.latent_channels, c.out_channels, **shape)
         moments = 2 * c.latent_channels
         self.quant_conv = nn.Conv2d(moments, moments, 1) if c.use_quant_conv else None
-        self.post_quant_conv = nn.Conv2d(c.latent_channels, c.latent_channels, 1) if c.use_post_quant_conv else None
+        latent = c.latent_channels
+        self.post_quant_conv = nn.Conv2d(latent, latent, 1) if c.use_post_quant_conv else None
 
         # Memory options, as diffusers names them (pipelines may set the tile attributes).
         self.use_slicing = False

@@ -10,8 +10,9 @@ import torch
 from diffblocks.models.flux import FluxTransformer2DConfig, FluxTransformer2DModel
 from diffblocks.models.modeling import ModelLoadError
 
-from .tiny_flux_vae import (FLUX_DEV_LIKE, FLUX_PATCHED, FLUX_SCHNELL_LIKE, flux_inputs, max_diff,
-                            one_thread)  # noqa: F401
+from .tiny_flux_vae import (  # noqa: F401 (one_thread is a fixture)
+    FLUX1_DEV_CONFIG, FLUX1_SCHNELL_CONFIG, FLUX_DEV_LIKE, FLUX_PATCHED, FLUX_SCHNELL_LIKE, flux_inputs,
+    max_diff, one_thread, same_shapes)
 
 diffusers = pytest.importorskip("diffusers")
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -118,3 +119,13 @@ def test_call_errors_are_clear():
         schnell(**{**flux_inputs(FLUX_SCHNELL_LIKE), "txt_ids": None})
     with pytest.raises(ValueError, match="ip_adapter"):
         schnell(**flux_inputs(FLUX_SCHNELL_LIKE), joint_attention_kwargs={"ip_adapter_image_embeds": 1})
+
+
+@pytest.mark.parametrize("config", [FLUX1_DEV_CONFIG, FLUX1_SCHNELL_CONFIG], ids=["dev", "schnell"])
+def test_published_configs_build_diffusers_shapes(config):
+    """Full-size Flux.1 configs, built on the meta device: identical weight names and shapes."""
+    with torch.device("meta"):
+        ours = FluxTransformer2DModel.from_config(config)
+        ref = diffusers.FluxTransformer2DModel.from_config(config)
+    assert same_shapes(ours, ref)
+    assert ours.config.num_single_layers == 38 and ours.config.axes_dims_rope == (16, 56, 56)

@@ -12,7 +12,8 @@ import torch
 
 from diffblocks.models import AutoencoderKL, FluxTransformer2DModel
 
-from .tiny_flux_vae import FLUX_DEV_LIKE, FLUX_SCHNELL_LIKE, VAE_FLUX_LIKE, max_diff, one_thread  # noqa: F401
+from .tiny_flux_vae import (  # noqa: F401 (one_thread is a fixture)
+    FLUX_DEV_LIKE, FLUX_SCHNELL_LIKE, VAE_FLUX_LIKE, max_diff, one_thread)
 
 diffusers = pytest.importorskip("diffusers")
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -28,7 +29,8 @@ def _image(transformer: torch.nn.Module, vae: torch.nn.Module) -> torch.Tensor:
         text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None)
     pipe.set_progress_bar_config(disable=True)
     g = torch.Generator().manual_seed(1)
-    return pipe(prompt_embeds=torch.randn(1, 6, 32, generator=g), pooled_prompt_embeds=torch.randn(1, 32, generator=g),
+    return pipe(prompt_embeds=torch.randn(1, 6, 32, generator=g),
+                pooled_prompt_embeds=torch.randn(1, 32, generator=g),
                 num_inference_steps=2, height=32, width=32, guidance_scale=3.5,
                 generator=torch.Generator().manual_seed(0), output_type="pt").images
 

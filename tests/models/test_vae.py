@@ -10,7 +10,9 @@ from safetensors.torch import save_file
 
 from diffblocks.models.autoencoder_kl import AutoencoderKL, AutoencoderKLConfig
 
-from .tiny_flux_vae import VAE_FLUX_LIKE, VAE_SD_LIKE, max_diff, one_thread  # noqa: F401
+from .tiny_flux_vae import (  # noqa: F401 (one_thread is a fixture)
+    FLUX1_VAE_CONFIG, SD15_VAE_CONFIG, SDXL_VAE_CONFIG, VAE_FLUX_LIKE, VAE_SD_LIKE, max_diff, one_thread,
+    same_shapes)
 
 diffusers = pytest.importorskip("diffusers")
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -179,3 +181,16 @@ def test_low_precision_close_to_diffusers(dtype):
     got = ours(x).sample
     assert got.dtype == dtype and ours.dtype == dtype
     assert max_diff(got, ref(x).sample) <= 2e-2
+
+
+@pytest.mark.parametrize("config", [SD15_VAE_CONFIG, SDXL_VAE_CONFIG, FLUX1_VAE_CONFIG],
+                         ids=["sd15", "sdxl", "flux"])
+def test_published_configs_build_diffusers_shapes(config):
+    """Full-size published VAE configs, built on the meta device: identical weight names and shapes."""
+    with torch.device("meta"):
+        ours = AutoencoderKL.from_config(config)
+        ref = diffusers.AutoencoderKL.from_config(config)
+    assert same_shapes(ours, ref)
+    assert ours.tile_latent_min_size == ref.tile_latent_min_size
+    assert ours.config.scaling_factor == ref.config.scaling_factor
+    assert ours.config.shift_factor == ref.config.shift_factor

@@ -64,3 +64,34 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# config.json of public checkpoints, as published (for shape checks on the meta device).
+FLUX1_DEV_CONFIG: dict[str, Any] = {
+    "_class_name": "FluxTransformer2DModel", "_diffusers_version": "0.30.0.dev0",
+    "attention_head_dim": 128, "guidance_embeds": True, "in_channels": 64, "joint_attention_dim": 4096,
+    "num_attention_heads": 24, "num_layers": 19, "num_single_layers": 38, "patch_size": 1,
+    "pooled_projection_dim": 768,
+}
+FLUX1_SCHNELL_CONFIG: dict[str, Any] = {**FLUX1_DEV_CONFIG, "guidance_embeds": False,
+                                         "axes_dims_rope": [16, 56, 56], "out_channels": None}
+_VAE4 = {"down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
+         "block_out_channels": [128, 256, 512, 512], "act_fn": "silu", "in_channels": 3, "out_channels": 3,
+         "layers_per_block": 2, "norm_num_groups": 32}
+SD15_VAE_CONFIG: dict[str, Any] = {"_class_name": "AutoencoderKL", "_diffusers_version": "0.6.0",
+                                   "latent_channels": 4, "sample_size": 512, **_VAE4}
+SDXL_VAE_CONFIG: dict[str, Any] = {"_class_name": "AutoencoderKL", "_diffusers_version": "0.20.0.dev0",
+                                   "latent_channels": 4, "sample_size": 1024, "scaling_factor": 0.13025,
+                                   "force_upcast": True, **_VAE4}
+FLUX1_VAE_CONFIG: dict[str, Any] = {
+    "_class_name": "AutoencoderKL", "_diffusers_version": "0.30.0.dev0", "latent_channels": 16,
+    "sample_size": 1024, "scaling_factor": 0.3611, "shift_factor": 0.1159, "force_upcast": True,
+    "latents_mean": None, "latents_std": None, "mid_block_add_attention": True,
+    "use_quant_conv": False, "use_post_quant_conv": False, **_VAE4,
+}
+
+
+def same_shapes(ours: torch.nn.Module, reference: torch.nn.Module) -> bool:
+    """Both state dicts have the same keys with the same shapes."""
+    shapes = lambda m: {k: tuple(v.shape) for k, v in m.state_dict().items()}  # noqa: E731
+    return shapes(ours) == shapes(reference)
