@@ -22,9 +22,9 @@ from ..blocks.types import validate_value
 from .cache import KeyParts, MemoCache, component_fingerprint, fingerprint
 from .graph import Graph
 from .report import NodeReport, RunReport
-from .steps import STOP, RunError, RunInterrupted, _Compiler, _Flag, _LoopStep, _run_steps, _Runtime
+from .steps import ABORT, STOP, RunError, RunInterrupted, _Compiler, _Flag, _LoopStep, _run_steps, _Runtime
 
-__all__ = ["Plan", "compile_graph", "STOP", "RunInterrupted", "RunError", "RunReport", "NodeReport"]
+__all__ = ["Plan", "compile_graph", "STOP", "ABORT", "RunInterrupted", "RunError", "RunReport", "NodeReport"]
 
 
 def compile_graph(graph: Graph, cache: MemoCache | bool | None = None) -> Plan:
@@ -107,8 +107,10 @@ class Plan:
         """Run the graph; returns a ``Result`` of every graph output.
 
         * ``progress``: loop progress bars (tqdm); ``False`` silences, a dict passes tqdm options;
-        * ``callbacks``: ``fn(step, item, carried) -> None | dict | STOP`` called after each loop
-          step (a list applies to every loop; ``{"loop_path": fn}`` targets one);
+        * ``callbacks``: ``fn(step, item, carried) -> None | dict | STOP | ABORT`` called after
+          each loop step: a dict replaces carried values, ``STOP`` ends that loop early (the run
+          goes on), ``ABORT`` ends the run (``RunInterrupted``). A list applies to every loop;
+          ``{"loop_path": fn}`` targets one;
         * ``on_node_end``: ``fn(node_path, outputs)`` after every node;
         * ``grad``: run with autograd on (default ``torch.no_grad()``);
         * ``cache``: ``False`` skips memoisation for this run;

@@ -25,7 +25,7 @@ from .progress import make_bar
 if TYPE_CHECKING:
     from .plan import Plan
 
-__all__ = ["STOP", "RunError", "RunInterrupted"]
+__all__ = ["STOP", "ABORT", "RunError", "RunInterrupted"]
 
 
 class _Stop:
@@ -37,6 +37,15 @@ class _Stop:
 STOP: Any = _Stop()
 
 
+class _Abort:
+    def __repr__(self) -> str:
+        return "ABORT"
+
+
+#: Return this from a step callback to end the whole run (``RunInterrupted`` is raised).
+ABORT: Any = _Abort()
+
+
 class RunError(RuntimeError):
     """A problem found while running (a missing component, a block returning the wrong outputs)."""
 
@@ -44,8 +53,8 @@ class RunError(RuntimeError):
 class RunInterrupted(RuntimeError):
     """``plan.interrupt()`` was called; raised at the next node boundary. ``.node`` says where."""
 
-    def __init__(self, node: str) -> None:
-        super().__init__(f"run interrupted before node {node!r}")
+    def __init__(self, node: str, why: str = "") -> None:
+        super().__init__(why or f"run interrupted before node {node!r}")
         self.node = node
 
 
@@ -244,6 +253,8 @@ class _LoopStep:
             res = cb(k, item, values)
             if res is STOP:
                 stop = True
+            elif res is ABORT:
+                raise RunInterrupted(self.path, f"run stopped by a step callback at step {k} of loop {self.path}")
             elif res is not None:
                 if not isinstance(res, Mapping):
                     raise RunError(f"step callback {cb!r} returned {type(res).__name__}; return None, STOP or a dict of carried values")

@@ -277,3 +277,13 @@ def test_switch_branch_missing_required_input_at_run_time():
     strict = Graph.wrap(Switch({"need": need, "other": other}, when={"need": "go", "other": "value"}))
     with pytest.raises(RunError, match="no branch"):
         strict.run(inputs={}, progress=False)
+
+
+def test_callback_can_abort_the_run():
+    from diffblocks.graph import ABORT
+
+    g = h.txt2img()
+    with pytest.raises(RunInterrupted, match="step 1 of loop denoise"):
+        g.run(inputs={"value": 0.0, "start": 1.0, "timesteps": TS}, progress=False,
+              callbacks=[lambda s, t, c: ABORT if s == 1 else None])
+    assert "decode" not in g.compile().last_run_report.nodes
