@@ -101,7 +101,7 @@ class Plan:
         callbacks: Any = None,
         on_node_end: Callable[[str, dict[str, Any]], None] | None = None,
         grad: bool = False,
-        cache: bool = True,
+        cache: bool | MemoCache = True,
         generator: Any = None,
     ) -> Result:
         """Run the graph; returns a ``Result`` of every graph output.
@@ -113,7 +113,7 @@ class Plan:
           ``{"loop_path": fn}`` targets one;
         * ``on_node_end``: ``fn(node_path, outputs)`` after every node;
         * ``grad``: run with autograd on (default ``torch.no_grad()``);
-        * ``cache``: ``False`` skips memoisation for this run;
+        * ``cache``: ``False`` skips memoisation for this run; a ``MemoCache`` uses that one;
         * ``generator``: available to blocks as ``ctx.generator``.
 
         An optional input given as ``None`` keeps its default.
@@ -126,7 +126,9 @@ class Plan:
         slots = prog.template.copy()
         for name, value in values.items():
             slots[prog.input_slots[name]] = value
-        memo = self.cache if (cache and self.cache is not None and self.cache.enabled) else None
+        memo = cache if isinstance(cache, MemoCache) else (self.cache if cache else None)
+        if memo is not None and not memo.enabled:
+            memo = None
         start = time.perf_counter()
         with torch.enable_grad() if grad else torch.no_grad():
             try:

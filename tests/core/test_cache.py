@@ -165,6 +165,9 @@ def test_cache_disabled_per_run_per_plan_and_per_graph():
     g.cache.enabled = False
     _run(g)
     assert set(_status(g).values()) == {"ran"}
+    own = MemoCache()
+    g.run(inputs={"value": 1.0, "start": 1.0, "timesteps": TS}, progress=False, cache=own)
+    assert set(_status(g).values()) == {"miss"} and len(own) == 4
 
 
 def test_loops_are_not_cached_when_callbacks_watch_them():
