@@ -390,7 +390,11 @@ class Graph(EditingMixin, Block):
 
     def to_json(self, indent: int | None = 2) -> str:
         """The graph as versioned JSON text (exact round-trip with ``from_json``)."""
-        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+        document = self.to_dict()
+        try:
+            return json.dumps(document, indent=indent, ensure_ascii=False, allow_nan=False)
+        except ValueError as exc:  # NaN / infinity in a config or default
+            raise GraphError([Problem("bad_config", f"cannot be written as JSON: {exc}")], title=f"graph {self.name!r} cannot be saved") from None
 
     @classmethod
     def from_json(cls, text_or_path: str | Path) -> Graph:

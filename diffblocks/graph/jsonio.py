@@ -180,6 +180,10 @@ def _pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (numbers must be finite)")
+
+
 def _fail(message: str, path: str | None = None, kind: str = "bad_json", source: str = "graph file") -> GraphError:
     return GraphError([Problem(kind, message, json_path=path)], title=f"invalid {source}")
 
@@ -258,7 +262,7 @@ def load_graph(text_or_path: str | Path, trust_remote_code: bool = False) -> Gra
         if len(text) > LIMITS["max_file_bytes"]:
             raise _fail(f"text is {len(text)} characters (limit {LIMITS['max_file_bytes']})", source=source)
     try:
-        document = json.loads(text, object_pairs_hook=_pairs_hook)
+        document = json.loads(text, object_pairs_hook=_pairs_hook, parse_constant=_no_constant)
     except RecursionError:
         raise _fail("nested too deeply to parse", source=source) from None
     except ValueError as exc:

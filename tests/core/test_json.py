@@ -167,6 +167,7 @@ def test_strict_schema_errors_have_json_paths(mutate, path):
         json.dumps({"format": "diffblocks.graph", "version": 1, "graph": {"name": "x" * 10_000_000, "nodes": {}}}),
         json.dumps(_doc(description="y" * 100_000)),
         '{"format": "diffblocks.graph", "version": 1, "graph": {"name": "\\ud800", "nodes": {}}}',
+        '{"format": "diffblocks.graph", "version": 1, "graph": {"name": "g", "nodes": {"a": {"block": "core_scale", "config": {"factor": NaN}}}}}',
     ],
 )
 def test_hostile_text_gives_graph_error(text):
@@ -268,3 +269,9 @@ def test_mutated_files_give_graph_error_or_load(data):
         assert err.problems
     else:
         graph.validate()
+
+
+def test_non_finite_numbers_cannot_be_saved():
+    g = Graph("g").add("s", h.scale, config={"factor": float("inf")})
+    with pytest.raises(GraphError, match="cannot be written as JSON"):
+        g.to_json()
