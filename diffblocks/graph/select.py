@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..blocks.base import Block
+from ..blocks.errors import GraphError, Problem
 from ..blocks.ports import MISSING
 from .composites import Loop, Switch
 from .graph import Graph
@@ -26,7 +27,8 @@ PRESENT: Any = _Present()
 def select(graph: Graph, present: Mapping[str, Any]) -> Graph:
     """Replace every Switch by the branch it would pick when the graph inputs in ``present`` are
     given (a value ``None`` counts as absent), recursing into nested graphs and loop bodies.
-    Graph inputs that nothing consumes any more are dropped."""
+    Graph inputs that nothing consumes any more are dropped. A predicate sees the given values,
+    and a placeholder for values that other nodes will produce."""
     values = {}
     for name, gi in graph._inputs.items():
         if present.get(name) is not None:
@@ -59,7 +61,10 @@ def _select(graph: Graph, values: Mapping[str, Any]) -> Graph:
             continue
         feeds = _feed_values(graph, node, blk, values)
         if isinstance(blk, Switch):
-            branch = blk.pick(feeds)
+            try:
+                branch = blk.pick(feeds)
+            except Exception as exc:  # a predicate may not cope with values not known yet
+                raise GraphError([Problem("bad_input", f"cannot pick a branch: {exc}", node)], title="select failed") from None
             chosen = _select(blk.branches[branch], feeds)
             out.nodes[node] = chosen
             ins = chosen.inputs
