@@ -36,21 +36,23 @@ def _inner(blk: Block) -> list[tuple[str, Graph]]:
 
 
 def _ident(path: str) -> str:
-    return "n_" + "".join(ch if ch.isalnum() else "_" for ch in path)
+    """A diagram id for a node path. Injective: "_" doubles, "/" and "#" get their own codes
+    ("#" marks ids that are not nodes: graph inputs, outputs, composite anchors)."""
+    return "n_" + path.replace("_", "__").replace("/", "_s").replace("#", "_h")
 
 
 def to_mermaid(graph: Graph) -> str:
     """A Mermaid flowchart; composites are drawn as subgraphs."""
     lines = ["flowchart LR"]
     for name in graph._inputs:
-        lines.append(f'  {_ident("in/" + name)}(["{name}"])')
+        lines.append(f'  {_ident("#in/" + name)}(["{name}"])')
     _mermaid_body(graph, "", lines, "  ")
     for name, (node, port) in graph._outputs.items():
-        lines.append(f'  {_ident("out/" + name)}(["{name}"])')
-        lines.append(f'  {_ident(node)} -- "{port}" --> {_ident("out/" + name)}')
+        lines.append(f'  {_ident("#out/" + name)}(["{name}"])')
+        lines.append(f'  {_ident(node)} -- "{port}" --> {_ident("#out/" + name)}')
     for name, gi in graph._inputs.items():
         for node, port in gi.targets:
-            lines.append(f'  {_ident("in/" + name)} -- "{port}" --> {_ident(node)}')
+            lines.append(f'  {_ident("#in/" + name)} -- "{port}" --> {_ident(node)}')
     return "\n".join(lines) + "\n"
 
 
@@ -84,14 +86,14 @@ def to_dot(graph: Graph) -> str:
     """Graphviz DOT text; composites are clusters."""
     lines = [f"digraph {_q(graph.name)} {{", "  rankdir=LR;", "  node [shape=box, fontname=Helvetica];"]
     for name in graph._inputs:
-        lines.append(f"  {_ident('in/' + name)} [label={_q(name)}, shape=ellipse];")
+        lines.append(f"  {_ident('#in/' + name)} [label={_q(name)}, shape=ellipse];")
     _dot_body(graph, "", lines, "  ")
     for name, gi in graph._inputs.items():
         for node, port in gi.targets:
-            lines.append(f"  {_ident('in/' + name)} -> {_anchor(graph, node, '')} [label={_q(port)}];")
+            lines.append(f"  {_ident('#in/' + name)} -> {_anchor(graph, node, '')} [label={_q(port)}];")
     for name, (node, port) in graph._outputs.items():
-        lines.append(f"  {_ident('out/' + name)} [label={_q(name)}, shape=ellipse];")
-        lines.append(f"  {_anchor(graph, node, '')} -> {_ident('out/' + name)} [label={_q(port)}];")
+        lines.append(f"  {_ident('#out/' + name)} [label={_q(name)}, shape=ellipse];")
+        lines.append(f"  {_anchor(graph, node, '')} -> {_ident('#out/' + name)} [label={_q(port)}];")
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -99,7 +101,7 @@ def to_dot(graph: Graph) -> str:
 def _anchor(graph: Graph, node: str, prefix: str) -> str:
     """DOT edges need a real node: composites get an invisible anchor point in their cluster."""
     path = f"{prefix}{node}"
-    return _ident(path + "/anchor") if _inner(graph.nodes[node]) else _ident(path)
+    return _ident(path + "/#anchor") if _inner(graph.nodes[node]) else _ident(path)
 
 
 def _dot_body(graph: Graph, prefix: str, lines: list[str], pad: str) -> None:
@@ -109,7 +111,7 @@ def _dot_body(graph: Graph, prefix: str, lines: list[str], pad: str) -> None:
         if inner:
             lines.append(f"{pad}subgraph cluster_{_ident(path)} {{")
             lines.append(f"{pad}  label={_q(node + ': ' + _kind(blk))};")
-            lines.append(f"{pad}  {_ident(path + '/anchor')} [label=\"\", shape=point];")
+            lines.append(f"{pad}  {_ident(path + '/#anchor')} [label=\"\", shape=point];")
             for label, sub in inner:
                 sub_prefix = f"{path}/{label}/" if label else f"{path}/"
                 if label:

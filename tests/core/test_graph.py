@@ -207,3 +207,10 @@ def test_insert_into_a_nested_graph():
     assert g(x=1.0) == 3.0
     g.insert("sub/m", h.mul, edge=("n0.x", "n1.x"))
     assert g(x=1.0) == 5.0  # (1 + 1) * 2 + 1
+
+
+def test_diagram_ids_do_not_collide():
+    from diffblocks.graph.export import _ident
+
+    paths = ["a_b/c", "a/b_c", "a_b_c", "a/b/c", "#in/a", "in/a", "a/#anchor", "a/anchor"]
+    assert len({_ident(p) for p in paths}) == len(paths)
