@@ -56,12 +56,17 @@ def to_mermaid(graph: Graph) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _m(text: str) -> str:
+    """Text safe inside a quoted Mermaid label."""
+    return text.replace('"', "#quot;").replace("\n", " ")
+
+
 def _mermaid_body(graph: Graph, prefix: str, lines: list[str], pad: str) -> None:
     for node, blk in graph.nodes.items():
         path = f"{prefix}{node}"
         inner = _inner(blk)
         if inner:
-            lines.append(f'{pad}subgraph {_ident(path)} ["{node}: {_kind(blk)}"]')
+            lines.append(f'{pad}subgraph {_ident(path)} ["{node}: {_m(_kind(blk))}"]')
             for label, sub in inner:
                 sub_prefix = f"{path}/{label}/" if label else f"{path}/"
                 if label:
@@ -72,7 +77,7 @@ def _mermaid_body(graph: Graph, prefix: str, lines: list[str], pad: str) -> None
                     _mermaid_body(sub, sub_prefix, lines, pad + "  ")
             lines.append(f"{pad}end")
         else:
-            lines.append(f'{pad}{_ident(path)}["{node}<br/><i>{_kind(blk)}</i>"]')
+            lines.append(f'{pad}{_ident(path)}["{node}<br/><i>{_m(_kind(blk))}</i>"]')
     for (dn, dp), (sn, sp) in graph._edges.items():
         label = sp if sp == dp else f"{sp} → {dp}"
         lines.append(f'{pad}{_ident(prefix + sn)} -- "{label}" --> {_ident(prefix + dn)}')
