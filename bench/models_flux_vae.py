@@ -2,13 +2,17 @@
 
     python bench/models_flux_vae.py [--kind flux,vae] [--size tiny,mid] [--repeats 5]
     python bench/models_flux_vae.py --size flux --flux-layers 1,1 --tokens 8,16 --threads 1  # CPU load test
-    python bench/models_flux_vae.py --device cuda --dtype bfloat16 --size flux   # on a GPU machine
+    python bench/models_flux_vae.py --device cuda --dtype bfloat16 --size flux --flux-layers 4,8  # GPU
 
 For each (kind, size) a diffusers model with seeded random weights is saved once; then each
 library runs in its OWN process: ``from_pretrained`` (timed), then the forward pass (median of
-``repeats`` after a warm-up). The table gives our/diffusers ratios of forward time, load time and
-peak RSS (and peak GPU memory on CUDA). The VAE's forward is ``decode`` (what a pipeline runs).
-Sizes: ``tiny`` (test configs), ``mid`` (CPU-friendly, real layer widths for the VAE), ``flux``
+``--repeats`` after a warm-up), for ``--rounds`` alternating process pairs (best round kept: a
+shared machine adds noise in one direction only). The table gives our/diffusers forward time,
+load time, peak RSS (the process high-water mark), load RSS (that mark at the end of loading
+minus the RSS after imports), peak GPU memory, and the max abs difference of the two outputs.
+The VAE's forward is ``decode`` (what a pipeline runs). Same layout as bench/models.py, which
+delegates its ``flux`` and ``vae`` kinds here.
+Sizes: ``tiny`` (test configs), ``mid`` (CPU-friendly: reduced widths and depths), ``flux``
 (Flux.1 block dimensions with ``--flux-layers`` double/single blocks, and the SDXL/Flux VAE
 widths at 1024 px: meant for a GPU).
 """
@@ -18,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -102,9 +105,14 @@ def _tokens(args: argparse.Namespace) -> tuple[int, int] | None:
     return tuple(int(n) for n in args.tokens.split(",")) if args.tokens else None
 
 
-def rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+def rss_mb(field: str = "VmRSS") -> float:
+    """Current RSS, or with ``VmHWM`` this process's peak (``ru_maxrss`` would inherit the
+    parent's peak through fork + exec, and the parent built the reference model)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def child(library: str, kind: str, size: str, folder: str, args: argparse.Namespace) -> None:
@@ -113,26 +121,39 @@ def child(library: str, kind: str, size: str, folder: str, args: argparse.Namesp
     cls = model_class(library, kind)
     config = json.loads((Path(folder) / "config.json").read_text())
     inputs = make_inputs(kind, size, config, device, dtype, _tokens(args))
+    cuda = device.startswith("cuda")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     base_rss = rss_mb()
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
     start = time.perf_counter()
-    model = cls.from_pretrained(folder, torch_dtype=dtype).to(device).eval()
+    if library == "ours":  # tensors are read straight onto the device
+        model = cls.from_pretrained(folder, torch_dtype=dtype, device=device)
+    else:  # diffusers' usual path: load on CPU, then move
+        model = cls.from_pretrained(folder, torch_dtype=dtype).to(device).eval()
     sync()
     load_s = time.perf_counter() - start
-    run = (lambda: model.decode(**inputs)) if kind == "vae" else (lambda: model(**inputs))
+    load_rss = rss_mb("VmHWM")
+
+    if kind == "vae":
+        forward = torch.compile(model.decode) if args.compile else model.decode
+    else:
+        forward = torch.compile(model) if args.compile else model
     times = []
     with torch.no_grad():
-        for _ in range(repeats + 1):  # the first call warms up kernels and the allocator
+        for _ in range(repeats + (3 if args.compile else 1)):  # first calls: kernels, allocator, compile
             sync()
             start = time.perf_counter()
-            run()
+            out = forward(**inputs)[0]
             sync()
             times.append(time.perf_counter() - start)
-    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    gpu = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else 0.0
-    print(json.dumps(dict(load_s=load_s, forward_s=statistics.median(times[1:]), peak_rss_mb=peak_rss,
-                          rss_delta_mb=peak_rss - base_rss, gpu_peak_mb=gpu)))
+    torch.save(out.float().cpu(), Path(folder) / f"out-{library}.pt")
+    print(json.dumps({
+        "load_s": load_s,
+        "forward_s": statistics.median(times[-repeats:]),
+        "peak_rss_mb": rss_mb("VmHWM"),
+        "load_rss_mb": load_rss - base_rss,
+        "gpu_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else 0.0,
+    }))
 
 
 def save_reference(kind: str, config: dict[str, Any], folder: Path, device: str, dtype: torch.dtype) -> int:
@@ -151,52 +172,67 @@ def save_reference(kind: str, config: dict[str, Any], folder: Path, device: str,
 def measure(library: str, kind: str, size: str, folder: Path, args: argparse.Namespace) -> dict[str, float]:
     cmd = [sys.executable, __file__, "--child", library, kind, size, str(folder), "--device", args.device,
            "--dtype", args.dtype, "--repeats", str(args.repeats), "--tokens", args.tokens,
-           "--threads", str(args.threads)]
-    out = subprocess.run(cmd, capture_output=True, text=True)
+           *(["--compile"] if args.compile else [])]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)} if args.threads else None
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"{library} {kind}/{size} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def best_of(rounds: list[dict[str, float]]) -> dict[str, float]:
+    return {key: min(r[key] for r in rounds) for key in rounds[0]}
+
+
+def bench(kind: str, size: str, layers: tuple[int, int] | None, args: argparse.Namespace) -> None:
+    """One table row: save the reference once, measure both libraries in alternating processes."""
+    config = vae_config(size) if kind == "vae" else flux_config(size, layers)
+    with tempfile.TemporaryDirectory() as tmp:
+        params = save_reference(kind, config, Path(tmp), args.device, getattr(torch, args.dtype))
+        runs: dict[str, list[dict[str, float]]] = {"ours": [], "diffusers": []}
+        for _ in range(args.rounds):
+            for library in runs:
+                runs[library].append(measure(library, kind, size, Path(tmp), args))
+        ours, ref = best_of(runs["ours"]), best_of(runs["diffusers"])
+        diff = (torch.load(Path(tmp) / "out-ours.pt") - torch.load(Path(tmp) / "out-diffusers.pt")).abs().max()
+    ratio = lambda key: ours[key] / ref[key] if ref[key] else float("nan")  # noqa: E731
+    print(f"| {kind} | {size} | {params / 1e6:.1f}M "
+          f"| {ours['forward_s'] * 1e3:.1f} / {ref['forward_s'] * 1e3:.1f} | {ratio('forward_s'):.2f}x "
+          f"| {ours['load_s']:.3f} / {ref['load_s']:.3f} | {ratio('load_s'):.2f}x "
+          f"| {ours['peak_rss_mb']:.0f} / {ref['peak_rss_mb']:.0f} | {ratio('peak_rss_mb'):.2f}x "
+          f"| {ours['load_rss_mb']:.0f} / {ref['load_rss_mb']:.0f} "
+          f"| {ours['gpu_peak_mb']:.0f} / {ref['gpu_peak_mb']:.0f} | {diff.item():.2e} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kind", default="flux,vae")
-    parser.add_argument("--size", default="tiny,mid")
+    parser.add_argument("--size", default="tiny,mid", help="tiny, mid, flux")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=2, help="alternating process pairs; best kept")
+    parser.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS for the children (0: torch's default)")
+    parser.add_argument("--compile", action="store_true", help="time torch.compile'd forwards (GPU)")
     parser.add_argument("--flux-layers", default="", help="double,single block counts, e.g. 4,8")
     parser.add_argument("--tokens", default="", help="Flux image grid side and text length, e.g. 8,16")
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads per process (0: torch's default)")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.child:
         child(*args.child, args)
         return
 
     layers = tuple(int(n) for n in args.flux_layers.split(",")) if args.flux_layers else None
-    dtype = getattr(torch, args.dtype)
-    threads = args.threads or torch.get_num_threads()
-    print(f"{args.device} {args.dtype}, torch {torch.__version__}, {threads} CPU thread(s), forward = median of "
-          f"{args.repeats}, each library in its own process")
+    print(f"{args.device} {args.dtype}, torch {torch.__version__}, threads {args.threads or torch.get_num_threads()}, "
+          f"forward = median of {args.repeats}, best of {args.rounds} rounds; each library in its own process"
+          + (", torch.compile" if args.compile else ""))
     print("| model | size | params | forward ours / diffusers (ms) | ratio | load ours / diffusers (s) | ratio "
-          "| peak RSS ours / diffusers (MB) | ratio | GPU peak ours / diffusers (MB) |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| peak RSS ours / diffusers (MB) | ratio | load RSS ours / diffusers (MB) | GPU peak ours / diffusers (MB) "
+          "| max abs diff |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for kind in args.kind.split(","):
         for size in args.size.split(","):
-            config = vae_config(size) if kind == "vae" else flux_config(size, layers)
-            with tempfile.TemporaryDirectory() as tmp:
-                params = save_reference(kind, config, Path(tmp), args.device, dtype)
-                ours = measure("ours", kind, size, Path(tmp), args)
-                ref = measure("diffusers", kind, size, Path(tmp), args)
-            ratio = lambda key: ours[key] / ref[key] if ref[key] else float("nan")  # noqa: E731
-            print(f"| {kind} | {size} | {params / 1e6:.1f}M "
-                  f"| {ours['forward_s'] * 1e3:.1f} / {ref['forward_s'] * 1e3:.1f} | {ratio('forward_s'):.2f}x "
-                  f"| {ours['load_s']:.2f} / {ref['load_s']:.2f} | {ratio('load_s'):.2f}x "
-                  f"| {ours['peak_rss_mb']:.0f} / {ref['peak_rss_mb']:.0f} | {ratio('peak_rss_mb'):.2f}x "
-                  f"| {ours['gpu_peak_mb']:.0f} / {ref['gpu_peak_mb']:.0f} |", flush=True)
+            bench(kind, size, layers, args)
 
 
 if __name__ == "__main__":
