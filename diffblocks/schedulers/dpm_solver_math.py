@@ -14,8 +14,9 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
-from .multistep import F32, VPPoint, f32_exp, f32_sqrt, step_size
-from .multistep import times as _times
+from .fp32 import F32, f32_exp, f32_sqrt, step_size
+from .fp32 import times as _times
+from .multistep import VPPoint
 
 
 def _differences(denoised: Sequence[Tensor], points: Sequence[VPPoint], h: F32) -> tuple[Tensor, ...]:

@@ -1,4 +1,5 @@
-"""DPMSolverMultistepScheduler: DPM-Solver++ 1/2/3M and SDE-DPM-Solver++ (A1111's "DPM++ 2M", "DPM++ 2M SDE").
+"""DPMSolverMultistepScheduler: DPM-Solver++ 1/2/3M and SDE-DPM-Solver++ (A1111's "DPM++ 2M", "DPM++ 2M SDE"),
+on a model's VP noise schedule or, with ``use_flow_sigmas``, on a flow-matching one (Flux, SD3, Sana).
 
 The update formulas live in `dpm_solver_math`; this class reads diffusers' scheduler_config.json,
 picks the order of each step (warm-up and the low-order final steps) and keeps the history in the
@@ -10,13 +11,14 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from .base import SchedulerConfigError, SchedulerOutput, randn_tensor
 from .dpm_solver_math import dpm_solver_pp_update
-from .multistep import MultistepState, VPMultistepScheduler
-from .schedules import sigma_schedule_name
+from .multistep import MultistepState, VPMultistepScheduler, dpm_flow_sigmas, flow_timesteps, vp_multistep_schedule
+from .schedules import final_sigma, sigma_schedule_name
 
 # Values other diffusers solvers write into the same keys; diffusers reads them as these,
 # which is what makes from_config(DEISMultistepScheduler / UniPC config) work.
@@ -25,7 +27,7 @@ _SOLVER_TYPE_ALIASES = {"logrho": "midpoint", "bh1": "midpoint", "bh2": "midpoin
 
 
 class DPMSolverMultistepScheduler(VPMultistepScheduler):
-    """DPM-Solver++ (Lu et al. 2022, arXiv:2211.01095) on the VP noise schedule of a diffusers model."""
+    """DPM-Solver++ (Lu et al. 2022, arXiv:2211.01095) configured by a diffusers scheduler_config.json."""
 
     defaults: ClassVar[dict[str, Any]] = {
         "num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear",
@@ -44,9 +46,8 @@ class DPMSolverMultistepScheduler(VPMultistepScheduler):
         "solver_type": ("midpoint", "heun"),
         "solver_order": (1, 2, 3),
         "variance_type": (None, "learned", "learned_range"),
-        # flow-matching sigmas (Sana, Wan) are FlowMatchEulerDiscreteScheduler's job here
-        "use_flow_sigmas": (False,),
-        "use_dynamic_shifting": (False,),
+        "prediction_type": ("epsilon", "v_prediction", "sample", "flow_prediction"),
+        "time_shift_type": ("exponential",),
     }
 
     def __init__(self, **config: Any) -> None:
@@ -55,22 +56,46 @@ class DPMSolverMultistepScheduler(VPMultistepScheduler):
                 config[key] = aliases.get(config[key], config[key])
         super().__init__(**config)
 
+    def _check_config(self, values: dict[str, Any]) -> None:
+        super()._check_config(values)
+        others = [k for k in ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas") if values[k]]
+        if values["use_flow_sigmas"] and others:
+            # the reference silently lets the other schedule win and then reads its sigmas as flow sigmas
+            raise SchedulerConfigError(f"DPMSolverMultistepScheduler: use_flow_sigmas cannot be combined with {others[0]}")
+
     def new_state(
         self, num_inference_steps: int | None = None, device: torch.device | str | None = None,
         timesteps: list[int] | None = None, mu: float | None = None,
     ) -> MultistepState:
-        """Timesteps and sigmas for one run of ``num_inference_steps`` (or the given integer ``timesteps``)."""
-        if mu is not None:
-            raise SchedulerConfigError("DPMSolverMultistepScheduler: mu (dynamic shifting) needs use_flow_sigmas, which is not supported")
+        """Timesteps and sigmas for one run of ``num_inference_steps`` (or the given integer ``timesteps``).
+
+        With ``use_flow_sigmas`` the run walks a flow-matching schedule shifted by ``flow_shift``, or
+        by e^mu when ``use_dynamic_shifting`` (Flux passes ``mu = calculate_shift(image_seq_len)``).
+        """
+        cfg = self.config
+        self._check_steps(num_inference_steps, timesteps, "timesteps")
+        if mu is not None and not cfg["use_dynamic_shifting"]:
+            raise ValueError("DPMSolverMultistepScheduler: mu needs use_dynamic_shifting=True (and use_flow_sigmas=True)")
+        if cfg["use_flow_sigmas"]:
+            if cfg["use_dynamic_shifting"] and mu is None:
+                raise ValueError("DPMSolverMultistepScheduler: use_dynamic_shifting=True needs mu, e.g. calculate_shift(image_seq_len)")
+            if timesteps is not None:
+                raise ValueError("DPMSolverMultistepScheduler: custom timesteps cannot be combined with use_flow_sigmas")
+            # diffusers stores e^mu into config.flow_shift, changing later runs too; here it is per run
+            shift = float(np.exp(mu)) if mu is not None else cfg["flow_shift"]
+            sigmas = dpm_flow_sigmas(num_inference_steps, self.num_train_timesteps, shift)
+            last = final_sigma(cfg["final_sigmas_type"], self.alphas_cumprod)
+            return self._state(flow_timesteps(sigmas, self.num_train_timesteps), np.concatenate([sigmas, [last]]).astype(np.float32), device)
         alphas, sigmas = self.alphas_cumprod.sqrt(), (1 - self.alphas_cumprod).sqrt()
         lambdas = torch.log(alphas) - torch.log(sigmas)
         # lambda_min_clipped drops the noisiest training steps (needed by the cosine schedule)
         clipped = int(torch.searchsorted(torch.flip(lambdas, [0]), self.config["lambda_min_clipped"]))
-        kind = sigma_schedule_name(self.config) or ("lu" if self.config["use_lu_lambdas"] else None)
-        return self._new_multistep_state(
-            num_inference_steps, device, timesteps, kind=kind, last_timestep=self.num_train_timesteps - clipped,
-            karras_round=self.config["beta_schedule"] != "squaredcos_cap_v2",
+        kind = sigma_schedule_name(cfg) or ("lu" if cfg["use_lu_lambdas"] else None)
+        ts, sigmas = vp_multistep_schedule(
+            cfg, self.alphas_cumprod, num_inference_steps, timesteps, kind=kind,
+            last_timestep=self.num_train_timesteps - clipped, karras_round=cfg["beta_schedule"] != "squaredcos_cap_v2",
         )
+        return self._state(ts, sigmas, device)
 
     def _step(
         self, state: MultistepState, model_output: Tensor, timestep: float | Tensor, sample: Tensor,

@@ -20,7 +20,8 @@ from .flow_match_math import (
     shift_sigmas,
     stretch_to_terminal,
 )
-from .multistep import F32, check_not_finished
+from .fp32 import F32
+from .multistep import check_not_finished
 from .schedules import SIGMA_SCHEDULES, check_num_steps, sigma_schedule_name
 
 __all__ = ["FlowMatchEulerDiscreteScheduler", "FlowMatchState", "calculate_shift"]

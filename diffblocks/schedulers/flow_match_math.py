@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 from torch import Tensor
 
-from .multistep import F32, times
+from .fp32 import F32, times
 
 
 def calculate_shift(

@@ -3,11 +3,8 @@
 Both samplers walk a list of k-diffusion sigmas ``σ = σ_t / α_t`` and do their algebra in the
 half log-SNR ``λ = log α_t − log σ_t`` (Lu et al. 2022, arXiv:2206.00927, §3).
 
-Numerics: (α, σ, λ) of every sigma are computed once per run with fp32 tensor kernels, and the
-per-step coefficients are fp32 numpy scalars (`F32`) — the same IEEE operations diffusers does on
-0-dim tensors, so results agree bit for bit, without paying a tensor dispatch (~3 µs) per scalar.
-Only transcendental functions go through torch (`f32_exp` …), whose kernels are not the
-correctly rounded ones numpy/libm would give.
+(α, σ, λ) of every sigma are computed once per run with fp32 tensor kernels (`vp_points`); the
+per-step scalar algebra is in `fp32`.
 """
 
 from __future__ import annotations
@@ -21,6 +18,8 @@ import torch
 from torch import Tensor
 
 from .base import Scheduler, SchedulerConfigError, SchedulerState, broadcast_like
+from .flow_match_math import TIME_SHIFTS, shift_sigmas, stretch_to_terminal
+from .fp32 import F32, operand
 from .prediction import dynamic_threshold, prediction_for
 from .schedules import (
     SIGMA_SCHEDULES,
@@ -33,43 +32,6 @@ from .schedules import (
     sigmas_from_alphas_cumprod,
     spaced_timesteps,
 )
-
-
-F32 = np.float32  # scalar arithmetic in fp32, as the reference's 0-dim tensors do it
-
-
-def _torch_f32(fn: Any, x: F32) -> F32:
-    return F32(fn(torch.tensor(x, dtype=torch.float32)).item())
-
-
-def f32_exp(x: F32) -> F32:
-    """e^x in fp32 with torch's kernel (it differs from the correctly rounded value for ~1% of inputs)."""
-    return _torch_f32(torch.exp, x)
-
-
-def f32_expm1(x: F32) -> F32:
-    """e^x − 1 in fp32 with torch's kernel."""
-    return _torch_f32(torch.expm1, x)
-
-
-def f32_sqrt(x: F32) -> F32:
-    """√x in fp32 with torch's kernel (its vectorised sqrt is not always the correctly rounded one)."""
-    return _torch_f32(torch.sqrt, x)
-
-
-def operand(t: Tensor, c: F32) -> float | Tensor:
-    """The fp32 scalar ``c`` for use in the reference's own formulas (the prediction objects):
-    a 0-dim fp32 tensor when ``t`` is half precision, where torch's rounding depends on the
-    operand order; the cheap Python float (identical results) for fp32/fp64 tensors."""
-    return float(c) if t.dtype in (torch.float32, torch.float64) else torch.tensor(float(c), dtype=torch.float32)
-
-
-def times(t: Tensor, c: F32) -> Tensor:
-    """``c·t`` exactly as the reference's ``scalar_tensor * t``: torch first rounds a 0-dim fp32
-    scalar on the left to a half-precision ``t``'s dtype (and does not when it is on the right)."""
-    if t.dtype in (torch.float32, torch.float64):
-        return t * float(c)
-    return t * torch.tensor(float(c), dtype=torch.float32).to(t.dtype).item()
 
 
 def check_not_finished(state: SchedulerState, owner: str) -> int:
@@ -90,22 +52,21 @@ class VPPoint(NamedTuple):
     lam: F32
 
 
-def vp_points(sigmas: Tensor) -> list[VPPoint]:
-    """(α_t, σ_t, λ_t) of each k-diffusion sigma ``σ = σ_t/α_t`` (λ = +∞ at σ = 0).
+def vp_points(sigmas: Tensor, flow: bool = False) -> list[VPPoint]:
+    """(α_t, σ_t, λ_t) of each k-diffusion sigma ``σ = σ_t/α_t`` (λ = +∞ at σ = 0); with ``flow``
+    the sigmas are rectified-flow ones, x_t = (1 − σ)·x0 + σ·ε, so α_t = 1 − σ and σ_t = σ.
 
     Computed with fp32 tensor kernels like the reference: converting ε to x0 divides by α_t
     (~0.006 at the noisy end), which magnifies any difference in the last bit of α_t and σ_t.
     """
     s = sigmas.to(torch.float32)
-    alpha = 1 / ((s**2 + 1) ** 0.5)
-    sigma = s * alpha
+    if flow:
+        alpha, sigma = 1 - s, s
+    else:
+        alpha = 1 / ((s**2 + 1) ** 0.5)
+        sigma = s * alpha
     lam = torch.log(alpha) - torch.log(sigma)
     return [VPPoint(F32(a), F32(b), F32(c)) for a, b, c in zip(alpha.tolist(), sigma.tolist(), lam.tolist())]
-
-
-def step_size(lam_from: F32, lam_to: F32) -> F32:
-    """h = λ_to − λ_from (fp32)."""
-    return F32(lam_to) - F32(lam_from)
 
 
 def multistep_index(schedule: torch.Tensor, timestep: float | torch.Tensor) -> int:
@@ -178,6 +139,32 @@ def vp_multistep_schedule(
     return ts.astype(np.int64), sigmas
 
 
+def flow_timesteps(sigmas: np.ndarray, num_train_timesteps: int) -> np.ndarray:
+    """Training timesteps of flow sigmas, t = σ·T (the int64 cast later truncates, as the reference's)."""
+    return (sigmas * num_train_timesteps).copy()
+
+
+def dpm_flow_sigmas(num_inference_steps: int, num_train_timesteps: int, shift: float) -> np.ndarray:
+    """DPM-Solver's flow schedule: n shifted sigmas from ~1 down, spaced like 1 − linspace(1, 1/T)."""
+    unshifted = 1.0 - np.linspace(1, 1 / num_train_timesteps, num_inference_steps + 1)
+    return np.flip(shift_sigmas(unshifted, shift))[:-1].copy()
+
+
+def unipc_flow_sigmas(
+    num_inference_steps: int, num_train_timesteps: int, sigmas: Sequence[float] | np.ndarray | None,
+    shift: float, mu: float | None, time_shift_type: str, shift_terminal: float | None,
+) -> np.ndarray:
+    """UniPC's flow schedule: the given sigmas (or linspace(1, 1/T)), shifted by ``shift`` or by ``mu``
+    (dynamic shifting), optionally stretched to end at ``shift_terminal``."""
+    base = np.linspace(1, 1 / num_train_timesteps, num_inference_steps + 1)[:-1] if sigmas is None else np.array(sigmas)
+    out = TIME_SHIFTS[time_shift_type](mu, base, 1.0) if mu is not None else shift_sigmas(base, shift)
+    if shift_terminal:
+        out = stretch_to_terminal(out, shift_terminal)
+    if np.fabs(out[0] - 1) < 1e-6:
+        out[0] -= 1e-6  # σ = 1 exactly would make α_t = 0 and λ = −∞
+    return out
+
+
 @dataclass(eq=False, kw_only=True)
 class MultistepState(SchedulerState):
     """A run of a multistep solver: the schedule plus the last few converted model outputs."""
@@ -208,19 +195,27 @@ class VPMultistepScheduler(Scheduler):
             raise SchedulerConfigError(f"{name}: {err}") from None
         if kind is not None and values.get("use_lu_lambdas"):
             raise SchedulerConfigError(f"{name}: only one of use_{kind}_sigmas and use_lu_lambdas can be true")
+        flow = values["use_flow_sigmas"]
+        if values["prediction_type"] == "flow_prediction" and not flow:
+            raise SchedulerConfigError(f"{name}: prediction_type='flow_prediction' needs use_flow_sigmas=True")
+        for key in ("use_dynamic_shifting", "shift_terminal"):
+            if values.get(key) and not flow:
+                raise SchedulerConfigError(f"{name}: {key} applies to flow sigmas only; set use_flow_sigmas=True")
 
-    def _new_multistep_state(self, num_inference_steps: int | None, device: Any, timesteps: Any, **schedule: Any) -> MultistepState:
+    def _check_steps(self, num_inference_steps: int | None, given: Any, given_name: str) -> None:
         name = type(self).__name__
-        if (num_inference_steps is None) == (timesteps is None):
-            raise ValueError(f"{name}.set_timesteps needs exactly one of num_inference_steps or timesteps")
-        if timesteps is None:
+        if (num_inference_steps is None) == (given is None):
+            raise ValueError(f"{name}.set_timesteps needs exactly one of num_inference_steps or {given_name}")
+        if given is None:
             check_num_steps(num_inference_steps, self.num_train_timesteps, name)
-        ts, sigmas = vp_multistep_schedule(self.config, self.alphas_cumprod, num_inference_steps, timesteps, **schedule)
+
+    def _state(self, timesteps: np.ndarray, sigmas: np.ndarray, device: Any) -> MultistepState:
+        """A fresh run from fp32 ``sigmas`` (final sigma included) and their training timesteps."""
         return MultistepState(
-            timesteps=torch.from_numpy(ts).to(device=device, dtype=torch.int64),
+            timesteps=torch.from_numpy(np.asarray(timesteps)).to(device=device, dtype=torch.int64),
             sigmas=torch.from_numpy(sigmas),
-            num_inference_steps=len(ts),
-            points=vp_points(torch.from_numpy(sigmas)),
+            num_inference_steps=len(timesteps),
+            points=vp_points(torch.from_numpy(sigmas), flow=self.config["use_flow_sigmas"]),
         )
 
     def _init_step_index(self, state: SchedulerState, timestep: float | Tensor) -> int:
@@ -250,5 +245,7 @@ class VPMultistepScheduler(Scheduler):
         else:
             indices = self._sigma_indices(state, timesteps)
         sigma = broadcast_like(state.sigmas.to(original_samples.device, original_samples.dtype)[indices], original_samples)
+        if self.config["use_flow_sigmas"]:
+            return (1 - sigma) * original_samples + sigma * noise
         alpha_t = 1 / ((sigma**2 + 1) ** 0.5)
         return alpha_t * original_samples + (sigma * alpha_t) * noise

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .multistep import F32, VPPoint, f32_expm1, step_size, times
+from .fp32 import F32, f32_expm1, step_size, times
+from .multistep import VPPoint
 
 
 def bh_system(rks: Sequence[F32], hh: F32, variant: str) -> tuple[F32, F32, Tensor, list[F32]]:

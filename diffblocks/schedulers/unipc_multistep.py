@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from .base import SchedulerConfigError, SchedulerOutput
-from .multistep import MultistepState, VPMultistepScheduler
-from .schedules import sigma_schedule_name
+from .multistep import MultistepState, VPMultistepScheduler, flow_timesteps, unipc_flow_sigmas, vp_multistep_schedule
+from .schedules import karras_sigmas, sigma_schedule_name, sigmas_from_alphas_cumprod
 from .unipc_math import unipc_update
 
 # DPM-Solver's solver types mean "bh2" here, as in diffusers (config switching between the two)
@@ -39,10 +40,8 @@ class UniPCMultistepScheduler(VPMultistepScheduler):
         "predict_x0": (True, False),
         # a foreign predictor object cannot come from a JSON config
         "solver_p": (None,),
-        # flow-matching sigmas (Wan, Sana) are FlowMatchEulerDiscreteScheduler's job here
-        "use_flow_sigmas": (False,),
-        "use_dynamic_shifting": (False,),
-        "shift_terminal": (None,),
+        "prediction_type": ("epsilon", "v_prediction", "sample", "flow_prediction"),
+        "time_shift_type": ("exponential", "linear"),
     }
 
     def __init__(self, **config: Any) -> None:
@@ -57,18 +56,50 @@ class UniPCMultistepScheduler(VPMultistepScheduler):
         if not values["predict_x0"] and values["final_sigmas_type"] == "zero":
             # the noise-prediction update weighs ε by σ_t(e^h − 1) = 0·∞ at σ = 0 (NaN in diffusers)
             raise SchedulerConfigError("UniPCMultistepScheduler: predict_x0=False needs final_sigmas_type='sigma_min'")
+        if values["use_flow_sigmas"] and (values["use_exponential_sigmas"] or values["use_beta_sigmas"]):
+            # the reference reads such a VP schedule as flow sigmas; only Karras has a flow mapping there
+            raise SchedulerConfigError("UniPCMultistepScheduler: use_flow_sigmas combines with use_karras_sigmas only")
 
     def new_state(
         self, num_inference_steps: int | None = None, device: torch.device | str | None = None,
-        sigmas: list[float] | None = None, mu: float | None = None,
+        sigmas: list[float] | np.ndarray | None = None, mu: float | None = None,
     ) -> MultistepState:
-        """Timesteps and sigmas for one run of ``num_inference_steps``."""
-        if sigmas is not None or mu is not None:
-            raise SchedulerConfigError("UniPCMultistepScheduler: custom sigmas / mu need use_flow_sigmas, which is not supported")
-        return self._new_multistep_state(
-            num_inference_steps, device, None, kind=sigma_schedule_name(self.config),
-            sigma_range=(self.config["sigma_min"], self.config["sigma_max"]), final_from_schedule=True,
-        )
+        """Timesteps and sigmas for one run of ``num_inference_steps``.
+
+        With ``use_flow_sigmas`` the run walks a flow-matching schedule (custom ``sigmas`` allowed),
+        shifted by ``flow_shift`` or, with ``use_dynamic_shifting``, by ``mu`` (ignored otherwise,
+        as in diffusers, so Flux's pipeline can always pass it).
+        """
+        cfg, name, n_train = self.config, type(self).__name__, self.num_train_timesteps
+        if sigmas is not None:
+            if not cfg["use_flow_sigmas"]:
+                raise ValueError(f"{name}: custom sigmas need use_flow_sigmas=True")
+            if num_inference_steps is not None and num_inference_steps != len(sigmas):
+                raise ValueError(f"{name}: num_inference_steps={num_inference_steps} but {len(sigmas)} sigmas were given")
+            num_inference_steps = len(sigmas)
+        else:
+            self._check_steps(num_inference_steps, None, "sigmas")
+        if cfg["use_dynamic_shifting"] and mu is None:
+            raise ValueError(f"{name}: use_dynamic_shifting=True needs mu, e.g. calculate_shift(image_seq_len)")
+        kind, ends = sigma_schedule_name(cfg), (cfg["sigma_min"], cfg["sigma_max"])
+        if not cfg["use_flow_sigmas"]:
+            ts, all_sigmas = vp_multistep_schedule(cfg, self.alphas_cumprod, num_inference_steps, kind=kind, sigma_range=ends, final_from_schedule=True)
+            return self._state(ts, all_sigmas, device)
+        if kind == "karras":
+            if sigmas is not None:
+                raise ValueError(f"{name}: custom sigmas cannot be combined with use_karras_sigmas")
+            train = sigmas_from_alphas_cumprod(self.alphas_cumprod)
+            lo = train[0].item() if ends[0] is None else ends[0]
+            hi = train[-1].item() if ends[1] is None else ends[1]
+            flow_sigmas = karras_sigmas(lo, hi, num_inference_steps)
+            flow_sigmas = flow_sigmas / (flow_sigmas + 1)  # VP sigma -> flow sigma, σ/(1 + σ)
+        else:
+            flow_sigmas = unipc_flow_sigmas(
+                num_inference_steps, n_train, sigmas, cfg["flow_shift"], mu if cfg["use_dynamic_shifting"] else None,
+                cfg["time_shift_type"], cfg["shift_terminal"],
+            )
+        last = flow_sigmas[-1] if cfg["final_sigmas_type"] == "sigma_min" else 0.0
+        return self._state(flow_timesteps(flow_sigmas, n_train), np.concatenate([flow_sigmas, [last]]).astype(np.float32), device)
 
     def _step(
         self, state: MultistepState, model_output: Tensor, timestep: float | Tensor, sample: Tensor, generator: Any = None,

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from diffblocks import schedulers as ours
-from diffblocks.schedulers import SchedulerConfigError
+from diffblocks.schedulers import SchedulerConfigError, calculate_shift
 
 from .parity import SHAPE, assert_schedule_match, assert_trajectories_match, fake_denoiser, trajectory
 
@@ -142,8 +142,7 @@ def test_history_lives_in_the_state() -> None:
         ("algorithm_type", "sde-dpmsolver"),
         ("solver_type", "rk4"),
         ("solver_order", 4),
-        ("prediction_type", "flow_prediction"),
-        ("use_flow_sigmas", True),
+        ("time_shift_type", "linear"),
         ("final_sigmas_type", "denoise_to_zero"),
         ("timestep_spacing", "uniform"),
     ],
@@ -167,10 +166,51 @@ def test_bad_calls_are_clear_errors() -> None:
         s.set_timesteps(10, timesteps=[999, 500])
     with pytest.raises(ValueError, match="cannot be combined with use_karras_sigmas"):
         ours.DPMSolverMultistepScheduler(use_karras_sigmas=True).set_timesteps(timesteps=[999, 500])
-    with pytest.raises(SchedulerConfigError, match="mu"):
+    with pytest.raises(ValueError, match="mu needs use_dynamic_shifting=True"):
         s.set_timesteps(10, mu=0.5)
     with pytest.raises(ValueError, match="only one of"):
         ours.DPMSolverMultistepScheduler(use_karras_sigmas=True, use_lu_lambdas=True)
+
+
+FLOW = {"use_flow_sigmas": True, "prediction_type": "flow_prediction"}
+FLOW_CASES = [
+    ({**FLOW, "flow_shift": 3.0}, lambda s: s.set_timesteps(12)),  # SD3-like
+    ({**FLOW, "use_dynamic_shifting": True}, lambda s: s.set_timesteps(10, mu=calculate_shift(4096))),  # Flux, 1024²
+    ({**FLOW, "use_dynamic_shifting": True, "algorithm_type": "sde-dpmsolver++", "solver_order": 3}, lambda s: s.set_timesteps(10, mu=0.7)),
+    ({**FLOW, "flow_shift": 2.0, "final_sigmas_type": "sigma_min", "solver_type": "heun"}, lambda s: s.set_timesteps(8)),
+    ({"use_flow_sigmas": True, "prediction_type": "v_prediction", "flow_shift": 3.0}, lambda s: s.set_timesteps(8)),
+]
+
+
+@pytest.mark.parametrize("config, set_timesteps", FLOW_CASES)
+def test_flow_sigmas_parity(config: dict, set_timesteps) -> None:
+    a, b = _pair(config)
+    assert_trajectories_match(trajectory(a, 0, seed=3, set_timesteps=set_timesteps), trajectory(b, 0, seed=3, set_timesteps=set_timesteps))
+    assert_schedule_match(a, b)
+    x0, noise = torch.ones(SHAPE), torch.full(SHAPE, 0.5)
+    t = a.timesteps[2:3]
+    assert torch.equal(a.add_noise(x0, noise, t), b.add_noise(x0, noise, t))
+
+
+@pytest.mark.parametrize(
+    "config, match",
+    [
+        ({**FLOW, "use_karras_sigmas": True}, "use_flow_sigmas cannot be combined with use_karras_sigmas"),
+        ({"prediction_type": "flow_prediction"}, "flow_prediction' needs use_flow_sigmas=True"),
+        ({"use_dynamic_shifting": True}, "use_dynamic_shifting applies to flow sigmas only"),
+    ],
+)
+def test_flow_config_errors(config: dict, match: str) -> None:
+    with pytest.raises(SchedulerConfigError, match=match):
+        ours.DPMSolverMultistepScheduler.from_config(config)
+
+
+def test_flow_call_errors() -> None:
+    s = ours.DPMSolverMultistepScheduler(**FLOW, use_dynamic_shifting=True)
+    with pytest.raises(ValueError, match="use_dynamic_shifting=True needs mu"):
+        s.set_timesteps(10)
+    with pytest.raises(ValueError, match="custom timesteps cannot be combined with use_flow_sigmas"):
+        s.set_timesteps(timesteps=[900, 500], mu=0.5)
 
 
 def test_switching_from_unipc_maps_its_solver_type_like_diffusers() -> None:

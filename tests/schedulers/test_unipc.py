@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import diffusers
+import numpy as np
 import pytest
 import torch
 
 from diffblocks import schedulers as ours
-from diffblocks.schedulers import SchedulerConfigError
+from diffblocks.schedulers import SchedulerConfigError, calculate_shift
 
 from .parity import SHAPE, assert_schedule_match, assert_trajectories_match, fake_denoiser, trajectory
 
@@ -39,6 +40,29 @@ def test_parity(config: dict, steps: int) -> None:
     a, b = _pair(config)
     assert_trajectories_match(trajectory(a, steps), trajectory(b, steps))
     assert_schedule_match(a, b)
+
+
+FLOW = {"use_flow_sigmas": True, "prediction_type": "flow_prediction"}
+FLOW_CASES = [
+    ({**FLOW, "flow_shift": 5.0}, lambda s: s.set_timesteps(12)),  # Wan 2.1's UniPC
+    ({**FLOW, "flow_shift": 3.0, "final_sigmas_type": "sigma_min", "solver_order": 3}, lambda s: s.set_timesteps(9)),
+    ({**FLOW, "use_dynamic_shifting": True}, lambda s: s.set_timesteps(10, mu=calculate_shift(4096))),  # Flux
+    ({**FLOW, "use_dynamic_shifting": True, "time_shift_type": "linear", "shift_terminal": 0.05}, lambda s: s.set_timesteps(10, mu=1.2)),
+    ({**FLOW, "use_dynamic_shifting": True}, lambda s: s.set_timesteps(sigmas=np.linspace(1.0, 1 / 8, 8), mu=0.8)),
+    ({**FLOW, "flow_shift": 3.0}, lambda s: s.set_timesteps(8, mu=0.8)),  # mu is ignored without dynamic shifting
+    ({**FLOW, "use_karras_sigmas": True, "final_sigmas_type": "sigma_min"}, lambda s: s.set_timesteps(10)),
+    ({"use_flow_sigmas": True, "prediction_type": "v_prediction", "flow_shift": 2.0, "solver_type": "bh1", "final_sigmas_type": "sigma_min"}, lambda s: s.set_timesteps(10)),
+]
+
+
+@pytest.mark.parametrize("config, set_timesteps", FLOW_CASES)
+def test_flow_sigmas_parity(config: dict, set_timesteps) -> None:
+    a, b = _pair(config)
+    assert_trajectories_match(trajectory(a, 0, set_timesteps=set_timesteps), trajectory(b, 0, set_timesteps=set_timesteps))
+    assert_schedule_match(a, b)
+    x0, noise = torch.ones(SHAPE), torch.full(SHAPE, 0.5)
+    t = a.timesteps[2:3]
+    assert torch.equal(a.add_noise(x0, noise, t), b.add_noise(x0, noise, t))
 
 
 def test_karras_ends_pinned_by_the_config() -> None:
@@ -96,8 +120,11 @@ def test_corrector_history_lives_in_the_state() -> None:
     [
         ({"solver_type": "bh3"}, "solver_type='bh3' is not supported"),
         ({"solver_order": 5}, "solver_order=5 is not supported"),
-        ({"use_flow_sigmas": True}, "use_flow_sigmas=True is not supported"),
-        ({"prediction_type": "flow_prediction"}, "prediction_type='flow_prediction' is not supported"),
+        ({"use_flow_sigmas": True, "use_exponential_sigmas": True}, "use_flow_sigmas combines with use_karras_sigmas only"),
+        ({"prediction_type": "flow_prediction"}, "flow_prediction' needs use_flow_sigmas=True"),
+        ({"use_dynamic_shifting": True}, "use_dynamic_shifting applies to flow sigmas only"),
+        ({"shift_terminal": 0.1}, "shift_terminal applies to flow sigmas only"),
+        ({"time_shift_type": "cubic"}, "time_shift_type='cubic' is not supported"),
         ({"predict_x0": False}, "predict_x0=False needs final_sigmas_type='sigma_min'"),
         ({"predict_x0": False, "thresholding": True, "final_sigmas_type": "sigma_min"}, "thresholding needs predict_x0=True"),
         ({"use_karras_sigmas": True, "use_exponential_sigmas": True}, "only one of"),
@@ -110,8 +137,13 @@ def test_unsupported_configs_are_errors(config: dict, match: str) -> None:
 
 def test_bad_calls_are_clear_errors() -> None:
     s = ours.UniPCMultistepScheduler()
-    with pytest.raises(SchedulerConfigError, match="custom sigmas / mu need use_flow_sigmas"):
+    with pytest.raises(ValueError, match="custom sigmas need use_flow_sigmas=True"):
         s.set_timesteps(sigmas=[1.0, 0.5])
+    flow = ours.UniPCMultistepScheduler(use_flow_sigmas=True, use_dynamic_shifting=True, prediction_type="flow_prediction")
+    with pytest.raises(ValueError, match="use_dynamic_shifting=True needs mu"):
+        flow.set_timesteps(10)
+    with pytest.raises(ValueError, match="num_inference_steps=3 but 2 sigmas"):
+        flow.set_timesteps(3, sigmas=np.array([1.0, 0.5]), mu=0.5)
     with pytest.raises(ValueError, match="exactly one of num_inference_steps"):
         s.set_timesteps()
 
