@@ -82,6 +82,23 @@ def test_tiled_and_sliced_match_diffusers(pair):
 
 
 @torch.no_grad()
+def test_tiling_only_kicks_in_above_the_tile_size(pair):
+    config, ref, ours = pair
+    x = torch.randn(1, 3, 32, 32)  # exactly sample_size: one tile, nothing to blend
+    z = torch.randn(1, config["latent_channels"], 32 // _factor(config), 32 // _factor(config))
+    plain_mean, plain_image = ours.encode(x).latent_dist.mean, ours.decode(z).sample
+    ours.enable_tiling()
+    try:
+        assert torch.equal(ours.encode(x).latent_dist.mean, plain_mean)
+        assert torch.equal(ours.decode(z).sample, plain_image)
+        # the explicit tiled methods tile at any size (here a full tile plus a sliver, blended)
+        assert max_diff(ours.tiled_encode(x).latent_dist.mean, ref.tiled_encode(x).latent_dist.mean) <= TOL
+        assert max_diff(ours.tiled_decode(z, return_dict=False)[0], ref.tiled_decode(z).sample) <= TOL
+    finally:
+        ours.disable_tiling()
+
+
+@torch.no_grad()
 def test_diffusers_loads_what_we_save(tmp_path):
     ours = AutoencoderKL.from_config(VAE_FLUX_LIKE).eval()
     ours.save_pretrained(tmp_path)
