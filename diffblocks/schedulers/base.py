@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import torch
@@ -183,7 +183,7 @@ class Scheduler:
     # ---------------------------------------------------------------- config, loading, saving
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any] | str | os.PathLike | Scheduler | None = None, **overrides: Any) -> Scheduler:
+    def from_config(cls, config: Mapping[str, Any] | str | os.PathLike | Scheduler | None = None, **overrides: Any) -> Self:
         """Build from a config dict, another scheduler's `config` (any class), a scheduler, or a path to a
         scheduler_config.json / folder. Keys this class does not have are ignored (kept in `config` for
         round trips); keys given in `overrides` must be known."""
@@ -206,16 +206,29 @@ class Scheduler:
 
     @classmethod
     def from_pretrained(
-        cls, pretrained_model_name_or_path: str | os.PathLike, subfolder: str | None = "scheduler", revision: str | None = None, **overrides: Any
-    ) -> Scheduler:
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        subfolder: str | None = "scheduler",
+        *,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        **overrides: Any,
+    ) -> Self:
         """Load `<path>/<subfolder>/scheduler_config.json` from a local folder (falling back to `<path>` itself),
-        or from a Hub repo id through `diffblocks.hub.snapshot_download_pinned`."""
+        or from a Hub repo id through `diffblocks.hub.snapshot_download_pinned`; `overrides` are config keys."""
         path = Path(pretrained_model_name_or_path)
         if not path.exists() and _looks_like_repo_id(str(pretrained_model_name_or_path)):
             from diffblocks.hub import snapshot_download_pinned  # only needed off-disk
 
             pattern = f"{subfolder}/{CONFIG_NAME}" if subfolder else CONFIG_NAME
-            path = Path(snapshot_download_pinned(str(pretrained_model_name_or_path), revision=revision, allow_patterns=[pattern]))
+            path = Path(
+                snapshot_download_pinned(
+                    str(pretrained_model_name_or_path), revision=revision, allow_patterns=[pattern],
+                    cache_dir=cache_dir, local_files_only=local_files_only, token=token,
+                )
+            )  # fmt: skip
         if path.is_dir() and subfolder and (path / subfolder).is_dir():
             path = path / subfolder
         return cls.from_config(_read_config(path), **overrides)
@@ -238,7 +251,8 @@ class Scheduler:
         return self.num_train_timesteps
 
     def __repr__(self) -> str:
-        explicit = {k: v for k, v in self.config.items() if k not in self.config["_use_default_values"] and not k.startswith("_")}
+        config = getattr(self, "config", None) or {"_use_default_values": []}  # repr of a half-built object
+        explicit = {k: v for k, v in config.items() if k not in config["_use_default_values"] and not k.startswith("_")}
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in explicit.items())})"
 
     # ---------------------------------------------------------------- per-run state

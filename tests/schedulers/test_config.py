@@ -163,3 +163,21 @@ def test_sampler_names() -> None:
         scheduler_from_name("Euler b")
     with pytest.raises(SchedulerConfigError, match="prediction_type='flow'"):
         scheduler_from_name("Euler", {"prediction_type": "flow"})
+
+
+def test_from_pretrained_repo_id_goes_through_the_pinned_hub_download(tmp_path, monkeypatch) -> None:
+    import sys
+    import types
+
+    ours.DDIMScheduler(steps_offset=1).save_pretrained(tmp_path / "scheduler")
+    calls = []
+
+    def fake_download(repo_id, **kwargs):
+        calls.append((repo_id, kwargs))
+        return tmp_path
+
+    monkeypatch.setitem(sys.modules, "diffblocks.hub", types.SimpleNamespace(snapshot_download_pinned=fake_download))
+    loaded = ours.DDIMScheduler.from_pretrained("org/model", revision="abc")
+    assert loaded.config.steps_offset == 1
+    assert calls[0][0] == "org/model" and calls[0][1]["revision"] == "abc"
+    assert calls[0][1]["allow_patterns"] == ["scheduler/scheduler_config.json"]

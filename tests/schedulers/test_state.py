@@ -20,7 +20,7 @@ def _run(scheduler, steps: int, seed: int) -> list[torch.Tensor]:
 @pytest.mark.parametrize("name", NAMES)
 def test_interleaved_states_match_separate_objects(name: str) -> None:
     cls = ours.SCHEDULER_CLASSES[name]
-    shared = cls(beta_schedule="scaled_linear")
+    shared = cls.from_config({"beta_schedule": "scaled_linear"})
     runs = [dict(steps=8, seed=1), dict(steps=5, seed=2)]
     states = [shared.new_state(r["steps"]) for r in runs]
     xs = [start_latents(s.init_noise_sigma, seed=i) for i, s in enumerate(states)]
@@ -37,7 +37,7 @@ def test_interleaved_states_match_separate_objects(name: str) -> None:
             results[k].append(xs[k])
     assert shared.state is None  # new_state never touches the object's own run
     for k, r in enumerate(runs):
-        alone = cls(beta_schedule="scaled_linear")
+        alone = cls.from_config({"beta_schedule": "scaled_linear"})
         state = alone.new_state(r["steps"])
         ref = _run_with_state(alone, state, seed=r["seed"] if name in STOCHASTIC else None, x_seed=k)
         assert all(torch.equal(a, b) for a, b in zip(results[k], ref, strict=True))
