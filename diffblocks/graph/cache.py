@@ -153,6 +153,7 @@ class MemoCache:
         return None, _reasons(previous, parts)
 
     def store(self, node: str, parts: KeyParts, outputs: tuple[Any, ...], keep: list[Any]) -> None:
+        self._last[node] = parts
         size = sum(value_bytes(v) for v in outputs)
         if size > self.max_bytes or self.max_entries <= 0:
             return

@@ -9,6 +9,7 @@ denoise loop. The plan adds, for top-level nodes only: memoisation, timing and t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -172,14 +173,21 @@ class Plan:
         status = "miss" if parts is not None else "ran"
         report.nodes[step.path] = NodeReport(status, reasons, dt)
         if memo is not None and parts is not None and keep is not None:
+            # A lazy provider's fingerprint of a component changes when running the node loaded
+            # it; store under the fingerprints as they are now, which the next run will see.
+            parts = dataclasses.replace(parts, components=self._component_parts(step, rt, keep))
             memo.store(step.path, parts, tuple(slots[s] for s in step.out_slots), keep)
+
+    def _component_parts(self, step: Any, rt: _Runtime, keep: list[Any]) -> tuple[tuple[str, Any], ...]:
+        provider = rt.provider
+        return tuple(
+            (name, component_fingerprint(provider, name, keep) if provider is not None and name in provider else None)
+            for name in step.block.required_components()
+        )
 
     def _key_parts(self, step: Any, slots: list[Any], rt: _Runtime, grad: bool, keep: list[Any]) -> KeyParts:
         blk = step.block
-        comps = tuple(
-            (name, component_fingerprint(rt.provider, name, keep) if rt.provider is not None and name in rt.provider else None)
-            for name in blk.required_components()
-        )
+        comps = self._component_parts(step, rt, keep)
         ins = tuple((name, fingerprint(slots[s], keep)) for name, s in step.ins)
         config = json.dumps(blk.config, sort_keys=True, default=repr)
         return KeyParts(blk.identity, config, comps, ins, grad)

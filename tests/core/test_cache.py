@@ -216,3 +216,27 @@ def test_fingerprints():
     assert fingerprint(obj, keep) == ("obj", "object", id(obj)) and obj in keep
     assert fingerprint(torch.ones(2, dtype=torch.bfloat16), keep) == fingerprint(torch.ones(2, dtype=torch.bfloat16), keep)
     assert fingerprint(torch.tensor(1.0), keep) == fingerprint(torch.tensor(1.0), keep)
+
+
+class LazyProvider(dict):
+    """Like a ComponentsManager: the fingerprint differs before and after loading."""
+
+    def __init__(self, items):
+        super().__init__(items)
+        self.loaded = set()
+
+    def __getitem__(self, key):
+        self.loaded.add(key)
+        return super().__getitem__(key)
+
+    def component_fingerprint(self, name):
+        return ("loaded", id(dict.__getitem__(self, name))) if name in self.loaded else ("spec", name)
+
+
+def test_lazy_provider_fingerprint_after_first_load_still_hits():
+    g = Graph("g").add("enc", h.encode)
+    g.expose_input("prompt", "enc.prompt").expose_output("e", "enc.prompt_embeds")
+    provider = LazyProvider({"encoder": torch.nn.Linear(2, 3)})
+    g.run(inputs={"prompt": "ab"}, components=provider, progress=False)
+    g.run(inputs={"prompt": "ab"}, components=provider, progress=False)
+    assert _status(g) == {"enc": "hit"}
