@@ -1,4 +1,5 @@
-"""Run a preset and the matching diffusers pipeline on the same folder, inputs and seed."""
+"""Run a preset (through ``Pipeline.from_pretrained``) and the matching diffusers pipeline on the
+same folder, inputs and seed."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import numpy as np
 import PIL.Image
 import torch
 
+import diffblocks.schedulers as schedulers
 from diffblocks.components import ComponentsManager
-from diffblocks.presets import load_preset
+from diffblocks.pipeline import Pipeline
 
 #: Max abs difference allowed between our images and diffusers' (fp32, output_type="np").
 TOLERANCE = 1e-4
@@ -62,10 +64,8 @@ def _saved_class(folder: Path) -> str:
 
 
 def manager(folder: Path, scheduler: str | None = None) -> ComponentsManager:
-    import diffblocks.schedulers as ours
-
     cm = ComponentsManager.from_pretrained(folder)
-    cm.set("scheduler", make_scheduler(ours, folder, scheduler))
+    cm.set("scheduler", make_scheduler(schedulers, folder, scheduler))
     return cm
 
 
@@ -80,14 +80,23 @@ def sample_mask(size: int = 64) -> PIL.Image.Image:
     return PIL.Image.fromarray(mask)
 
 
+def generators(seed: int, count: int | None) -> torch.Generator | list[torch.Generator]:
+    """One CPU generator, or ``count`` of them (seeds seed, seed + 1, ...)."""
+    if count is None:
+        return torch.Generator().manual_seed(seed)
+    return [torch.Generator().manual_seed(seed + i) for i in range(count)]
+
+
 def run_both(
-    folder: Path, family: str, workflow: str, *, scheduler: str | None = None, seed: int = 0, **inputs: Any
+    folder: Path, family: str, workflow: str, *, scheduler: str | None = None, seed: int = 0,
+    n_generators: int | None = None, **inputs: Any,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(ours, diffusers') images as float arrays for the same inputs and seed."""
+    """(ours, diffusers') images as float arrays for the same inputs and seed (or list of generators)."""
     inputs = {"num_inference_steps": 2, "output_type": "np", **inputs}
     pipe = diffusers_pipeline(folder, family, workflow, scheduler)
-    theirs = pipe(**inputs, generator=torch.Generator().manual_seed(seed)).images
-    graph = load_preset(family)
-    ours = graph.run(inputs={**inputs, "generator": torch.Generator().manual_seed(seed)},
-                     components=manager(folder, scheduler), progress=False).images
-    return np.asarray(ours), np.asarray(theirs)
+    theirs = pipe(**inputs, generator=generators(seed, n_generators)).images
+    ours = Pipeline.from_pretrained(folder)
+    assert ours.graph.name == family
+    ours.set_scheduler(make_scheduler(schedulers, folder, scheduler))
+    images = ours(**inputs, generator=generators(seed, n_generators), progress=False).images
+    return np.asarray(images), np.asarray(theirs)

@@ -45,6 +45,15 @@ def test_sd_text2img_ddim_eta(sd_dir):
     assert_close(*run_both(sd_dir, "sd15", "text2img", scheduler="ddim", prompt=PROMPT, eta=0.5, seed=3))
 
 
+def test_sd_text2img_generator_list(sd_dir):
+    assert_close(*run_both(sd_dir, "sd15", "text2img", prompt=PROMPT, num_images_per_prompt=2, n_generators=2))
+
+
+def test_sd_img2img_generator_list(sd_dir):
+    assert_close(*run_both(sd_dir, "sd15", "img2img", prompt=PROMPT, image=sample_image(), strength=0.5,
+                           num_inference_steps=4, num_images_per_prompt=2, n_generators=2))
+
+
 def test_sd_img2img(sd_dir):
     assert_close(*run_both(sd_dir, "sd15", "img2img", prompt=PROMPT, image=sample_image(), strength=0.6, num_inference_steps=4))
 

@@ -141,3 +141,20 @@ def test_missing_or_mistyped_prompt_is_a_graph_error(sd):
     with pytest.raises(GraphError, match="input prompt expects"):
         run(graph, cm, prompt=["a cat", 3])
     assert graph.compile().last_run_report is None or "denoise" not in graph.compile().last_run_report.nodes
+
+
+def test_half_precision_vae_decodes_upcast_when_force_upcast(sd):
+    from diffblocks.blocks.vae import decode_latents
+
+    import copy
+
+    graph, cm = sd
+    vae = copy.deepcopy(cm["vae"])  # the loaded VAE is shared by every manager of this folder
+    latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    full = decode_latents(components={"vae": vae}, latents=latents, output_type="np")
+    vae.half()
+    assert vae.config.force_upcast
+    half = decode_latents(components={"vae": vae}, latents=latents.half(), output_type="np")
+    assert next(vae.parameters()).dtype == torch.float16  # put back after decoding
+    assert half.dtype == torch.float32
+    torch.testing.assert_close(half, full, atol=2e-2, rtol=0)
