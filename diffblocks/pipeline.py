@@ -23,9 +23,9 @@ import torch
 
 from .blocks.errors import GraphError, Problem
 from .components import MODULAR_INDEX, ComponentsManager, ComponentSpec, write_modular_index
-from .graph import Graph, Switch
+from .graph import Graph
 
-__all__ = ["Pipeline", "PipelineOutput", "PRESET_FOR_PIPELINE_CLASS", "GRAPH_FILE", "load_workflow"]
+__all__ = ["Pipeline", "PipelineOutput", "PRESET_FOR_PIPELINE_CLASS", "GRAPH_FILE"]
 
 GRAPH_FILE = "graph.json"
 
@@ -51,44 +51,15 @@ class PipelineOutput:
     outputs: dict[str, Any] = field(default_factory=dict)
 
 
-def _find_switch(graph: Graph, branch: str) -> Switch | None:
-    for block in graph.nodes.values():
-        if isinstance(block, Switch) and branch in block.branches:
-            return block
-        if isinstance(block, Graph):
-            found = _find_switch(block, branch)
-            if found is not None:
-                return found
-    return None
-
-
-def load_workflow(name: str) -> Graph:
-    """A preset by name: ``"sd15"`` (every workflow, picked from the inputs at call time) or
-    ``"sd15-img2img"`` (the family graph pruned to one workflow)."""
-    from .presets import list_presets, load_preset
-
-    if name in list_presets():
-        return load_preset(name)
-    family, sep, workflow = name.rpartition("-")
-    if sep and family in list_presets():
-        graph = load_preset(family)
-        switch = _find_switch(graph, workflow)
-        if switch is not None:
-            present = {inp: True for inp in switch.when.get(workflow, [])}
-            return graph.select(**present)
-        raise GraphError(
-            [Problem("unknown_block", f"preset {family!r} has no workflow {workflow!r}")], title="unknown preset"
-        )
-    return load_preset(name)  # raises with the list of presets
-
-
 def _graph_from(preset: str | os.PathLike[str] | Graph) -> Graph:
     if isinstance(preset, Graph):
         return preset
     path = Path(preset)
     if path.suffix == ".json" and path.is_file():
         return Graph.from_json(path)
-    return load_workflow(str(preset))
+    from .presets import load_preset
+
+    return load_preset(str(preset))
 
 
 class Pipeline:
@@ -154,7 +125,9 @@ class Pipeline:
                          f"pass preset=... (a preset name or graph file). Known classes: {known}")],
                 title="cannot pick a preset",
             )
-        return load_workflow(family)
+        from .presets import load_preset
+
+        return load_preset(family)
 
     # -- running -----------------------------------------------------------------------------
     @property

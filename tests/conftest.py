@@ -1,0 +1,33 @@
+"""Session-wide test settings and the tiny model folders several test packages share."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests never reach the network: huggingface_hub and transformers stay offline unless a test
+# points HF_ENDPOINT at the local fixture Hub server itself.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """Tiny models on a 2-core machine run several times faster on one thread (no
+    oversubscription between intra-op threads and other processes)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny SD 1.5-style folder with random weights, written by diffusers' save_pretrained."""
+    from tests.components.tiny_pipelines import save_pipeline
+
+    return save_pipeline("sd", tmp_path_factory.mktemp("tiny") / "sd")
