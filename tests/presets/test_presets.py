@@ -77,3 +77,14 @@ def test_output_types(sd_dir):
     assert out["pt"].shape == (1, 3, 64, 64) and out["latent"].shape == (1, 4, 32, 32)
     np.testing.assert_allclose(out["pt"].permute(0, 2, 3, 1).numpy(), out["np"])
     np.testing.assert_array_equal(np.asarray(out["pil"][0]), (out["np"][0] * 255).round().astype("uint8"))
+
+
+def test_readme_snippet_runs():
+    text = (ROOT / "diffblocks" / "presets" / "README.md").read_text(encoding="utf-8")
+    snippet = text.split("```python\n", 1)[1].split("```", 1)[0]
+    scope: dict = {}
+    exec(compile(snippet, "presets/README.md", "exec"), scope)
+    graph = scope["g"]
+    assert graph.nodes["decode"].name == "decode_latents_tiled"
+    assert graph.nodes["denoise"].body.nodes["guidance"].config["momentum"] == -0.5
+    assert Graph.from_json(graph.to_json()).to_json() == graph.to_json()
