@@ -103,8 +103,7 @@ class Graph(EditingMixin, Block):
         _state.touch()
         return self
 
-    @staticmethod
-    def _resolve(node: str, block: Block | str, config: Mapping[str, Any] | None) -> Block:
+    def _resolve(self, node: str, block: Block | str, config: Mapping[str, Any] | None) -> Block:
         if isinstance(block, str):
             from ..registry.blocks import get_block
 
@@ -116,6 +115,8 @@ class Graph(EditingMixin, Block):
             block = block()
         if not isinstance(block, Block):
             raise GraphError([Problem("unknown_block", f"expected a Block or registered name, got {block!r}", node)])
+        if block.is_composite and _contains(block, self):
+            raise GraphError([Problem("cycle", "a graph cannot contain itself", node)])
         if config:
             try:
                 block = block.with_config(config)
@@ -440,3 +441,14 @@ class Graph(EditingMixin, Block):
 
     def __repr__(self) -> str:
         return f"<Graph {self.name!r}: {len(self.nodes)} nodes, {len(self._edges)} edges>"
+
+
+def _contains(block: Block, target: Block) -> bool:
+    """Whether ``target`` is ``block`` or nested anywhere inside it."""
+    if block is target:
+        return True
+    body = getattr(block, "body", None)  # a Loop's body graph itself, not only its nodes
+    if isinstance(body, Block) and _contains(body, target):
+        return True
+    children = getattr(block, "child_nodes", None)
+    return children is not None and any(_contains(child, target) for child in children().values())

@@ -214,3 +214,14 @@ def test_diagram_ids_do_not_collide():
 
     paths = ["a_b/c", "a/b_c", "a_b_c", "a/b/c", "#in/a", "in/a", "a/#anchor", "a/anchor"]
     assert len({_ident(p) for p in paths}) == len(paths)
+
+
+def test_a_graph_cannot_contain_itself():
+    g = h.inc_chain(1)
+    with pytest.raises(GraphError, match="cannot contain itself"):
+        g.add("me", g)
+    outer = Graph("outer").add("inner", g)
+    with pytest.raises(GraphError, match="cannot contain itself"):
+        g.add("loop", Loop(outer, over="xs", item="step", carry={"x": "x"}))
+    with pytest.raises(GraphError, match="cannot contain itself"):
+        g.add("loop2", Loop(g, over="xs", item="step", carry={"x": "x"}))
