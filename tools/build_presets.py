@@ -70,6 +70,7 @@ def build(family: str) -> Graph:
     g.add("set_timesteps", "set_timesteps")
     g.add("preprocess_image", "preprocess_image")
     g.add("preprocess_mask", "preprocess_mask")
+    g.add("encode_image", "encode_image")
     if sdxl:
         g.add("time_ids", "get_add_time_ids")
     g.add("prepare_latents", latents_switch())
@@ -82,8 +83,11 @@ def build(family: str) -> Graph:
         g.connect("check_inputs.width", f"{node}.width")
     g.connect("check_inputs.strength", "set_timesteps.strength")
     g.connect("check_inputs.strength", "prepare_latents.strength")
-    g.connect("preprocess_image.init_image", "prepare_latents.init_image")
+    g.connect("preprocess_image.init_image", "encode_image.init_image")
+    g.connect("preprocess_mask.mask_condition", "encode_image.mask_condition")
     g.connect("preprocess_mask.mask_condition", "prepare_latents.mask_condition")
+    g.connect("encode_image.image_moments", "prepare_latents.image_moments")
+    g.connect("encode_image.masked_image_moments", "prepare_latents.masked_image_moments")
     g.connect("encode_prompt.prompt_embeds", "prepare_latents.prompt_embeds")
     for port in ("timesteps", "scheduler_state"):
         g.connect(f"set_timesteps.{port}", f"prepare_latents.{port}")

@@ -3,7 +3,8 @@
 These blocks draw random numbers from the ``generator`` input, in diffusers' order, so they are
 not memoised: img2img draws the VAE posterior sample and then the noise; inpainting draws the
 image's posterior sample (4-channel UNets, or strength < 1), the noise, then the masked image's
-posterior sample. The batch size is the number of prompt embeddings (prompts x images each).
+posterior sample. The posteriors come from ``encode_image`` (memoised), so a new seed does not
+re-run the VAE encoder. The batch size is the number of prompt embeddings (prompts x images each).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from .function import block
 from .images import vae_scale_factor
 from .ports import Outputs
 from .timesteps import run_state
-from .types import ImageLatents, Images, Latents, Mask, Noise, PromptEmbeds, Timesteps
-from .vae import encode_vae_image
+from .types import ImageLatents, Latents, Mask, Noise, PromptEmbeds, Timesteps
+from .vae import LatentMoments, sample_image_latents
 
 __all__ = ["prepare_latents", "prepare_image_latents", "prepare_inpaint_latents", "skip_inpaint_latents"]
 
@@ -69,7 +70,7 @@ def prepare_latents(
 def prepare_image_latents(
     vae: Any,
     scheduler: Any,
-    init_image: Images,
+    image_moments: LatentMoments,
     prompt_embeds: PromptEmbeds,
     timesteps: Timesteps,
     scheduler_state: SchedulerState,
@@ -77,15 +78,14 @@ def prepare_image_latents(
     generator: Any = None,
     latents: Latents | None = None,
 ) -> Latents:
-    """img2img: encode the image (a posterior sample), then noise it to the first timestep."""
+    """img2img: the image's latents (a posterior sample), noised to the first timestep."""
     if latents is not None:
         return latents
     batch = prompt_embeds.shape[0]
     _check_generators(generator, batch)
-    image = init_image.to(prompt_embeds.device, prompt_embeds.dtype)
     if isinstance(generator, list):  # one posterior sample per batch element, each from its generator
-        image = _repeat_to(image, batch, "image")
-    image_latents = _repeat_to(encode_vae_image(vae, image, generator), batch, "image")
+        image_moments = _repeat_to(image_moments, batch, "image")
+    image_latents = _repeat_to(sample_image_latents(vae, image_moments, generator, prompt_embeds.dtype), batch, "image")
     noise = randn_tensor(tuple(image_latents.shape), generator, image_latents.device, image_latents.dtype)
     start = timesteps[:1].repeat(batch)
     return scheduler.add_noise(image_latents, noise, start, state=run_state(ctx, scheduler_state))
@@ -105,7 +105,8 @@ def prepare_inpaint_latents(
     vae: Any,
     scheduler: Any,
     unet: Any,
-    init_image: Images,
+    image_moments: LatentMoments,
+    masked_image_moments: LatentMoments,
     mask_condition: Mask,
     prompt_embeds: PromptEmbeds,
     height: int,
@@ -124,25 +125,25 @@ def prepare_inpaint_latents(
     _check_generators(generator, batch)
     blend = unet.config.in_channels == 4
     full = strength == 1.0
-    image = init_image.to(prompt_embeds.device, prompt_embeds.dtype)
+    device, dtype = prompt_embeds.device, prompt_embeds.dtype
     image_latents = None
     if blend or (latents is None and not full):
-        image_latents = _repeat_to(encode_vae_image(vae, image, generator), batch, "image")
+        image_latents = _repeat_to(sample_image_latents(vae, image_moments, generator, dtype), batch, "image")
     if latents is None:
-        noise = randn_tensor(_noise_shape(vae, batch, height, width), generator, image.device, image.dtype)
+        noise = randn_tensor(_noise_shape(vae, batch, height, width), generator, device, dtype)
         start = timesteps[:1].repeat(batch)
         latents = noise * scheduler_state.init_noise_sigma if full else scheduler.add_noise(
             image_latents, noise, start, state=run_state(ctx, scheduler_state))
     else:
-        noise = latents.to(image.device)
+        noise = latents.to(device)
         latents = noise * scheduler_state.init_noise_sigma
-    # The masked image is always encoded (a draw from the generator), as diffusers does.
-    masked = encode_vae_image(vae, image * (mask_condition < 0.5).to(image), generator)
+    # The masked image's sample is always drawn from the generator, as diffusers does.
+    masked = sample_image_latents(vae, masked_image_moments, generator, dtype)
     factor = vae_scale_factor(vae)
     mask = torch.nn.functional.interpolate(mask_condition, size=(height // factor, width // factor))
     return {
         "latents": latents, "noise": noise, "image_latents": image_latents if blend else None,
-        "mask": _repeat_to(mask.to(image), batch, "mask"),
+        "mask": _repeat_to(mask.to(device, dtype), batch, "mask"),
         "masked_image_latents": None if blend else _repeat_to(masked, batch, "masked image"),
     }
 

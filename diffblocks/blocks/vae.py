@@ -1,5 +1,10 @@
-"""VAE stage: encode images to model latents (a helper the latent blocks share) and decode
-latents to images (``decode_latents``, or ``decode_latents_tiled`` for large images)."""
+"""VAE stage: encode images and decode latents.
+
+Encoding is split in two so that a new seed does not re-run the encoder: ``encode_image`` (memoised)
+gives the posterior's moments, and the latent blocks draw the posterior sample from the run's
+generator with ``sample_image_latents`` (diffusers samples the posterior, so the draw must stay
+in the run). Decoding: ``decode_latents``, or ``decode_latents_tiled`` for large images.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,19 @@ from typing import Any, Iterator
 
 import torch
 
+from ..schedulers.base import randn_tensor
 from . import _hints
 from .function import block
-from .types import Images, Latents
+from .ports import Outputs
+from .types import Images, Latents, Mask, SemanticTensor
 
-__all__ = ["encode_vae_image", "decode_latents", "decode_latents_tiled", "to_vae_latents"]
+__all__ = [
+    "LatentMoments", "encode_image", "sample_image_latents", "decode_latents", "decode_latents_tiled", "to_vae_latents",
+]
+
+
+class LatentMoments(SemanticTensor):
+    """A VAE posterior: mean and log-variance stacked on the channels, (B, 2C, h, w)."""
 
 
 @contextmanager
@@ -37,18 +50,38 @@ def _stats(vae: Any, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | 
     return torch.tensor(mean).view(shape).to(like), torch.tensor(std).view(shape).to(like)
 
 
-def encode_vae_image(vae: Any, image: torch.Tensor, generator: Any) -> torch.Tensor:
-    """Images in [-1, 1] -> model latents: a posterior *sample* drawn from ``generator`` (one
-    generator per image when a list is given), then scaled (and normalised when the config has
-    latents_mean/std)."""
-    dtype = image.dtype
-    with _upcast(vae) as run_dtype:
-        x = image.to(run_dtype)
-        if isinstance(generator, list):
-            z = torch.cat([vae.encode(x[i : i + 1]).latent_dist.sample(generator[i]) for i in range(x.shape[0])])
-        else:
-            z = vae.encode(x).latent_dist.sample(generator)
-    z = z.to(dtype)
+def _moments(vae: Any, image: torch.Tensor) -> torch.Tensor:
+    with _upcast(vae) as dtype:
+        return vae.encode(image.to(dtype)).latent_dist.parameters
+
+
+@block(
+    "encode_image", version=1, components={"vae": _hints.VAE},
+    outputs=Outputs(image_moments=LatentMoments | None, masked_image_moments=LatentMoments | None),
+)
+def encode_image(vae: Any, init_image: Images | None = None, mask_condition: Mask | None = None) -> dict:
+    """Encode the input image, and with a mask also the image with the region to repaint blanked
+    out, to VAE posterior moments. No image: both None."""
+    if init_image is None:
+        return {"image_moments": None, "masked_image_moments": None}
+    masked = None
+    if mask_condition is not None:
+        masked = _moments(vae, init_image * (mask_condition < 0.5).to(init_image))
+    return {"image_moments": _moments(vae, init_image), "masked_image_moments": masked}
+
+
+def sample_image_latents(vae: Any, moments: torch.Tensor, generator: Any, dtype: torch.dtype) -> torch.Tensor:
+    """Model latents from posterior moments: a sample ``mean + std * noise`` (noise from
+    ``generator``, or ``generator[i]`` for image i when a list is given), then scaled (and
+    normalised when the VAE config has latents_mean/std)."""
+    mean, logvar = moments.chunk(2, dim=1)
+    std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))  # the LDM clamp keeps std finite
+    if isinstance(generator, list):
+        one = (1, *mean.shape[1:])
+        noise = torch.cat([randn_tensor(one, generator[i], moments.device, moments.dtype) for i in range(mean.shape[0])])
+    else:
+        noise = randn_tensor(tuple(mean.shape), generator, moments.device, moments.dtype)
+    z = (mean + std * noise).to(dtype)
     stats = _stats(vae, z)
     if stats is not None:
         return (z - stats[0]) * vae.config.scaling_factor / stats[1]
