@@ -353,6 +353,11 @@ class ComponentsManager(Mapping[str, Any]):
         Applies to the models loaded now and to every model loaded later. ``move`` replaces
         ``module.to(device)`` (tests use it to record moves on a CPU-only machine).
         """
+        if move is None and torch.device(device).type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(
+                f"enable_model_cpu_offload('{device}'): CUDA is not available on this machine; "
+                "pass the accelerator you have (e.g. 'mps'), or do not enable offload"
+            )
         with self._lock:
             self.disable_model_cpu_offload()
             self._offloader = ModelOffloader(device, offload_device, move=move)

@@ -22,7 +22,7 @@ DEAD_ENDPOINT = "http://127.0.0.1:9"
 def _isolate(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("HF_ENDPOINT", DEAD_ENDPOINT)
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # only the `hub` fixture goes online, to its own server
     clear_shared_components()
     yield
     clear_shared_components()
@@ -94,7 +94,12 @@ def tiny_flux(tiny_root: Path) -> Path:
 
 @pytest.fixture
 def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[HubServer]:
-    """A fresh local Hub per test, with HF_ENDPOINT pointing at it."""
+    """A fresh local Hub per test, with HF_ENDPOINT pointing at it and offline mode off."""
+    from huggingface_hub import constants
+
     with HubServer() as server:
         monkeypatch.setenv("HF_ENDPOINT", server.url)
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        # huggingface_hub reads HF_HUB_OFFLINE once, at import (tests/conftest.py sets it).
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
         yield server

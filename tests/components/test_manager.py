@@ -196,6 +196,12 @@ def test_offload_with_real_moves_gives_the_same_result_and_detaches():
     torch.testing.assert_close(decoder(encoder(x)), expected, rtol=0, atol=0)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")
+def test_offload_to_missing_cuda_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="CUDA is not available"):
+        ComponentsManager().enable_model_cpu_offload("cuda")
+
+
 def test_offloader_moves_tensor_arguments():
     seen: list[torch.device] = []
 
@@ -211,3 +217,17 @@ def test_offloader_moves_tensor_arguments():
     assert seen == [torch.device("meta"), torch.device("meta")]
     offloader.detach("probe")
     assert "forward" not in vars(probe)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_offload_on_a_real_accelerator(tiny_sd: Path):
+    manager = ComponentsManager.from_pretrained(tiny_sd, share=False)
+    manager.enable_model_cpu_offload("cuda")
+
+    def check(active: str) -> None:
+        for name in ("text_encoder", "unet", "vae"):
+            if name in manager.loaded:
+                device = next(manager[name].parameters()).device.type
+                assert device == ("cuda" if name == active else "cpu"), (name, device)
+
+    _run_sd_once(manager, check)
