@@ -52,6 +52,7 @@ COMFYUI_ALIASES: dict[str, str] = {
     "dpmpp_2m_sde": "DPM++ 2M SDE",
     "dpmpp_2m_sde_gpu": "DPM++ 2M SDE",  # same sampler; ComfyUI only draws its noise on the GPU
     "uni_pc": "UniPC",
+    "uni_pc_bh2": "UniPC",
 }
 
 

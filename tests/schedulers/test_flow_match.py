@@ -162,3 +162,16 @@ def test_bf16_is_bit_exact_too(config: dict) -> None:
             x = s.step(fake_denoiser(x.float(), t).to(torch.bfloat16), t, x, generator=gen).prev_sample
         xs.append(x)
     assert xs[0].dtype == torch.bfloat16 and torch.equal(xs[0], xs[1])
+
+
+@pytest.mark.parametrize("name", ["DPMSolverMultistepScheduler", "UniPCMultistepScheduler"])
+def test_flux_config_switched_to_a_multistep_solver_on_flow_sigmas(name: str) -> None:
+    """How to run DPM++ / UniPC on Flux: the flow config plus use_flow_sigmas and flow_prediction."""
+    overrides = {"use_flow_sigmas": True, "prediction_type": "flow_prediction", "flow_shift": FLUX["shift"]}
+    a = getattr(ours, name).from_config(ours.FlowMatchEulerDiscreteScheduler.from_config(FLUX).config, **overrides)
+    b = getattr(diffusers, name).from_config(diffusers.FlowMatchEulerDiscreteScheduler.from_config(FLUX).config, **overrides)
+    setter = lambda s: s.set_timesteps(12, mu=calculate_shift(4096))  # noqa: E731
+    assert_trajectories_match(trajectory(a, 0, set_timesteps=setter), trajectory(b, 0, set_timesteps=setter))
+    assert_schedule_match(a, b)
+    with pytest.raises(SchedulerConfigError, match="use_dynamic_shifting applies to flow sigmas only"):
+        getattr(ours, name).from_config(FLUX)  # without the flow settings: an error, not a VP run on a flow model
