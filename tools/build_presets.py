@@ -23,7 +23,7 @@ COMMON_INPUTS = [
     ("prompt", None), ("negative_prompt", None), ("num_images_per_prompt", 1), ("height", None),
     ("width", None), ("num_inference_steps", 50), ("guidance_rescale", 0.0),
     ("generator", None), ("latents", None), ("image", None), ("mask_image", None), ("strength", None),
-    ("output_type", "pil"), ("clip_skip", None), ("eta", 0.0),
+    ("output_type", "pil"), ("clip_skip", None), ("eta", 0.0), ("guidance_scale", None),
 ]
 SDXL_INPUTS = [
     ("prompt_2", None), ("negative_prompt_2", None), ("original_size", None), ("crops_coords_top_left", [0, 0]),
@@ -65,7 +65,10 @@ def build(family: str) -> Graph:
     """The ``family`` ("sd15" or "sdxl") preset graph."""
     sdxl = family == "sdxl"
     g = Graph(family, f"Stable Diffusion {'XL' if sdxl else '1.5'}: text2img, img2img and inpaint, picked by the inputs given")
-    g.add("check_inputs", "check_inputs", config={"img2img_strength": 0.3, "inpaint_strength": 0.9999} if sdxl else None)
+    # diffusers' defaults per workflow: SDXL img2img / inpaint strength 0.3 / 0.9999 and guidance
+    # 5.0 / 7.5 (inpaint); SD strength 0.8 / 1.0 and guidance 7.5.
+    sdxl_defaults = {"img2img_strength": 0.3, "inpaint_strength": 0.9999, "default_guidance_scale": 5.0}
+    g.add("check_inputs", "check_inputs", config=sdxl_defaults if sdxl else None)
     g.add("encode_prompt", "encode_prompt_sdxl" if sdxl else "encode_prompt")
     g.add("set_timesteps", "set_timesteps")
     g.add("preprocess_image", "preprocess_image")
@@ -83,6 +86,7 @@ def build(family: str) -> Graph:
         g.connect("check_inputs.width", f"{node}.width")
     g.connect("check_inputs.strength", "set_timesteps.strength")
     g.connect("check_inputs.strength", "prepare_latents.strength")
+    g.connect("check_inputs.guidance_scale", "denoise.guidance_scale")
     g.connect("preprocess_image.init_image", "encode_image.init_image")
     g.connect("preprocess_mask.mask_condition", "encode_image.mask_condition")
     g.connect("preprocess_mask.mask_condition", "prepare_latents.mask_condition")
@@ -105,7 +109,7 @@ def build(family: str) -> Graph:
     g.connect("denoise.latents", "decode.latents")
     g.connect("decode.images", "postprocess.images")
 
-    inputs = COMMON_INPUTS + [("guidance_scale", 5.0 if sdxl else 7.5)] + (SDXL_INPUTS if sdxl else [])
+    inputs = COMMON_INPUTS + (SDXL_INPUTS if sdxl else [])
     fed = {target for _, target in g.edges}
     for name, default in inputs:
         targets = [f"{node}.{name}" for node, blk in g.nodes.items() if name in blk.inputs and f"{node}.{name}" not in fed]

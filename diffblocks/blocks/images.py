@@ -51,7 +51,7 @@ def image_size(image: Any, name: str = "image") -> tuple[int, int]:
 @block(
     "check_inputs", version=1,
     components={"unet": _hints.UNET, "vae": _hints.VAE},
-    config={"img2img_strength": 0.8, "inpaint_strength": 1.0},
+    config={"img2img_strength": 0.8, "inpaint_strength": 1.0, "default_guidance_scale": 7.5, "inpaint_guidance_scale": 7.5},
 )
 def check_inputs(
     unet: Any,
@@ -62,19 +62,25 @@ def check_inputs(
     height: int | None = None,
     width: int | None = None,
     strength: float | None = None,
+    guidance_scale: float | None = None,
     num_inference_steps: int = 50,
     output_type: str = "pil",
     img2img_strength: float = 0.8,
     inpaint_strength: float = 1.0,
-) -> Outputs(height=int, width=int, strength=float):
-    """Reject bad inputs before anything runs, and resolve the sizes and strength.
+    default_guidance_scale: float = 7.5,
+    inpaint_guidance_scale: float = 7.5,
+) -> Outputs(height=int, width=int, strength=float, guidance_scale=float):
+    """Reject bad inputs before anything runs, and resolve the defaults that depend on the workflow.
 
     Sizes: given, else the image's size (img2img), else the UNet's sample size in pixels.
-    Strength: given, else the workflow default (text2img always runs the full schedule).
+    Strength and guidance scale: given, else the workflow's default (text2img always runs the
+    full schedule).
 
     Args:
         img2img_strength: default strength with an image.
         inpaint_strength: default strength with an image and a mask.
+        default_guidance_scale: default guidance scale (text2img, img2img).
+        inpaint_guidance_scale: default guidance scale with an image and a mask.
     """
     if prompt is None or (not isinstance(prompt, str) and not (isinstance(prompt, (list, tuple)) and all(isinstance(p, str) for p in prompt))):
         raise ValueError(f"prompt is missing or not a string / list of strings (got {type(prompt).__name__})")
@@ -98,11 +104,14 @@ def check_inputs(
     for name, value in (("height", height), ("width", width)):
         if value % factor:
             raise ValueError(f"{name} must be a multiple of {factor} (the VAE's scale factor), got {value}")
+    inpaint = mask_image is not None
     if image is None:
         strength = 1.0
     elif strength is None:
-        strength = inpaint_strength if mask_image is not None else img2img_strength
-    return {"height": int(height), "width": int(width), "strength": float(strength)}
+        strength = inpaint_strength if inpaint else img2img_strength
+    if guidance_scale is None:
+        guidance_scale = inpaint_guidance_scale if inpaint else default_guidance_scale
+    return {"height": int(height), "width": int(width), "strength": float(strength), "guidance_scale": float(guidance_scale)}
 
 
 def _to_tensor(image: Any, name: str) -> torch.Tensor:

@@ -106,10 +106,9 @@ def test_sdxl_img2img(sdxl_dir):
 
 
 def test_sdxl_inpaint(sdxl_dir):
-    # diffusers' SDXL inpaint defaults to guidance 7.5 and strength 0.9999; the preset's graph
-    # input defaults to SDXL text2img's 5.0, so the scale is given.
+    # Defaults as diffusers' SDXL inpaint pipeline: guidance 7.5 (not text2img's 5.0), strength 0.9999.
     assert_close(*run_both(sdxl_dir, "sdxl", "inpaint", prompt=PROMPT, image=sample_image(), mask_image=sample_mask(),
-                           guidance_scale=7.5, num_inference_steps=3))
+                           num_inference_steps=3))
 
 
 # ---- per-run scheduler state -----------------------------------------------------------------
