@@ -398,11 +398,12 @@ class Graph(EditingMixin, Block):
             raise GraphError([Problem("bad_config", f"cannot be written as JSON: {exc}")], title=f"graph {self.name!r} cannot be saved") from None
 
     @classmethod
-    def from_json(cls, text_or_path: str | Path) -> Graph:
-        """Load a graph from JSON text or a file path. ``GraphError`` lists every problem."""
+    def from_json(cls, text_or_path: str | Path, trust_remote_code: bool = False) -> Graph:
+        """Load a graph from JSON text or a file path. ``GraphError`` lists every problem.
+        (``trust_remote_code`` is the hook for import paths in files; none are honoured yet.)"""
         from .jsonio import load_graph
 
-        return load_graph(text_or_path)
+        return load_graph(text_or_path, trust_remote_code=trust_remote_code)
 
     @classmethod
     def from_dict(cls, document: Mapping[str, Any]) -> Graph:

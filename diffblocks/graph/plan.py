@@ -23,7 +23,7 @@ from ..blocks.types import validate_value
 from .cache import KeyParts, MemoCache, component_fingerprint, fingerprint
 from .graph import Graph
 from .report import NodeReport, RunReport
-from .steps import ABORT, STOP, RunError, RunInterrupted, _Compiler, _Flag, _LoopStep, _run_steps, _Runtime
+from .steps import ABORT, STOP, RunError, RunInterrupted, _Compiler, _Flag, _LoopStep, _run_steps, _Runtime, _SwitchStep
 
 __all__ = ["Plan", "compile_graph", "STOP", "ABORT", "RunInterrupted", "RunError", "RunReport", "NodeReport"]
 
@@ -50,7 +50,13 @@ class Plan:
         self.outputs = graph.outputs
         self.last_run_report: RunReport | None = None
         self.stats: dict[str, list[float]] = {}
-        self._memo_info = {step.path: _memo_info(step) for step in self.program.steps}
+        self._memo_info = {step.path: _memo_info(step.block) for step in self.program.steps}
+        # A Switch is as cacheable as the branch that will run.
+        self._branch_memo_info = {
+            step.path: {b: _memo_info(g, f"{b}/") for b, g in step.block.branches.items()}
+            for step in self.program.steps
+            if isinstance(step, _SwitchStep)
+        }
 
     @property
     def order(self) -> list[str]:
@@ -147,6 +153,10 @@ class Plan:
         reasons: list[str] = []
         parts = keep = None
         cacheable, why_not = self._memo_info[step.path]
+        if not cacheable and step.path in self._branch_memo_info:
+            branch = step.choose(slots)
+            if branch is not None:
+                cacheable, why_not = self._branch_memo_info[step.path][branch]
         if memo is None:
             reasons = ["cache off"]
         elif not cacheable:
@@ -200,12 +210,12 @@ class Plan:
         return result
 
 
-def _memo_info(step: Any) -> tuple[bool, str]:
+def _memo_info(blk: Any, prefix: str = "") -> tuple[bool, str]:
+    """Whether a top-level node can be memoised: no leaf inside it declares side effects."""
     from .validate import walk_leaves
 
-    blk = step.block
     for path, leaf in walk_leaves(blk):
         if not leaf.memoise:
-            where = f" ({path})" if path else ""
+            where = f" ({prefix}{path})" if path or prefix else ""
             return False, f"not cacheable: {leaf.label}{where} has side effects (memoise=False)"
     return True, ""

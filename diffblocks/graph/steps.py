@@ -276,6 +276,13 @@ class _SwitchStep:
         self.out_maps = {b: tuple((s, p.output_slots[n]) for n, s in outs) for b, p in progs.items()}
         self.required = {b: tuple(n for n, port in g.inputs.items() if port.required) for b, g in blk.branches.items()}
 
+    def choose(self, slots: list[Any]) -> str | None:
+        """The branch that will run with these slot values (``None`` if none can)."""
+        try:
+            return self.block.pick({n: slots[s] for n, s in self.ins if slots[s] is not None})
+        except Exception:
+            return None
+
     def run(self, slots: list[Any], rt: _Runtime) -> None:
         present = {n: slots[s] for n, s in self.ins if slots[s] is not None}
         try:

@@ -240,3 +240,19 @@ def test_lazy_provider_fingerprint_after_first_load_still_hits():
     g.run(inputs={"prompt": "ab"}, components=provider, progress=False)
     g.run(inputs={"prompt": "ab"}, components=provider, progress=False)
     assert _status(g) == {"enc": "hit"}
+
+
+def test_switch_is_cached_when_the_chosen_branch_is_pure():
+    from diffblocks.graph import Switch
+
+    noisy = Graph.wrap(h.noise, "noisy")  # memoise=False inside
+    plain = Graph.wrap(h.scale, "plain")
+    sw = Switch({"noisy": noisy, "plain": plain}, when={"noisy": "generator"}, default="plain")
+    g = Graph.wrap(sw)
+    x = torch.ones(1, 4)
+    g.run(inputs={"latents": x}, progress=False)
+    g.run(inputs={"latents": x}, progress=False)
+    assert _status(g) == {"node": "hit"}
+    g.run(inputs={"latents": x, "generator": torch.Generator().manual_seed(0)}, progress=False)
+    report = g.compile().last_run_report.nodes["node"]
+    assert report.status == "ran" and "noisy/node" in report.reasons[0]
