@@ -95,7 +95,7 @@ def main() -> None:
                 continue
             ref_cls = getattr(diffusers, ref_name)
             mine, ref = compare(cls.from_config(config), ref_cls.from_config(config), args.steps, device, args.repeats)
-            print(f"| {name} | {mine * 1e3:.3f} | {ref * 1e3:.3f} | {mine / ref:.2f}x |", flush=True)
+            print(f"| {name} | {mine * 1e3:.3f} | {ref * 1e3:.3f} | {mine / ref:.2g}x |", flush=True)
 
 
 if __name__ == "__main__":

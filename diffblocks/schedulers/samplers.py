@@ -6,6 +6,8 @@ sigmas (x = x0 + sigma noise). Arithmetic follows the reference order so fp32 re
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -95,16 +97,15 @@ def heun_correct(
 
 
 def lms_coefficients(sigmas: np.ndarray, index: int, order: int) -> list[float]:
-    """Linear multistep coefficients: integrals over [sigma_i, sigma_{i+1}] of the Lagrange basis
-    polynomials through the last `order` sigmas (k-diffusion sample_lms). Polynomials integrate exactly."""
+    """Linear multistep coefficients (k-diffusion sample_lms): the integrals over [sigma_i, sigma_{i+1}]
+    of the Lagrange basis polynomials through the last `order` sigmas. The basis has degree <= 3, so
+    2-point Gauss-Legendre quadrature integrates it exactly."""
     nodes = [float(sigmas[index - k]) for k in range(order)]
     a, b = float(sigmas[index]), float(sigmas[index + 1])
-    coeffs = []
-    for j in range(order):
-        basis = np.polynomial.Polynomial([1.0])
-        for k in range(order):
-            if k != j:
-                basis *= np.polynomial.Polynomial([-nodes[k], 1.0]) / (nodes[j] - nodes[k])
-        antiderivative = basis.integ()
-        coeffs.append(float(antiderivative(b) - antiderivative(a)))
-    return coeffs
+    half, mid = (b - a) / 2, (a + b) / 2
+    taus = (mid - half / math.sqrt(3), mid + half / math.sqrt(3))
+
+    def basis(j: int, tau: float) -> float:
+        return math.prod((tau - nodes[k]) / (nodes[j] - nodes[k]) for k in range(order) if k != j)
+
+    return [half * sum(basis(j, tau) for tau in taus) for j in range(order)]
