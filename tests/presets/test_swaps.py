@@ -158,3 +158,24 @@ def test_half_precision_vae_decodes_upcast_when_force_upcast(sd):
     assert next(vae.parameters()).dtype == torch.float16  # put back after decoding
     assert half.dtype == torch.float32
     torch.testing.assert_close(half, full, atol=2e-2, rtol=0)
+
+
+def test_sdxl_pipeline_second_call_reuses_both_text_encoders(sdxl_dir):
+    from diffblocks.pipeline import Pipeline
+
+    pipe = Pipeline.from_pretrained(sdxl_dir)
+    pipe.components.load()  # see test_second_run_with_new_seed_reuses_unchanged_nodes
+    calls = []
+    hooks = [pipe.components[name].register_forward_pre_hook(lambda *a, n=name: calls.append(n))
+             for name in ("text_encoder", "text_encoder_2")]
+    try:
+        first = pipe(prompt="a cat", negative_prompt="dog", num_inference_steps=2, output_type="np", seed=0, progress=False)
+        assert sorted(calls) == ["text_encoder", "text_encoder", "text_encoder_2", "text_encoder_2"]
+        second = pipe(prompt="a cat", negative_prompt="dog", num_inference_steps=2, output_type="np", seed=1, progress=False)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert len(calls) == 4
+    report = pipe.graph.compile().last_run_report
+    assert {"encode_prompt", "time_ids", "set_timesteps"} <= set(report.hits)
+    assert np.abs(first.images - second.images).max() > 0
