@@ -46,7 +46,8 @@ def bh_system(rks: Sequence[F32], hh: F32, variant: str) -> tuple[F32, F32, Tens
 
 def _weighted_sum(rhos: Tensor, diffs: list[Tensor]) -> Tensor:
     """Σ_k ρ_k D_k, contracted the way the reference contracts it (einsum over a stacked k axis)."""
-    return torch.einsum("k,bkc...->bc...", rhos, torch.stack(diffs, dim=1))
+    stacked = torch.stack(diffs, dim=1)
+    return torch.einsum("k,bkc...->bc...", rhos.to(stacked.device), stacked)
 
 
 def unipc_update(
@@ -87,7 +88,7 @@ def unipc_update(
             return base
         # UniP-2 uses ρ = ½ (the paper's choice) rather than solving its 1x1 system
         rhos = torch.tensor([0.5]) if order == 2 else torch.linalg.solve(vander[:-1, :-1], torch.tensor(b[:-1], dtype=torch.float32))
-        return base - times(_weighted_sum(rhos.to(x.dtype), diffs), scale)
+        return base - times(_weighted_sum(rhos.to(x.dtype), diffs), scale)  # ρ rounded to x's dtype, as there
 
     rhos = torch.tensor([0.5]) if order == 1 else torch.linalg.solve(vander, torch.tensor(b, dtype=torch.float32))
     rhos = rhos.to(x.dtype)
