@@ -97,8 +97,13 @@ def rss_mb(field: str = "VmRSS") -> float:
 
 
 def child(library: str, size: str, folder: str, device: str, dtype_name: str, repeats: int, compile_: bool) -> None:
-    """Runs in its own process: load, then time the forward; prints one JSON line."""
+    """Runs in its own process: load, then time the forward; prints one JSON line.
+
+    On a single-threaded CPU run the forward is timed in process CPU time, which time slices
+    lost to other processes on a shared machine do not inflate; otherwise in wall time.
+    """
     dtype = getattr(torch, dtype_name)
+    clock = time.process_time if device == "cpu" and torch.get_num_threads() == 1 else time.perf_counter
     cls = model_class(library)
     config = json.loads((Path(folder) / "config.json").read_text())
     inputs = unet_inputs(size, config, device, dtype)
@@ -120,10 +125,10 @@ def child(library: str, size: str, folder: str, device: str, dtype_name: str, re
     with torch.no_grad():
         for _ in range(repeats + (3 if compile_ else 1)):  # first calls: kernels, allocator, compile
             sync()
-            start = time.perf_counter()
+            start = clock()
             out = forward(**inputs, return_dict=False)[0]
             sync()
-            times.append(time.perf_counter() - start)
+            times.append(clock() - start)
     torch.save(out.float().cpu(), Path(folder) / f"out-{library}.pt")
     print(json.dumps({
         "load_s": load_s,
@@ -169,10 +174,13 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=2, help="alternating process pairs; best kept")
-    parser.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS for the children (0: torch's default)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="OMP_NUM_THREADS for the children (default: 1 on CPU, torch's default otherwise)")
     parser.add_argument("--compile", action="store_true", help="time torch.compile'd forwards (GPU)")
     parser.add_argument("--child", nargs=7, help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
+    if args.threads is None:
+        args.threads = 1 if args.device == "cpu" else 0
     if args.child:
         library, size, folder, device, dtype, repeats, compile_ = args.child
         child(library, size, folder, device, dtype, int(repeats), compile_ == "1")
@@ -190,8 +198,10 @@ def main() -> None:
 
 def bench_unet(args: argparse.Namespace) -> None:
     dtype = getattr(torch, args.dtype)
+    clock_name = "process CPU time" if args.device == "cpu" and args.threads == 1 else "wall time"
     print(f"{args.device} {args.dtype}, torch {torch.__version__}, threads {args.threads or torch.get_num_threads()}, "
-          f"forward = median of {args.repeats}, best of {args.rounds} rounds; each library in its own process"
+          f"forward = median of {args.repeats} ({clock_name}), best of {args.rounds} rounds; "
+          "each library in its own process"
           + (", torch.compile" if args.compile else ""))
     print("| model | size | params | forward ours / diffusers (ms) | ratio | load ours / diffusers (s) | ratio "
           "| peak RSS ours / diffusers (MB) | ratio | load RSS ours / diffusers (MB) | GPU peak ours / diffusers (MB) "
