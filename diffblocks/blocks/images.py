@@ -21,7 +21,7 @@ from .types import Images, Mask
 
 __all__ = [
     "check_inputs", "preprocess_image", "preprocess_mask", "postprocess_images",
-    "image_size", "vae_scale_factor",
+    "image_size", "resolve_size", "vae_scale_factor",
 ]
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
@@ -82,7 +82,7 @@ def check_inputs(
         default_guidance_scale: default guidance scale (text2img, img2img).
         inpaint_guidance_scale: default guidance scale with an image and a mask.
     """
-    if prompt is None or (not isinstance(prompt, str) and not (isinstance(prompt, (list, tuple)) and all(isinstance(p, str) for p in prompt))):
+    if not _is_prompt(prompt):
         raise ValueError(f"prompt is missing or not a string / list of strings (got {type(prompt).__name__})")
     if mask_image is not None and image is None:
         raise ValueError("mask_image was given without image: inpainting needs the image to repaint")
@@ -92,8 +92,28 @@ def check_inputs(
         raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
     if output_type not in OUTPUT_TYPES:
         raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
+    height, width = resolve_size(unet, vae, image if mask_image is None else None, height, width)
+    inpaint = mask_image is not None
+    if image is None:
+        strength = 1.0
+    elif strength is None:
+        strength = inpaint_strength if inpaint else img2img_strength
+    if guidance_scale is None:
+        guidance_scale = inpaint_guidance_scale if inpaint else default_guidance_scale
+    return {"height": height, "width": width, "strength": float(strength), "guidance_scale": float(guidance_scale)}
+
+
+def _is_prompt(prompt: Any) -> bool:
+    if isinstance(prompt, str):
+        return True
+    return isinstance(prompt, (list, tuple)) and bool(prompt) and all(isinstance(p, str) for p in prompt)
+
+
+def resolve_size(unet: Any, vae: Any, image: Any, height: int | None, width: int | None) -> tuple[int, int]:
+    """(height, width): given, else the img2img image's size, else the UNet's sample size in
+    pixels; each must be a multiple of the VAE's scale factor (``ValueError`` naming the input)."""
     factor = vae_scale_factor(vae)
-    if image is not None and mask_image is None and (height is None or width is None):
+    if image is not None and (height is None or width is None):
         size = image_size(image)
         for name, value, given in (("height", size[0], height), ("width", size[1], width)):
             if given is None and value % factor:
@@ -104,14 +124,7 @@ def check_inputs(
     for name, value in (("height", height), ("width", width)):
         if value % factor:
             raise ValueError(f"{name} must be a multiple of {factor} (the VAE's scale factor), got {value}")
-    inpaint = mask_image is not None
-    if image is None:
-        strength = 1.0
-    elif strength is None:
-        strength = inpaint_strength if inpaint else img2img_strength
-    if guidance_scale is None:
-        guidance_scale = inpaint_guidance_scale if inpaint else default_guidance_scale
-    return {"height": int(height), "width": int(width), "strength": float(strength), "guidance_scale": float(guidance_scale)}
+    return int(height), int(width)
 
 
 def _to_tensor(image: Any, name: str) -> torch.Tensor:
