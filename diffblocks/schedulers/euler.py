@@ -69,7 +69,7 @@ class EulerDiscreteScheduler(KDiffusionScheduler):
         else:
             ts, sig = self._sigma_schedule(check_num_steps(num_inference_steps, self.num_train_timesteps, name))
         if self._continuous:
-            ts = torch.Tensor([0.25 * s.log() for s in torch.from_numpy(sig)[:-1]])
+            ts = 0.25 * torch.from_numpy(sig[:-1]).log()
         return self._make_state(ts, sig, device)
 
     def _step(

@@ -80,3 +80,18 @@ def test_heun_order_and_doubled_timesteps() -> None:
     state = scheduler.new_state(5)
     assert scheduler.order == 2 and len(state.timesteps) == 9 and len(state.sigmas) == 10
     assert torch.equal(state.timesteps[1::2], state.timesteps[2::2])
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if not n.startswith(("DPM", "UniPC", "FlowMatch"))])
+def test_return_dict_false_gives_the_reference_tuple(name: str) -> None:
+    import diffusers
+
+    x = torch.randn(1, 4, 4, 4)
+    lengths = []
+    for scheduler in (ours.SCHEDULER_CLASSES[name](), getattr(diffusers, name)()):
+        scheduler.set_timesteps(4)
+        t = scheduler.timesteps[0]
+        out = scheduler.step(0.1 * scheduler.scale_model_input(x, t), t, x, return_dict=False)
+        assert isinstance(out, tuple) and torch.is_tensor(out[0])
+        lengths.append(len(out))
+    assert lengths[0] == lengths[1]
