@@ -2,6 +2,16 @@
 
 `SCHEDULER_CLASSES` maps diffusers class names to ours (the component registry uses it);
 `scheduler_from_name("DPM++ 2M Karras", base_config)` picks a sampler by its A1111/ComfyUI name.
+
+    scheduler = EulerDiscreteScheduler.from_pretrained("path/to/sd15")      # reads scheduler/scheduler_config.json
+    state = scheduler.new_state(30, device="cuda")                        # one run's timesteps and history
+    x = noise * state.init_noise_sigma
+    for t in state.timesteps:
+        eps = unet(scheduler.scale_model_input(x, t, state=state), t, ...)
+        x = scheduler.step(eps, t, x, state=state).prev_sample
+
+The diffusers-style form (`scheduler.set_timesteps(30)`, then calls without `state=`) keeps
+that state in `scheduler.state`.
 """
 
 from .base import Scheduler, SchedulerConfig, SchedulerConfigError, SchedulerNotReadyError, SchedulerOutput, SchedulerState

@@ -244,6 +244,13 @@ class Scheduler:
         return target
 
     @property
+    def compatibles(self) -> list[type[Scheduler]]:
+        """Classes this scheduler's config can switch to with `from_config` (all of ours, as in diffusers)."""
+        from . import SCHEDULER_CLASSES  # the registry lives in the package, which imports this module
+
+        return list(SCHEDULER_CLASSES.values())
+
+    @property
     def num_train_timesteps(self) -> int:
         return int(self.config["num_train_timesteps"])
 

@@ -79,6 +79,7 @@ def test_config_interop_both_ways() -> None:
     assert mine.config.steps_offset == 1 and mine.config["beta_schedule"] == "scaled_linear"
     assert mine.config.skip_prk_steps is True  # carried over for switching back, like diffusers
     assert ours.PNDMScheduler.from_config(mine.config).config.skip_prk_steps is True
+    assert ours.EulerDiscreteScheduler in mine.compatibles
 
 
 def test_config_is_read_only_and_picklable() -> None:
