@@ -272,6 +272,13 @@ class Scheduler:
         """diffusers-style: start a new run held by this object (`self.state = self.new_state(...)`)."""
         self.state = self.new_state(num_inference_steps, device=device, **kwargs)
 
+    def _reject_custom(self, **values: Any) -> None:
+        """Every `new_state` takes timesteps/sigmas/mu so callers can pass them uniformly; a sampler that
+        cannot use one that was given says so."""
+        given = sorted(k for k, v in values.items() if v is not None)
+        if given:
+            raise ValueError(f"{type(self).__name__}.set_timesteps does not support custom {', '.join(given)}")
+
     def _current(self, state: SchedulerState | None, action: str = "step") -> SchedulerState:
         state = state if state is not None else self.state
         if state is None:

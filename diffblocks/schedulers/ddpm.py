@@ -33,8 +33,12 @@ class DDPMScheduler(Scheduler):
         self.alphas_cumprod = alphas_cumprod_from_config(self.config)
         self.prediction = prediction_for(self.config.prediction_type, type(self).__name__)
 
-    def new_state(self, num_inference_steps: int | None = None, device: torch.device | str | None = None, timesteps: list[int] | None = None) -> SchedulerState:
+    def new_state(
+        self, num_inference_steps: int | None = None, device: torch.device | str | None = None,
+        timesteps: list[int] | None = None, sigmas: Any = None, mu: float | None = None,
+    ) -> SchedulerState:  # fmt: skip
         """Spaced timesteps per `timestep_spacing`, or custom descending `timesteps`."""
+        self._reject_custom(sigmas=sigmas, mu=mu)
         name, num_train = type(self).__name__, self.num_train_timesteps
         if timesteps is not None:
             if num_inference_steps is not None:

@@ -51,8 +51,10 @@ class EulerDiscreteScheduler(KDiffusionScheduler):
         device: torch.device | str | None = None,
         timesteps: list[float] | None = None,
         sigmas: list[float] | None = None,
+        mu: float | None = None,
     ) -> SchedulerState:
         """Spaced schedule, or custom `timesteps` (interpolated sigmas) or custom `sigmas` (final one included)."""
+        self._reject_custom(mu=mu)
         name = type(self).__name__
         given = [k for k, v in (("num_inference_steps", num_inference_steps), ("timesteps", timesteps), ("sigmas", sigmas)) if v is not None]
         if len(given) != 1:

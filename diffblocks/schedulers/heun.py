@@ -38,9 +38,11 @@ class HeunDiscreteScheduler(KDiffusionScheduler):
     choices = {"beta_schedule": ("linear", "scaled_linear", "squaredcos_cap_v2", "exp")}
 
     def new_state(
-        self, num_inference_steps: int | None = None, device: torch.device | str | None = None, timesteps: list[float] | None = None
-    ) -> HeunState:
+        self, num_inference_steps: int | None = None, device: torch.device | str | None = None,
+        timesteps: list[float] | None = None, sigmas: Any = None, mu: float | None = None,
+    ) -> HeunState:  # fmt: skip
         """Spaced (or custom) timesteps; every sigma after the first is visited twice."""
+        self._reject_custom(sigmas=sigmas, mu=mu)
         name = type(self).__name__
         if (num_inference_steps is None) == (timesteps is None):
             raise ValueError(f"{name}.set_timesteps: pass exactly one of num_inference_steps, timesteps")

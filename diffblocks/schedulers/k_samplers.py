@@ -74,7 +74,11 @@ class KDiffusionScheduler(Scheduler):
         init = max_sigma if self.config.timestep_spacing in ("linspace", "trailing") else (max_sigma**2 + 1) ** 0.5
         return self.state_class(timesteps=timesteps, sigmas=sigmas, num_inference_steps=len(timesteps), init_noise_sigma=init, **extra)
 
-    def new_state(self, num_inference_steps: int | None = None, device: torch.device | str | None = None) -> SchedulerState:
+    def new_state(
+        self, num_inference_steps: int | None = None, device: torch.device | str | None = None,
+        timesteps: Any = None, sigmas: Any = None, mu: float | None = None,
+    ) -> SchedulerState:  # fmt: skip
+        self._reject_custom(timesteps=timesteps, sigmas=sigmas, mu=mu)
         n = check_num_steps(num_inference_steps, self.num_train_timesteps, type(self).__name__)
         return self._make_state(*self._sigma_schedule(n), device)
 

@@ -44,7 +44,11 @@ class PNDMScheduler(Scheduler):
         self.final_alpha_cumprod = torch.tensor(1.0) if self.config.set_alpha_to_one else self.alphas_cumprod[0]
         self.prediction = prediction_for(self.config.prediction_type, type(self).__name__)
 
-    def new_state(self, num_inference_steps: int | None = None, device: torch.device | str | None = None) -> PNDMState:
+    def new_state(
+        self, num_inference_steps: int | None = None, device: torch.device | str | None = None,
+        timesteps: Any = None, sigmas: Any = None, mu: float | None = None,
+    ) -> PNDMState:  # fmt: skip
+        self._reject_custom(timesteps=timesteps, sigmas=sigmas, mu=mu)
         n = check_num_steps(num_inference_steps, self.num_train_timesteps, type(self).__name__)
         steps = spaced_timesteps(self.config.timestep_spacing, self.num_train_timesteps, n, self.config.steps_offset)
         steps = steps[::-1].round().astype(np.int64)  # ascending

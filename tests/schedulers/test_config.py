@@ -182,3 +182,23 @@ def test_from_pretrained_repo_id_goes_through_the_pinned_hub_download(tmp_path, 
     assert loaded.config.steps_offset == 1
     assert calls[0][0] == "org/model" and calls[0][1]["revision"] == "abc"
     assert calls[0][1]["allow_patterns"] == ["scheduler/scheduler_config.json"]
+
+
+@pytest.mark.parametrize(
+    "name, unsupported",
+    [
+        ("DDPMScheduler", "sigmas"),
+        ("DDIMScheduler", "timesteps"),
+        ("PNDMScheduler", "sigmas"),
+        ("LMSDiscreteScheduler", "timesteps"),
+        ("EulerDiscreteScheduler", "mu"),
+        ("EulerAncestralDiscreteScheduler", "sigmas"),
+        ("HeunDiscreteScheduler", "mu"),
+    ],
+)
+def test_new_state_takes_custom_schedules_uniformly(name: str, unsupported: str) -> None:
+    scheduler = ours.SCHEDULER_CLASSES[name]()
+    state = scheduler.new_state(5, timesteps=None, sigmas=None, mu=None)  # None everywhere is always fine
+    assert state.num_inference_steps == 5
+    with pytest.raises(ValueError, match=f"does not support custom {unsupported}"):
+        scheduler.new_state(5, **{unsupported: [1.0, 0.5]})
