@@ -11,10 +11,31 @@ VAE's ``scaling_factor``.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+
+def load_components(folder: str | Path, dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+    """Load a Stable Diffusion folder (unet, vae, text_encoder, tokenizer, scheduler).
+
+    Our UNet, VAE and DDIM scheduler, transformers' CLIP; weights are cast to ``dtype``.
+    """
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from diffblocks.models import AutoencoderKL, UNet2DConditionModel
+    from diffblocks.schedulers import DDIMScheduler
+
+    folder = Path(folder)
+    return {
+        "unet": UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=dtype),
+        "vae": AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=dtype),
+        "text_encoder": CLIPTextModel.from_pretrained(folder / "text_encoder", dtype=dtype).eval(),
+        "tokenizer": CLIPTokenizer.from_pretrained(folder / "tokenizer"),
+        "scheduler": DDIMScheduler.from_pretrained(folder / "scheduler"),
+    }
 
 
 def encode_prompts(text_encoder: Any, tokenizer: Any, prompts: list[str]) -> torch.Tensor:
@@ -39,8 +60,12 @@ def generate(
     steps: int = 20,
     guidance_scale: float = 5.0,
     seed: int = 0,
+    as_uint8: bool = True,
 ) -> np.ndarray:
-    """Generate one image per prompt; returns uint8 RGB images of shape (N, H, W, 3).
+    """Generate one image per prompt as RGB images of shape (N, H, W, 3).
+
+    The images are uint8, or with ``as_uint8=False`` float32 in [0, 1] (diffusers'
+    ``output_type="np"``).
 
     The initial noise for the whole batch comes from one CPU generator seeded with ``seed``,
     as in diffusers' pipelines, so a batch is reproducible.
@@ -65,5 +90,5 @@ def generate(
         latents = scheduler.step(noise, t, latents).prev_sample
 
     images = vae.decode(latents / vae.config.scaling_factor).sample
-    images = (images.float() / 2 + 0.5).clamp(0, 1)
-    return (images.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
+    images = (images.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+    return (images * 255).round().astype(np.uint8) if as_uint8 else images

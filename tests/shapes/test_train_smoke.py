@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from diffblocks.shapes.sampler import generate
-from tests.shapes.helpers import load_components, training_script
+from diffblocks.shapes.sampler import generate, load_components
+from tests.shapes.helpers import training_script
 
 
 @pytest.fixture(scope="module")
