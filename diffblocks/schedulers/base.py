@@ -264,11 +264,15 @@ class Scheduler:
 
     # ---------------------------------------------------------------- per-run state
 
-    def new_state(self, num_inference_steps: int | None = None, device: torch.device | str | None = None, **kwargs: Any) -> SchedulerState:
+    def new_state(
+        self, num_inference_steps: int | None = None, device: torch.device | str | None = None, **kwargs: Any,
+    ) -> SchedulerState:
         """A fresh state for one run (reads only the config; never touches `self.state`)."""
         raise NotImplementedError
 
-    def set_timesteps(self, num_inference_steps: int | None = None, device: torch.device | str | None = None, **kwargs: Any) -> None:
+    def set_timesteps(
+        self, num_inference_steps: int | None = None, device: torch.device | str | None = None, **kwargs: Any,
+    ) -> None:
         """diffusers-style: start a new run held by this object (`self.state = self.new_state(...)`)."""
         self.state = self.new_state(num_inference_steps, device=device, **kwargs)
 
@@ -323,7 +327,9 @@ class Scheduler:
 
     # ---------------------------------------------------------------- the sampling API
 
-    def scale_model_input(self, sample: torch.Tensor, timestep: float | torch.Tensor | None = None, state: SchedulerState | None = None) -> torch.Tensor:
+    def scale_model_input(
+        self, sample: torch.Tensor, timestep: float | torch.Tensor | None = None, state: SchedulerState | None = None,
+    ) -> torch.Tensor:
         """The denoiser's input for `sample` at `timestep` (identity for VP samplers)."""
         return sample
 
@@ -341,14 +347,30 @@ class Scheduler:
         out = self._step(self._current(state, "step"), model_output, timestep, sample, generator=generator, **options)
         return out if return_dict else out.to_tuple()
 
-    def _step(self, state: SchedulerState, model_output: torch.Tensor, timestep: float | torch.Tensor, sample: torch.Tensor, generator: Any = None, **options: Any) -> SchedulerOutput:
+    def _step(
+        self,
+        state: SchedulerState,
+        model_output: torch.Tensor,
+        timestep: float | torch.Tensor,
+        sample: torch.Tensor,
+        generator: Any = None,
+        **options: Any,
+    ) -> SchedulerOutput:
         raise NotImplementedError
 
-    def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, state: SchedulerState | None = None) -> torch.Tensor:
+    def add_noise(
+        self,
+        original_samples: torch.Tensor,
+        noise: torch.Tensor,
+        timesteps: torch.Tensor,
+        state: SchedulerState | None = None,
+    ) -> torch.Tensor:
         """Forward process at training `timesteps`: sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) noise."""
         alphas_cumprod = self.alphas_cumprod.to(device=original_samples.device, dtype=original_samples.dtype)
         alpha_bar = alphas_cumprod[timesteps.to(original_samples.device)]
-        return broadcast_like(alpha_bar**0.5, original_samples) * original_samples + broadcast_like((1 - alpha_bar) ** 0.5, original_samples) * noise
+        sqrt_alpha_bar = broadcast_like(alpha_bar**0.5, original_samples)
+        sqrt_one_minus = broadcast_like((1 - alpha_bar) ** 0.5, original_samples)
+        return sqrt_alpha_bar * original_samples + sqrt_one_minus * noise
 
     def _sigma_indices(self, state: SchedulerState, timesteps: torch.Tensor) -> list[int]:
         """Indices into `state.sigmas` for add_noise: looked up, or the run's current/begin index (img2img)."""

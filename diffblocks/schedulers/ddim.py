@@ -65,6 +65,8 @@ class DDIMScheduler(Scheduler):
         if eta > 0:
             if variance_noise is not None and generator is not None:
                 raise ValueError("DDIMScheduler.step: pass generator or variance_noise, not both")
-            noise = variance_noise if variance_noise is not None else randn_tensor(model_output.shape, generator, model_output.device, model_output.dtype)
+            noise = variance_noise
+            if noise is None:
+                noise = randn_tensor(model_output.shape, generator, model_output.device, model_output.dtype)
         prev_sample = samplers.ddim_step(x0, eps, alpha_bar_prev, std_dev, noise)
         return SchedulerOutput(prev_sample=prev_sample, pred_original_sample=x0)

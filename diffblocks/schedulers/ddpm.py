@@ -57,7 +57,9 @@ class DDPMScheduler(Scheduler):
         index = int((state.timesteps == timestep).nonzero(as_tuple=True)[0][0])
         return torch.tensor(-1) if index == len(state.timesteps) - 1 else state.timesteps[index + 1]
 
-    def _variance(self, alpha_bar: torch.Tensor, alpha_bar_prev: torch.Tensor, predicted: torch.Tensor | None) -> torch.Tensor:
+    def _variance(
+        self, alpha_bar: torch.Tensor, alpha_bar_prev: torch.Tensor, predicted: torch.Tensor | None,
+    ) -> torch.Tensor:
         """Standard deviation (or log variance for learned_range) of the noise this step adds."""
         variance = samplers.ddpm_posterior_variance(alpha_bar, alpha_bar_prev)
         beta_t = 1 - alpha_bar / alpha_bar_prev
@@ -74,7 +76,14 @@ class DDPMScheduler(Scheduler):
         frac = (predicted + 1) / 2
         return torch.exp(0.5 * (frac * torch.log(beta_t) + (1 - frac) * torch.log(variance)))
 
-    def _step(self, state: SchedulerState, model_output: torch.Tensor, timestep: Any, sample: torch.Tensor, generator: Any = None) -> SchedulerOutput:
+    def _step(
+        self,
+        state: SchedulerState,
+        model_output: torch.Tensor,
+        timestep: Any,
+        sample: torch.Tensor,
+        generator: Any = None,
+    ) -> SchedulerOutput:
         predicted_variance = None
         if self.config.variance_type in ("learned", "learned_range") and model_output.shape[1] == sample.shape[1] * 2:
             model_output, predicted_variance = torch.split(model_output, sample.shape[1], dim=1)

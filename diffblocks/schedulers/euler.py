@@ -56,7 +56,8 @@ class EulerDiscreteScheduler(KDiffusionScheduler):
         """Spaced schedule, or custom `timesteps` (interpolated sigmas) or custom `sigmas` (final one included)."""
         self._reject_custom(mu=mu)
         name = type(self).__name__
-        given = [k for k, v in (("num_inference_steps", num_inference_steps), ("timesteps", timesteps), ("sigmas", sigmas)) if v is not None]
+        options = {"num_inference_steps": num_inference_steps, "timesteps": timesteps, "sigmas": sigmas}
+        given = [k for k, v in options.items() if v is not None]
         if len(given) != 1:
             raise ValueError(f"{name}.set_timesteps: pass exactly one of num_inference_steps, timesteps, sigmas (got {given or 'none'})")
         if timesteps is not None and (sigma_schedule_name(self.config) or self._continuous):

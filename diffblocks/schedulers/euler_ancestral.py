@@ -19,7 +19,14 @@ class EulerAncestralDiscreteScheduler(KDiffusionScheduler):
         prediction_type="epsilon", timestep_spacing="linspace", steps_offset=0, rescale_betas_zero_snr=False,
     )  # fmt: skip
 
-    def _step(self, state: SchedulerState, model_output: torch.Tensor, timestep: Any, sample: torch.Tensor, generator: Any = None) -> SchedulerOutput:
+    def _step(
+        self,
+        state: SchedulerState,
+        model_output: torch.Tensor,
+        timestep: Any,
+        sample: torch.Tensor,
+        generator: Any = None,
+    ) -> SchedulerOutput:
         i = self._init_step_index(state, timestep)
         sigma, sigma_next = state.sigmas[i], state.sigmas[i + 1]
         sample = sample.to(torch.float32)

@@ -61,7 +61,9 @@ class HeunDiscreteScheduler(KDiffusionScheduler):
         state.num_inference_steps = len(ts) // 2 + 1
         return state
 
-    def _step(self, state: HeunState, model_output: torch.Tensor, timestep: Any, sample: torch.Tensor, generator: Any = None) -> SchedulerOutput:
+    def _step(
+        self, state: HeunState, model_output: torch.Tensor, timestep: Any, sample: torch.Tensor, generator: Any = None,
+    ) -> SchedulerOutput:
         i = self._init_step_index(state, timestep)
         first_order = state.dt is None
         sigma, sigma_next = (state.sigmas[i], state.sigmas[i + 1]) if first_order else (state.sigmas[i - 1], state.sigmas[i])

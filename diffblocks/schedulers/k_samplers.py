@@ -66,7 +66,9 @@ class KDiffusionScheduler(Scheduler):
             timesteps = sigma_to_t(sigmas, np.log(train_sigmas))
         return timesteps, np.concatenate([sigmas, [self._final_sigma()]]).astype(np.float32)
 
-    def _make_state(self, timesteps: np.ndarray | torch.Tensor, sigmas: np.ndarray | torch.Tensor, device: Any, **extra: Any) -> SchedulerState:
+    def _make_state(
+        self, timesteps: np.ndarray | torch.Tensor, sigmas: np.ndarray | torch.Tensor, device: Any, **extra: Any,
+    ) -> SchedulerState:
         sigmas = torch.as_tensor(sigmas, dtype=torch.float32)  # kept on the CPU: indexed every step
         timesteps = torch.as_tensor(timesteps).to(device=device, dtype=torch.float32)
         max_sigma = sigmas.max()
@@ -82,13 +84,21 @@ class KDiffusionScheduler(Scheduler):
         n = check_num_steps(num_inference_steps, self.num_train_timesteps, type(self).__name__)
         return self._make_state(*self._sigma_schedule(n), device)
 
-    def scale_model_input(self, sample: torch.Tensor, timestep: float | torch.Tensor | None = None, state: SchedulerState | None = None) -> torch.Tensor:
+    def scale_model_input(
+        self, sample: torch.Tensor, timestep: float | torch.Tensor | None = None, state: SchedulerState | None = None,
+    ) -> torch.Tensor:
         """x / sqrt(1 + sigma^2): the VP model's input for the VE sample x."""
         state = self._current(state, "scale_model_input")
         sigma = state.sigmas[self._init_step_index(state, timestep)]
         return sample / ((sigma**2 + 1) ** 0.5)
 
-    def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, state: SchedulerState | None = None) -> torch.Tensor:
+    def add_noise(
+        self,
+        original_samples: torch.Tensor,
+        noise: torch.Tensor,
+        timesteps: torch.Tensor,
+        state: SchedulerState | None = None,
+    ) -> torch.Tensor:
         """x0 + sigma * noise at this run's `timesteps` (img2img start)."""
         state = self._current(state, "add_noise")
         sigmas = state.sigmas.to(device=original_samples.device, dtype=original_samples.dtype)

@@ -27,7 +27,15 @@ class LMSDiscreteScheduler(KDiffusionScheduler):
         timestep_spacing="linspace", steps_offset=0,
     )  # fmt: skip
 
-    def _step(self, state: LMSState, model_output: torch.Tensor, timestep: Any, sample: torch.Tensor, generator: Any = None, order: int = 4) -> SchedulerOutput:
+    def _step(
+        self,
+        state: LMSState,
+        model_output: torch.Tensor,
+        timestep: Any,
+        sample: torch.Tensor,
+        generator: Any = None,
+        order: int = 4,
+    ) -> SchedulerOutput:
         i = self._init_step_index(state, timestep)
         sigma = state.sigmas[i]
         x0 = self.prediction.to_denoised_ve(model_output, sample, sigma)

@@ -71,7 +71,9 @@ class PNDMScheduler(Scheduler):
         eps = self.prediction.to_epsilon(model_output, sample, alpha_bar**0.5, (1 - alpha_bar) ** 0.5)
         return samplers.pndm_transfer(sample, eps, alpha_bar, alpha_bar_prev)
 
-    def _step(self, state: PNDMState, model_output: torch.Tensor, timestep: Any, sample: torch.Tensor, generator: Any = None) -> SchedulerOutput:
+    def _step(
+        self, state: PNDMState, model_output: torch.Tensor, timestep: Any, sample: torch.Tensor, generator: Any = None,
+    ) -> SchedulerOutput:
         if state.counter < len(state.prk_timesteps) and not self.config.skip_prk_steps:
             prev_sample = self._step_prk(state, model_output, timestep, sample)
         else:

@@ -28,7 +28,9 @@ def scaled_linear_betas(num_train_timesteps: int, beta_start: float, beta_end: f
     return torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=torch.float32) ** 2
 
 
-def _betas_from_alpha_bar(num_train_timesteps: int, alpha_bar: Callable[[float], float], max_beta: float = 0.999) -> torch.Tensor:
+def _betas_from_alpha_bar(
+    num_train_timesteps: int, alpha_bar: Callable[[float], float], max_beta: float = 0.999,
+) -> torch.Tensor:
     betas = [
         min(1 - alpha_bar((i + 1) / num_train_timesteps) / alpha_bar(i / num_train_timesteps), max_beta)
         for i in range(num_train_timesteps)
@@ -94,14 +96,18 @@ def alphas_cumprod_from_config(config: Mapping[str, Any]) -> torch.Tensor:
 # `drop_last` asks for num_steps + 1 points and drops the final one (the multistep solvers' spacing).
 
 
-def linspace_timesteps(num_train: int, num_steps: int, steps_offset: int = 0, *, end: int | None = None, drop_last: bool = False) -> np.ndarray:
+def linspace_timesteps(
+    num_train: int, num_steps: int, steps_offset: int = 0, *, end: int | None = None, drop_last: bool = False,
+) -> np.ndarray:
     """Evenly spaced over [0, end - 1], both ends included (Lin et al. 2023, table 2 "linspace")."""
     end = num_train if end is None else end
     t = np.linspace(0, end - 1, num_steps + int(drop_last))[::-1]
     return (t[:-1] if drop_last else t).copy()
 
 
-def leading_timesteps(num_train: int, num_steps: int, steps_offset: int = 0, *, end: int | None = None, drop_last: bool = False) -> np.ndarray:
+def leading_timesteps(
+    num_train: int, num_steps: int, steps_offset: int = 0, *, end: int | None = None, drop_last: bool = False,
+) -> np.ndarray:
     """Multiples of end // n starting at 0, plus `steps_offset` (the original DDIM/SD spacing)."""
     end = num_train if end is None else end
     n = num_steps + int(drop_last)
@@ -109,7 +115,9 @@ def leading_timesteps(num_train: int, num_steps: int, steps_offset: int = 0, *, 
     return (t[:-1] if drop_last else t) + steps_offset
 
 
-def trailing_timesteps(num_train: int, num_steps: int, steps_offset: int = 0, *, end: int | None = None, drop_last: bool = False) -> np.ndarray:
+def trailing_timesteps(
+    num_train: int, num_steps: int, steps_offset: int = 0, *, end: int | None = None, drop_last: bool = False,
+) -> np.ndarray:
     """Evenly spaced down from the last training step (end - 1) (Lin et al. 2023, "trailing")."""
     end = num_train if end is None else end
     return np.arange(end, 0, -(num_train / num_steps)).round() - 1
