@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from diffblocks.blocks import Latents, RunContext, block
 from diffblocks.blocks.images import postprocess_images
 from diffblocks.blocks.vae import to_vae_latents
 from diffblocks.graph import GraphError
@@ -179,3 +180,15 @@ def test_sdxl_pipeline_second_call_reuses_both_text_encoders(sdxl_dir):
     report = pipe.graph.compile().last_run_report
     assert {"encode_prompt", "time_ids", "set_timesteps"} <= set(report.hits)
     assert np.abs(first.images - second.images).max() > 0
+
+
+def test_insert_a_latents_editing_block_into_the_loop(sd):
+    @block("test_zero_last_step", register=False)
+    def zero_last_step(latents: Latents, ctx: RunContext) -> Latents:
+        """Zero the latents after the loop's last sampler step."""
+        return torch.zeros_like(latents) if ctx.step == ctx.total - 1 else latents
+
+    graph, cm = sd
+    graph.nodes["denoise"].body.insert("edit", zero_last_step, ("step.latents", "blend_inpaint.latents"))
+    result = run(graph, cm)
+    assert not result.latents.any()
