@@ -115,3 +115,10 @@ def test_begin_index_img2img_parity(name: str) -> None:
 
     assert (run(a) - run(b)).abs().max() <= 1e-6
     assert np.isfinite(run(a).numpy()).all()
+
+
+def test_heun_custom_timesteps_parity() -> None:
+    a, b = _pair("HeunDiscreteScheduler", SD)
+    set_ts = lambda s: s.set_timesteps(timesteps=[999.0, 700.0, 420.5, 100.0])  # noqa: E731
+    assert_trajectories_match(trajectory(a, 0, set_timesteps=set_ts), trajectory(b, 0, set_timesteps=set_ts))
+    assert_schedule_match(a, b)

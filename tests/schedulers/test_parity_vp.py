@@ -45,6 +45,8 @@ def test_ddim_eta_parity(options: dict) -> None:
     + [
         {"variance_type": "fixed_large", "clip_sample": False},
         {"variance_type": "fixed_small_log", "beta_schedule": "sigmoid"},
+        {"thresholding": True, "dynamic_thresholding_ratio": 0.9, "sample_max_value": 1.5, "prediction_type": "v_prediction"},
+        {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing", "clip_sample_range": 2.0},
     ],
 )
 def test_ddpm_parity(config: dict) -> None:
