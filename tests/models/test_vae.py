@@ -57,6 +57,9 @@ def test_encode_decode_match_diffusers(pair):
     assert max_diff(ours.decode(z).sample, ref.decode(z).sample) <= TOL
     assert ours.decode(z, return_dict=False)[0].shape == (2, 3, 32, 24)
     assert max_diff(ours(x).sample, ref(x).sample) <= TOL
+    sampled = ours(x, sample_posterior=True, generator=torch.Generator().manual_seed(3), return_dict=False)[0]
+    expected = ref(x, sample_posterior=True, generator=torch.Generator().manual_seed(3)).sample
+    assert max_diff(sampled, expected) <= TOL
 
 
 @torch.no_grad()
