@@ -86,6 +86,8 @@ def test_heun_order_and_doubled_timesteps() -> None:
 def test_return_dict_false_gives_the_reference_tuple(name: str) -> None:
     import diffusers
 
+    if name == "LMSDiscreteScheduler":
+        pytest.importorskip("scipy", reason="diffusers' LMS step integrates with scipy")
     x = torch.randn(1, 4, 4, 4)
     lengths = []
     for scheduler in (ours.SCHEDULER_CLASSES[name](), getattr(diffusers, name)()):
