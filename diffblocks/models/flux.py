@@ -7,6 +7,8 @@ as is); the layers live in :mod:`diffblocks.models.flux_layers`.
 from __future__ import annotations
 
 import contextlib
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -97,10 +99,18 @@ class FluxTransformer2DModel(Model):
         txt_ids: torch.Tensor | None = None,
         guidance: torch.Tensor | float | None = None,
         joint_attention_kwargs: dict[str, Any] | None = None,
+        controlnet_block_samples: Sequence[torch.Tensor] | None = None,
+        controlnet_single_block_samples: Sequence[torch.Tensor] | None = None,
         return_dict: bool = True,
+        controlnet_blocks_repeat: bool = False,
     ) -> Transformer2DModelOutput | tuple[torch.Tensor]:
         """Predict the flow for packed latents at ``timestep`` (a sigma in [0, 1], as the pipeline
-        passes it; the model scales timestep and guidance by 1000 itself, like diffusers')."""
+        passes it; the model scales timestep and guidance by 1000 itself, like diffusers').
+
+        ``controlnet_*`` are a ControlNet's residuals for the image tokens after each double /
+        single block, spread over the blocks as diffusers does (``controlnet_blocks_repeat``
+        cycles them instead, as XLabs ControlNets expect).
+        """
         self._check_call(encoder_hidden_states, pooled_projections, timestep, img_ids, txt_ids,
                          guidance, joint_attention_kwargs)
         dtype, batch = hidden_states.dtype, hidden_states.shape[0]
@@ -118,14 +128,21 @@ class FluxTransformer2DModel(Model):
         rope = rope_tables(ids.to(x.device), self.config.axes_dims_rope)
 
         # double-stream blocks, then single-stream blocks over the joined sequence
-        for block in self.transformer_blocks:
+        text_len = context.shape[1]
+        doubles, singles = self.transformer_blocks, self.single_transformer_blocks
+        for i, block in enumerate(doubles):
             context, x = block(x, context, temb, rope)
+            if controlnet_block_samples is not None:
+                x = x + _control(controlnet_block_samples, i, len(doubles), controlnet_blocks_repeat)
         joint = torch.cat([context, x], dim=1)
-        for block in self.single_transformer_blocks:
+        for i, block in enumerate(singles):
             joint = block(joint, temb, rope)
+            if controlnet_single_block_samples is not None:  # residuals are for image tokens only
+                residual = _control(controlnet_single_block_samples, i, len(singles))
+                joint = torch.cat([joint[:, :text_len], joint[:, text_len:] + residual], dim=1)
 
         # image tokens only, final modulation and projection
-        out = self.proj_out(self.norm_out(joint[:, context.shape[1]:], temb))
+        out = self.proj_out(self.norm_out(joint[:, text_len:], temb))
         return Transformer2DModelOutput(sample=out) if return_dict else (out,)
 
     def cache_context(self, name: str) -> contextlib.AbstractContextManager[None]:
@@ -150,6 +167,14 @@ class FluxTransformer2DModel(Model):
         if joint_attention_kwargs:
             raise ValueError(f"joint_attention_kwargs {sorted(joint_attention_kwargs)} are not "
                              "supported (no attention processors, LoRA scale or IP-adapter)")
+
+
+def _control(samples: Sequence[torch.Tensor], index: int, n_blocks: int, repeat: bool = False) -> torch.Tensor:
+    """The ControlNet residual for block ``index``: each sample serves ``ceil(n_blocks / len)``
+    consecutive blocks, or with ``repeat`` the samples are cycled."""
+    if repeat:
+        return samples[index % len(samples)]
+    return samples[index // math.ceil(n_blocks / len(samples))]
 
 
 def _per_sample(value: torch.Tensor | float, batch: int, like: torch.Tensor) -> torch.Tensor:

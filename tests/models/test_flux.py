@@ -129,3 +129,21 @@ def test_published_configs_build_diffusers_shapes(config):
         ref = diffusers.FluxTransformer2DModel.from_config(config)
     assert same_shapes(ours, ref)
     assert ours.config.num_single_layers == 38 and ours.config.axes_dims_rope == (16, 56, 56)
+
+
+@pytest.mark.parametrize("repeat", [False, True])
+@torch.no_grad()
+def test_controlnet_residuals_match_diffusers(repeat):
+    ref = _reference(FLUX_PATCHED)  # 2 double + 2 single blocks
+    ours = FluxTransformer2DModel.from_config(FLUX_PATCHED).eval()
+    ours.load_state_dict(ref.state_dict())
+    inputs = flux_inputs(FLUX_PATCHED)
+    g = torch.Generator().manual_seed(5)
+    tokens = inputs["hidden_states"].shape[:2]
+    dim = FLUX_PATCHED["num_attention_heads"] * FLUX_PATCHED["attention_head_dim"]
+    control = dict(controlnet_block_samples=[torch.randn(*tokens, dim, generator=g)],
+                   controlnet_single_block_samples=[torch.randn(*tokens, dim, generator=g) for _ in range(2)],
+                   controlnet_blocks_repeat=repeat)
+    got = ours(**inputs, **control).sample
+    assert max_diff(got, ref(**inputs, **control).sample) <= 1e-5
+    assert max_diff(got, ours(**inputs).sample) > 1e-3  # the residuals did something
