@@ -24,11 +24,12 @@ COMMON_INPUTS = [
     ("width", None), ("num_inference_steps", 50), ("guidance_rescale", 0.0),
     ("generator", None), ("latents", None), ("image", None), ("mask_image", None), ("strength", None),
     ("output_type", "pil"), ("clip_skip", None), ("eta", 0.0), ("guidance_scale", None),
+    ("prompt_embeds", None), ("negative_prompt_embeds", None),
 ]
 SDXL_INPUTS = [
     ("prompt_2", None), ("negative_prompt_2", None), ("original_size", None), ("crops_coords_top_left", [0, 0]),
     ("target_size", None), ("negative_original_size", None), ("negative_crops_coords_top_left", None),
-    ("negative_target_size", None),
+    ("negative_target_size", None), ("pooled_prompt_embeds", None), ("negative_pooled_prompt_embeds", None),
 ]
 
 
@@ -113,7 +114,7 @@ def build(family: str) -> Graph:
     fed = {target for _, target in g.edges}
     for name, default in inputs:
         targets = [f"{node}.{name}" for node, blk in g.nodes.items() if name in blk.inputs and f"{node}.{name}" not in fed]
-        g.expose_input(name, *targets, **({} if name == "prompt" else {"default": default}))
+        g.expose_input(name, *targets, default=default)
     g.expose_output("images", "postprocess.images")
     g.expose_output("latents", "denoise.latents")
     return g.validate()

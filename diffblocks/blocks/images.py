@@ -17,7 +17,7 @@ import torch
 from . import _hints
 from .function import block
 from .ports import Outputs
-from .types import Images, Mask
+from .types import Images, Mask, PromptEmbeds
 
 __all__ = [
     "check_inputs", "preprocess_image", "preprocess_mask", "postprocess_images",
@@ -57,6 +57,7 @@ def check_inputs(
     unet: Any,
     vae: Any,
     prompt: str | list[str] | None = None,
+    prompt_embeds: PromptEmbeds | None = None,
     image: Any = None,
     mask_image: Any = None,
     height: int | None = None,
@@ -82,7 +83,9 @@ def check_inputs(
         default_guidance_scale: default guidance scale (text2img, img2img).
         inpaint_guidance_scale: default guidance scale with an image and a mask.
     """
-    if not _is_prompt(prompt):
+    if prompt is not None and prompt_embeds is not None:
+        raise ValueError("give prompt or prompt_embeds, not both")
+    if prompt_embeds is None and not _is_prompt(prompt):
         raise ValueError(f"prompt is missing or not a string / list of strings (got {type(prompt).__name__})")
     if mask_image is not None and image is None:
         raise ValueError("mask_image was given without image: inpainting needs the image to repaint")

@@ -52,18 +52,19 @@ def _per_image(x: torch.Tensor, n: int) -> torch.Tensor:
 def encode_prompt(
     text_encoder: Any,
     tokenizer: Any,
-    prompt: str | list[str],
+    prompt: str | list[str] | None = None,
     negative_prompt: str | list[str] | None = None,
     num_images_per_prompt: int = 1,
     clip_skip: int | None = None,
+    prompt_embeds: PromptEmbeds | None = None,
+    negative_prompt_embeds: PromptEmbeds | None = None,
 ) -> Outputs(prompt_embeds=PromptEmbeds, negative_prompt_embeds=PromptEmbeds):
     """Encode prompts (and negative prompts, "" by default) with one CLIP text encoder (SD 1.x/2.x).
+    Embeddings given as inputs (e.g. from a prompt-weighting tool) are used instead of encoding.
 
     Args:
         clip_skip: use the hidden state this many layers before the last (with the final layer norm).
     """
-    prompts = as_prompt_list(prompt, "prompt")
-    negatives = as_prompt_list("" if negative_prompt is None else negative_prompt, "negative_prompt", len(prompts))
     mask_wanted = getattr(text_encoder.config, "use_attention_mask", False)
     device = _device(text_encoder)
 
@@ -78,9 +79,12 @@ def encode_prompt(
         final_norm = getattr(text_encoder, "text_model", text_encoder).final_layer_norm
         return final_norm(out.hidden_states[-(skip + 1)])
 
-    embeds = run(prompts, clip_skip)
-    # diffusers encodes negative prompts without clip_skip; kept so that results match.
-    negative = run(negatives, None, embeds.shape[1])
+    embeds = prompt_embeds if prompt_embeds is not None else run(as_prompt_list(prompt, "prompt"), clip_skip)
+    negative = negative_prompt_embeds
+    if negative is None:
+        negatives = as_prompt_list("" if negative_prompt is None else negative_prompt, "negative_prompt", embeds.shape[0])
+        # diffusers encodes negative prompts without clip_skip; kept so that results match.
+        negative = run(negatives, None, embeds.shape[1])
     dtype = text_encoder.dtype
     return {
         "prompt_embeds": _per_image(embeds.to(dtype), num_images_per_prompt),
@@ -108,24 +112,30 @@ def encode_prompt_sdxl(
     tokenizer: Any,
     text_encoder_2: Any,
     tokenizer_2: Any,
-    prompt: str | list[str],
+    prompt: str | list[str] | None = None,
     prompt_2: str | list[str] | None = None,
     negative_prompt: str | list[str] | None = None,
     negative_prompt_2: str | list[str] | None = None,
     num_images_per_prompt: int = 1,
     clip_skip: int | None = None,
+    prompt_embeds: PromptEmbeds | None = None,
+    negative_prompt_embeds: PromptEmbeds | None = None,
+    pooled_prompt_embeds: PooledEmbeds | None = None,
+    negative_pooled_prompt_embeds: PooledEmbeds | None = None,
     force_zeros_for_empty_prompt: bool = True,
 ) -> dict:
     """Encode prompts with SDXL's two CLIP encoders: per-token states of both, concatenated on the
-    feature axis, and the second encoder's pooled projection.
+    feature axis, and the second encoder's pooled projection. Embeddings given as inputs are used
+    instead of encoding (per-token and pooled together).
 
     Args:
         prompt_2: prompt for the second encoder (default: ``prompt``).
         clip_skip: layers to skip before the penultimate one SDXL uses.
         force_zeros_for_empty_prompt: with no negative prompt, use zero negative embeddings.
     """
-    prompts = as_prompt_list(prompt, "prompt")
-    prompts_2 = as_prompt_list(prompt_2 if prompt_2 is not None else prompt, "prompt_2", len(prompts))
+    for given, pooled_given, name in ((prompt_embeds, pooled_prompt_embeds, ""), (negative_prompt_embeds, negative_pooled_prompt_embeds, "negative_")):
+        if (given is None) != (pooled_given is None):
+            raise ValueError(f"give {name}prompt_embeds and {name}pooled_prompt_embeds together")
     pairs = [(t, e) for t, e in ((tokenizer, text_encoder), (tokenizer_2, text_encoder_2)) if e is not None]
 
     def run(texts: list[list[str]], layer: int, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,12 +147,20 @@ def encode_prompt_sdxl(
             states.append(out.hidden_states[layer])
         return torch.cat(states, dim=-1), pooled
 
-    embeds, pooled = run([prompts, prompts_2], -((clip_skip or 0) + 2))
-    if negative_prompt is None and force_zeros_for_empty_prompt:
+    if prompt_embeds is not None:
+        embeds, pooled = prompt_embeds, pooled_prompt_embeds
+    else:
+        prompts = as_prompt_list(prompt, "prompt")
+        prompts_2 = as_prompt_list(prompt_2 if prompt_2 is not None else prompt, "prompt_2", len(prompts))
+        embeds, pooled = run([prompts, prompts_2], -((clip_skip or 0) + 2))
+    batch = embeds.shape[0]
+    if negative_prompt_embeds is not None:
+        negative, negative_pooled = negative_prompt_embeds, negative_pooled_prompt_embeds
+    elif negative_prompt is None and force_zeros_for_empty_prompt:
         negative, negative_pooled = torch.zeros_like(embeds), torch.zeros_like(pooled)
     else:
-        neg = as_prompt_list(negative_prompt or "", "negative_prompt", len(prompts))
-        neg_2 = as_prompt_list(negative_prompt_2 or negative_prompt or "", "negative_prompt_2", len(prompts))
+        neg = as_prompt_list(negative_prompt or "", "negative_prompt", batch)
+        neg_2 = as_prompt_list(negative_prompt_2 or negative_prompt or "", "negative_prompt_2", batch)
         # diffusers always takes the penultimate layer for negatives (clip_skip ignored): matched.
         negative, negative_pooled = run([neg, neg_2], -2, embeds.shape[1])
     dtype = text_encoder_2.dtype

@@ -49,6 +49,13 @@ def test_sd_text2img_generator_list(sd_dir):
     assert_close(*run_both(sd_dir, "sd15", "text2img", prompt=PROMPT, num_images_per_prompt=2, n_generators=2))
 
 
+def test_sd_text2img_prompt_embeds_given(sd_dir):
+    pipe = diffusers_pipeline(sd_dir, "sd15", "text2img")
+    embeds, negative = pipe.encode_prompt("a photo of a dog", "cpu", 1, True, "grass")
+    assert_close(*run_both(sd_dir, "sd15", "text2img", prompt_embeds=embeds, negative_prompt_embeds=negative,
+                           num_images_per_prompt=2))
+
+
 def test_sd_img2img_generator_list(sd_dir):
     assert_close(*run_both(sd_dir, "sd15", "img2img", prompt=PROMPT, image=sample_image(), strength=0.5,
                            num_inference_steps=4, num_images_per_prompt=2, n_generators=2))
@@ -98,6 +105,13 @@ def test_sdxl_text2img_euler_a_negative_batch_rescale(sdxl_dir):
 def test_sdxl_text2img_dpmpp_2m_karras_clip_skip(sdxl_dir):
     assert_close(*run_both(sdxl_dir, "sdxl", "text2img", scheduler="dpmpp_2m_karras", prompt=PROMPT,
                            clip_skip=1, num_inference_steps=3))
+
+
+def test_sdxl_text2img_prompt_embeds_given(sdxl_dir):
+    pipe = diffusers_pipeline(sdxl_dir, "sdxl", "text2img")
+    embeds, negative, pooled, negative_pooled = pipe.encode_prompt("a photo of a dog", negative_prompt="grass")
+    assert_close(*run_both(sdxl_dir, "sdxl", "text2img", prompt_embeds=embeds, negative_prompt_embeds=negative,
+                           pooled_prompt_embeds=pooled, negative_pooled_prompt_embeds=negative_pooled))
 
 
 def test_sdxl_img2img(sdxl_dir):

@@ -135,13 +135,15 @@ def test_bad_input_fails_before_denoising(sd, inputs, words):
     assert "denoise" not in graph.compile().last_run_report.nodes
 
 
-def test_missing_or_mistyped_prompt_is_a_graph_error(sd):
+def test_missing_or_mistyped_prompt(sd):
     graph, cm = sd
-    with pytest.raises(GraphError, match="required input prompt"):
+    with pytest.raises(ValueError, match="prompt is missing"):
         graph.run(inputs={"num_inference_steps": 2}, components=cm, progress=False)
-    with pytest.raises(GraphError, match="input prompt expects"):
+    assert "denoise" not in graph.compile().last_run_report.nodes
+    with pytest.raises(ValueError, match="give prompt or prompt_embeds, not both"):
+        run(graph, cm, prompt_embeds=torch.zeros(1, 77, 32))
+    with pytest.raises(GraphError, match="input prompt expects"):  # checked at the graph boundary
         run(graph, cm, prompt=["a cat", 3])
-    assert graph.compile().last_run_report is None or "denoise" not in graph.compile().last_run_report.nodes
 
 
 def test_half_precision_vae_decodes_upcast_when_force_upcast(sd):
