@@ -187,12 +187,14 @@ def read_weights(
     """
 
     def convert(tensor: torch.Tensor) -> torch.Tensor:
+        # Same-dtype tensors stay zero-copy views of the (private, copy-on-write) file mapping:
+        # that is what keeps load time and peak RSS low. A copy per tensor was tried (16:35) and
+        # measured again in process CPU time, 1 thread: tiny VAE decode 16.9 vs 16.5 ms, mid VAE
+        # 793 vs 810 ms, UNet tiny 40.7 vs 40.2 ms (copied vs mapped) -- no kernel slowdown, while
+        # the copy raised a mid UNet's peak RSS from 0.82x to 1.27x diffusers'.
         if dtype is not None and tensor.is_floating_point() and tensor.dtype != dtype:
             return tensor.to(dtype)
-        # safetensors hands out zero-copy views of the mapped file; CPU kernels (oneDNN conv,
-        # group norm, matmul) ran up to 20x slower on them (measured on a tiny VAE decode), so
-        # each tensor gets its own storage, one tensor at a time to keep peak memory low.
-        return tensor.clone() if tensor.device.type == "cpu" else tensor
+        return tensor
 
     if path.suffix == ".bin":
         try:
