@@ -52,9 +52,12 @@ def make_scheduler(library: Any, folder: Path, name: str | None) -> Any:
         return library.EulerAncestralDiscreteScheduler.from_config(base.config)
     if name == "dpmpp_2m_karras":
         return library.DPMSolverMultistepScheduler.from_config(base.config, use_karras_sigmas=True, algorithm_type="dpmsolver++")
-    if name == "ddim":
-        return library.DDIMScheduler.from_config(base.config)
-    raise KeyError(name)
+    classes = {"ddim": "DDIMScheduler", "pndm": "PNDMScheduler", "heun": "HeunDiscreteScheduler",
+               "lms": "LMSDiscreteScheduler", "unipc": "UniPCMultistepScheduler", "euler": "EulerDiscreteScheduler",
+               "ddpm": "DDPMScheduler"}
+    if name == "pndm":  # how SD 1.5 checkpoints ship it
+        return library.PNDMScheduler.from_config(base.config, skip_prk_steps=True)
+    return getattr(library, classes[name]).from_config(base.config)
 
 
 def _saved_class(folder: Path) -> str:
