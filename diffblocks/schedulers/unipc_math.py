@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -22,26 +21,21 @@ from .fp32 import F32, f32_expm1, step_size, times
 from .multistep import VPPoint
 
 
-def bh_system(rks: Sequence[F32], hh: F32, variant: str) -> tuple[F32, F32, Tensor, list[F32]]:
-    """h·φ₁ = e^{hh} − 1, B(h), the Vandermonde matrix R[i][k] = r_k^i and the right-hand side b.
+def solve_rhos(rks: Sequence[F32], hh: F32, h_phi_1: F32, b_h: F32, size: int) -> Tensor:
+    """ρ from the first ``size`` rows/columns of R·ρ = b (eq. 8), solved in fp32 like the reference.
 
-    ``rks`` are the step ratios of the older outputs followed by 1; ``hh`` is −h for data
-    prediction, +h for noise prediction. B(h) = hh ("bh1") or e^{hh} − 1 ("bh2");
-    b_i = i!·h·φ_{i+1}(hh)/B(h), with φ_{k+1} from the recurrence φ_{k+1} = (φ_k − 1/k!)/hh.
+    R[i][k] = r_k^i is the Vandermonde matrix of the step ratios ``rks`` (older outputs first, then
+    1); b_i = i!·h·φ_{i+1}(hh)/B(h), with φ_{k+1} from the recurrence φ_{k+1} = (φ_k − 1/k!)/hh.
     """
-    h_phi_1 = f32_expm1(hh)
-    b_h = hh if variant == "bh1" else f32_expm1(hh)
-    r = torch.tensor([float(rk) for rk in rks], dtype=torch.float32)
-    rows, b, factorial = [], [], 1
-    # a zero-length step (Karras sigmas ending on sigma_min twice) makes b 0/0; it is then unused
-    with np.errstate(invalid="ignore", divide="ignore"):
-        h_phi_k = h_phi_1 / hh - F32(1.0)
-        for i in range(1, len(rks) + 1):
-            rows.append(torch.pow(r, i - 1))
-            b.append(h_phi_k * F32(factorial) / b_h)
-            factorial *= i + 1
-            h_phi_k = h_phi_k / hh - F32(1.0 / factorial)
-    return h_phi_1, b_h, torch.stack(rows), b
+    r = torch.tensor([float(rk) for rk in rks[:size]], dtype=torch.float32)
+    vander = torch.stack([torch.pow(r, i) for i in range(size)])
+    b, factorial = [], 1
+    h_phi_k = h_phi_1 / hh - F32(1.0)
+    for i in range(1, size + 1):
+        b.append(h_phi_k * F32(factorial) / b_h)
+        factorial *= i + 1
+        h_phi_k = h_phi_k / hh - F32(1.0 / factorial)
+    return torch.linalg.solve(vander, torch.tensor(b, dtype=torch.float32))
 
 
 def _weighted_sum(rhos: Tensor, diffs: list[Tensor]) -> Tensor:
@@ -74,7 +68,8 @@ def unipc_update(
     m0 = outputs[-1]
     diffs = [(outputs[-(k + 1)] - m0) / float(rks[k - 1]) for k in range(1, order)]
     hh = -h if predict_x0 else h
-    h_phi_1, b_h, vander, b = bh_system(rks, hh, variant)
+    h_phi_1 = f32_expm1(hh)  # h·φ₁(hh) = e^{hh} − 1
+    b_h = hh if variant == "bh1" else h_phi_1  # B(h)
 
     if predict_x0:
         base = times(x, target.sigma / points[-1].sigma) - times(m0, target.alpha * h_phi_1)
@@ -87,11 +82,10 @@ def unipc_update(
         if not diffs:
             return base
         # UniP-2 uses ρ = ½ (the paper's choice) rather than solving its 1x1 system
-        rhos = torch.tensor([0.5]) if order == 2 else torch.linalg.solve(vander[:-1, :-1], torch.tensor(b[:-1], dtype=torch.float32))
+        rhos = torch.tensor([0.5]) if order == 2 else solve_rhos(rks, hh, h_phi_1, b_h, order - 1)
         return base - times(_weighted_sum(rhos.to(x.dtype), diffs), scale)  # ρ rounded to x's dtype, as there
 
-    rhos = torch.tensor([0.5]) if order == 1 else torch.linalg.solve(vander, torch.tensor(b, dtype=torch.float32))
-    rhos = rhos.to(x.dtype)
+    rhos = (torch.tensor([0.5]) if order == 1 else solve_rhos(rks, hh, h_phi_1, b_h, order)).to(x.dtype)
     correction = times(corrected_output - m0, F32(rhos[-1].item()))
     if diffs:
         correction = _weighted_sum(rhos[:-1], diffs) + correction
