@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -64,7 +65,8 @@ def unipc_update(
     """
     order = len(outputs)
     h = step_size(points[-1].lam, target.lam)
-    rks = [step_size(points[-1].lam, p.lam) / h for p in reversed(points[:-1])] + [F32(1.0)]
+    with np.errstate(divide="ignore", invalid="ignore"):  # h = 0 (a repeated sigma) gives inf as in the reference
+        rks = [step_size(points[-1].lam, p.lam) / h for p in reversed(points[:-1])] + [F32(1.0)]
     m0 = outputs[-1]
     diffs = [(outputs[-(k + 1)] - m0) / float(rks[k - 1]) for k in range(1, order)]
     hh = -h if predict_x0 else h
