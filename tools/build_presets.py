@@ -33,6 +33,38 @@ SDXL_INPUTS = [
 ]
 
 
+DESCRIPTIONS = {
+    "prompt": "what to draw: a string, or a list for a batch",
+    "negative_prompt": "what to steer away from (one per prompt, or one for all)",
+    "num_images_per_prompt": "images made for each prompt",
+    "height": "image height in pixels (default: the UNet's sample size; img2img: the image's)",
+    "width": "image width in pixels (default: the UNet's sample size; img2img: the image's)",
+    "num_inference_steps": "sampler steps over the full schedule (img2img/inpaint run the last `strength` of them)",
+    "guidance_scale": "classifier-free guidance scale; <= 1 turns guidance off (default: the workflow's)",
+    "guidance_rescale": "rescale guided predictions towards the conditional one's std (0: off)",
+    "generator": "torch.Generator (or one per image) that every random draw comes from",
+    "latents": "starting noise to use instead of drawing it",
+    "image": "input image (PIL / NumPy / torch): img2img, or inpaint with mask_image",
+    "mask_image": "inpainting mask, white where the image is repainted (needs image)",
+    "strength": "how much of the image to repaint, 0..1 (default: the workflow's)",
+    "output_type": "pil, np, pt or latent",
+    "clip_skip": "use the text encoder's hidden state this many layers before the last",
+    "eta": "DDIM noise weight (other samplers ignore it)",
+    "prompt_embeds": "precomputed prompt embeddings, instead of prompt",
+    "negative_prompt_embeds": "precomputed negative prompt embeddings, instead of negative_prompt",
+    "prompt_2": "prompt for the second text encoder (default: prompt)",
+    "negative_prompt_2": "negative prompt for the second text encoder (default: negative_prompt)",
+    "original_size": "micro-conditioning: the (height, width) of the training image to imitate",
+    "crops_coords_top_left": "micro-conditioning: the (top, left) crop to imitate; (0, 0) for centred subjects",
+    "target_size": "micro-conditioning: the (height, width) being made",
+    "negative_original_size": "original_size for the unconditional pass",
+    "negative_crops_coords_top_left": "crops_coords_top_left for the unconditional pass",
+    "negative_target_size": "target_size for the unconditional pass",
+    "pooled_prompt_embeds": "precomputed pooled prompt embeddings (with prompt_embeds)",
+    "negative_pooled_prompt_embeds": "precomputed pooled negative embeddings (with negative_prompt_embeds)",
+}
+
+
 def _branch(name: str, *nodes: tuple[str, str]) -> Graph:
     """A Switch branch: its nodes, every input exposed under its own name, the five latent outputs."""
     g = Graph(name)
@@ -114,7 +146,7 @@ def build(family: str) -> Graph:
     fed = {target for _, target in g.edges}
     for name, default in inputs:
         targets = [f"{node}.{name}" for node, blk in g.nodes.items() if name in blk.inputs and f"{node}.{name}" not in fed]
-        g.expose_input(name, *targets, default=default)
+        g.expose_input(name, *targets, default=default, description=DESCRIPTIONS[name])
     g.expose_output("images", "postprocess.images")
     g.expose_output("latents", "denoise.latents")
     return g.validate()
