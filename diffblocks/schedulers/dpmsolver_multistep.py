@@ -78,14 +78,17 @@ class DPMSolverMultistepScheduler(VPMultistepScheduler):
             raise ValueError("DPMSolverMultistepScheduler: mu needs use_dynamic_shifting=True (and use_flow_sigmas=True)")
         if cfg["use_flow_sigmas"]:
             if cfg["use_dynamic_shifting"] and mu is None:
-                raise ValueError("DPMSolverMultistepScheduler: use_dynamic_shifting=True needs mu, e.g. calculate_shift(image_seq_len)")
+                raise ValueError(
+                    "DPMSolverMultistepScheduler: use_dynamic_shifting=True needs mu, e.g. calculate_shift(image_seq_len)"
+                )
             if timesteps is not None:
                 raise ValueError("DPMSolverMultistepScheduler: custom timesteps cannot be combined with use_flow_sigmas")
             # diffusers stores e^mu into config.flow_shift, changing later runs too; here it is per run
             shift = float(np.exp(mu)) if mu is not None else cfg["flow_shift"]
             sigmas = dpm_flow_sigmas(num_inference_steps, self.num_train_timesteps, shift)
             last = final_sigma(cfg["final_sigmas_type"], self.alphas_cumprod)
-            return self._state(flow_timesteps(sigmas, self.num_train_timesteps), np.concatenate([sigmas, [last]]).astype(np.float32), device)
+            all_sigmas = np.concatenate([sigmas, [last]]).astype(np.float32)
+            return self._state(flow_timesteps(sigmas, self.num_train_timesteps), all_sigmas, device)
         alphas, sigmas = self.alphas_cumprod.sqrt(), (1 - self.alphas_cumprod).sqrt()
         lambdas = torch.log(alphas) - torch.log(sigmas)
         # lambda_min_clipped drops the noisiest training steps (needed by the cosine schedule)

@@ -120,7 +120,9 @@ class FlowMatchEulerDiscreteScheduler(Scheduler):
     ) -> SchedulerOutput:
         name = type(self).__name__
         if isinstance(timestep, int) or (isinstance(timestep, Tensor) and not timestep.is_floating_point()):
-            raise ValueError(f"{name}.step got an integer timestep (an index from enumerate?); pass a value of scheduler.timesteps")
+            raise ValueError(
+                f"{name}.step got an integer timestep (an index from enumerate?); pass a value of scheduler.timesteps"
+            )
         if per_token_timesteps is not None:
             raise SchedulerConfigError(f"{name}: per_token_timesteps is not supported")
         unknown = set(ignored) - {"s_churn", "s_tmin", "s_tmax", "s_noise"}  # accepted, unused, as in diffusers
@@ -146,6 +148,8 @@ class FlowMatchEulerDiscreteScheduler(Scheduler):
         sigma = broadcast_like(sigmas[self._sigma_indices(state, timestep)], sample)
         return flow_add_noise(sample, noise, sigma)
 
-    def add_noise(self, original_samples: Tensor, noise: Tensor, timesteps: Tensor, state: SchedulerState | None = None) -> Tensor:
+    def add_noise(
+        self, original_samples: Tensor, noise: Tensor, timesteps: Tensor, state: SchedulerState | None = None,
+    ) -> Tensor:
         """Same as `scale_noise` with diffusers' add_noise argument order (flow has no alphas_cumprod)."""
         return self.scale_noise(original_samples, timesteps, noise, state=state)

@@ -236,7 +236,9 @@ class VPMultistepScheduler(Scheduler):
             return x0
         return dynamic_threshold(x0, self.config["dynamic_thresholding_ratio"], self.config["sample_max_value"])
 
-    def add_noise(self, original_samples: Tensor, noise: Tensor, timesteps: Tensor, state: SchedulerState | None = None) -> Tensor:
+    def add_noise(
+        self, original_samples: Tensor, noise: Tensor, timesteps: Tensor, state: SchedulerState | None = None,
+    ) -> Tensor:
         """α_t·x0 + σ_t·noise at the run's sigma for each timestep (the run's current/begin step once set)."""
         state = self._current(state, "add_noise")
         if state.begin_index is None:

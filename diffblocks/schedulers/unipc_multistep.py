@@ -83,7 +83,9 @@ class UniPCMultistepScheduler(VPMultistepScheduler):
             raise ValueError(f"{name}: use_dynamic_shifting=True needs mu, e.g. calculate_shift(image_seq_len)")
         kind, ends = sigma_schedule_name(cfg), (cfg["sigma_min"], cfg["sigma_max"])
         if not cfg["use_flow_sigmas"]:
-            ts, all_sigmas = vp_multistep_schedule(cfg, self.alphas_cumprod, num_inference_steps, kind=kind, sigma_range=ends, final_from_schedule=True)
+            ts, all_sigmas = vp_multistep_schedule(
+                cfg, self.alphas_cumprod, num_inference_steps, kind=kind, sigma_range=ends, final_from_schedule=True,
+            )
             return self._state(ts, all_sigmas, device)
         if kind == "karras":
             if sigmas is not None:

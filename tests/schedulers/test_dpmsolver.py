@@ -25,7 +25,8 @@ CONFIGS = [
     {"beta_schedule": "squaredcos_cap_v2", "lambda_min_clipped": -5.1, "timestep_spacing": "leading"},
     {"rescale_betas_zero_snr": True, "prediction_type": "v_prediction", "timestep_spacing": "trailing"},
     {**SD, "use_lu_lambdas": True, "solver_order": 3},
-    {"trained_betas": torch.linspace(1e-4, 2e-2, 1000).tolist(), "algorithm_type": "deis", "final_sigmas_type": "sigma_min"},  # deis reads as dpmsolver++
+    # DEIS configs' algorithm_type reads as dpmsolver++
+    {"trained_betas": torch.linspace(1e-4, 2e-2, 1000).tolist(), "algorithm_type": "deis", "final_sigmas_type": "sigma_min"},
 ]
 SDE_CONFIGS = [
     {"algorithm_type": "sde-dpmsolver++"},
@@ -239,7 +240,9 @@ def test_sampler_names_build_dpm_on_the_model_config(name: str, expected: dict) 
     assert s.config.beta_schedule == "scaled_linear" and s.config.steps_offset == 1
 
 
-@pytest.mark.parametrize("sample_dtype, output_dtype", [(torch.float32, torch.float16), (torch.bfloat16, torch.bfloat16), (torch.float16, torch.float16)])
+@pytest.mark.parametrize(
+    "sample_dtype, output_dtype", [(torch.float32, torch.float16), (torch.bfloat16, torch.bfloat16), (torch.float16, torch.float16)]
+)
 @pytest.mark.parametrize("config", [{}, {"algorithm_type": "sde-dpmsolver++", "solver_order": 3, "prediction_type": "v_prediction"}])
 def test_half_precision_is_bit_exact_too(config: dict, sample_dtype: torch.dtype, output_dtype: torch.dtype) -> None:
     # torch rounds a 0-dim fp32 scalar to a half tensor's dtype when it is the left operand; we follow

@@ -146,7 +146,8 @@ def test_bad_input_is_a_clear_error() -> None:
     with pytest.raises(SchedulerConfigError, match="time_shift_type='cubic' is not supported"):
         ours.FlowMatchEulerDiscreteScheduler(time_shift_type="cubic")
     with pytest.raises(SchedulerConfigError, match="per_token_timesteps"):
-        ours.FlowMatchEulerDiscreteScheduler().step(x, torch.tensor(1000.0), x, per_token_timesteps=torch.ones(1), state=ours.FlowMatchEulerDiscreteScheduler().new_state(2))
+        fresh = ours.FlowMatchEulerDiscreteScheduler()
+        fresh.step(x, torch.tensor(1000.0), x, per_token_timesteps=torch.ones(1), state=fresh.new_state(2))
 
 
 def test_flow_euler_name_keeps_the_flux_config() -> None:

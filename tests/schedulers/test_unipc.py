@@ -51,7 +51,10 @@ FLOW_CASES = [
     ({**FLOW, "use_dynamic_shifting": True}, lambda s: s.set_timesteps(sigmas=np.linspace(1.0, 1 / 8, 8), mu=0.8)),
     ({**FLOW, "flow_shift": 3.0}, lambda s: s.set_timesteps(8, mu=0.8)),  # mu is ignored without dynamic shifting
     ({**FLOW, "use_karras_sigmas": True, "final_sigmas_type": "sigma_min"}, lambda s: s.set_timesteps(10)),
-    ({"use_flow_sigmas": True, "prediction_type": "v_prediction", "flow_shift": 2.0, "solver_type": "bh1", "final_sigmas_type": "sigma_min"}, lambda s: s.set_timesteps(10)),
+    (
+        {"use_flow_sigmas": True, "prediction_type": "v_prediction", "flow_shift": 2.0, "solver_type": "bh1", "final_sigmas_type": "sigma_min"},
+        lambda s: s.set_timesteps(10),
+    ),
 ]
 
 
