@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from .base import SchedulerConfigError, SchedulerOutput, randn_tensor
-from .dpm_solver_math import dpm_solver_pp_update
+from .dpm_solver_math import dpm_solver_pp_update, dpm_solver_update
 from .multistep import MultistepState, VPMultistepScheduler, dpm_flow_sigmas, flow_timesteps, vp_multistep_schedule
 from .schedules import final_sigma, sigma_schedule_name
 
@@ -41,8 +41,9 @@ class DPMSolverMultistepScheduler(VPMultistepScheduler):
         "time_shift_type": "exponential",
     }
     choices: ClassVar[dict[str, tuple[Any, ...]]] = {
-        # "dpmsolver"/"sde-dpmsolver" (noise-prediction DPM-Solver) are deprecated in diffusers
-        "algorithm_type": ("dpmsolver++", "sde-dpmsolver++"),
+        # "dpmsolver"/"sde-dpmsolver" (the noise-prediction DPM-Solver) are deprecated in diffusers;
+        # kept so that old configs run as they did there
+        "algorithm_type": ("dpmsolver++", "sde-dpmsolver++", "dpmsolver", "sde-dpmsolver"),
         "solver_type": ("midpoint", "heun"),
         "solver_order": (1, 2, 3),
         "variance_type": (None, "learned", "learned_range"),
@@ -62,6 +63,15 @@ class DPMSolverMultistepScheduler(VPMultistepScheduler):
         if values["use_flow_sigmas"] and others:
             # the reference silently lets the other schedule win and then reads its sigmas as flow sigmas
             raise SchedulerConfigError(f"DPMSolverMultistepScheduler: use_flow_sigmas cannot be combined with {others[0]}")
+        algorithm = values["algorithm_type"]
+        if algorithm in ("dpmsolver", "sde-dpmsolver"):
+            # noise prediction cannot land on σ = 0, where ε no longer determines x
+            if values["final_sigmas_type"] == "zero":
+                raise SchedulerConfigError(f"DPMSolverMultistepScheduler: algorithm_type={algorithm!r} needs final_sigmas_type='sigma_min'")
+            if values["prediction_type"] == "flow_prediction":
+                raise SchedulerConfigError(f"DPMSolverMultistepScheduler: algorithm_type={algorithm!r} does not take flow_prediction")
+        if algorithm == "sde-dpmsolver" and values["solver_order"] == 3:
+            raise SchedulerConfigError("DPMSolverMultistepScheduler: algorithm_type='sde-dpmsolver' has orders 1 and 2 only")
 
     def new_state(
         self, num_inference_steps: int | None = None, device: torch.device | str | None = None,
@@ -115,15 +125,16 @@ class DPMSolverMultistepScheduler(VPMultistepScheduler):
         if cfg["variance_type"] in ("learned", "learned_range") and cfg["prediction_type"] == "epsilon":
             # DeepFloyd IF predicts (ε, variance) for 3 image channels; the solver only needs ε
             model_output = model_output[:, :3]
-        denoised = self._to_solver_output(model_output, sample, state.points[i])
-        state.outputs = [*state.outputs, denoised][-cfg["solver_order"]:]
+        data = cfg["algorithm_type"] in ("dpmsolver++", "sde-dpmsolver++")  # else DPM-Solver on noise predictions
+        converted = self._to_solver_output(model_output, sample, state.points[i], data=data)
+        state.outputs = [*state.outputs, converted][-cfg["solver_order"]:]
 
         noise = None
-        if cfg["algorithm_type"] == "sde-dpmsolver++":
+        if cfg["algorithm_type"].startswith("sde-"):
             if variance_noise is not None:
-                noise = variance_noise.to(device=denoised.device, dtype=torch.float32)
+                noise = variance_noise.to(device=converted.device, dtype=torch.float32)
             else:
-                noise = randn_tensor(denoised.shape, generator=generator, device=denoised.device, dtype=torch.float32)
+                noise = randn_tensor(converted.shape, generator=generator, device=converted.device, dtype=torch.float32)
 
         if cfg["solver_order"] == 1 or state.lower_order_nums < 1 or first_order_final:
             order = 1
@@ -131,10 +142,11 @@ class DPMSolverMultistepScheduler(VPMultistepScheduler):
             order = 2
         else:
             order = 3
-        prev_sample = dpm_solver_pp_update(
+        update = dpm_solver_pp_update if data else dpm_solver_update
+        prev_sample = update(
             sample.to(torch.float32), state.outputs[-order:], state.points[i - order + 1 : i + 1],
             state.points[i + 1], cfg["solver_type"], noise,
         )
         state.lower_order_nums = min(state.lower_order_nums + 1, cfg["solver_order"])
         state.step_index = i + 1
-        return SchedulerOutput(prev_sample=prev_sample.to(denoised.dtype))
+        return SchedulerOutput(prev_sample=prev_sample.to(converted.dtype))

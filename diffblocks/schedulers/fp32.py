@@ -55,3 +55,9 @@ def times(t: Tensor, c: F32) -> Tensor:
 def step_size(lam_from: F32, lam_to: F32) -> F32:
     """h = λ_to − λ_from (fp32)."""
     return F32(lam_to) - F32(lam_from)
+
+
+# A schedule may repeat a sigma (Karras ending on sigma_min, flow sigmas with a final sigma_min):
+# that step has h = 0 and the reference divides by it silently, inf/NaN terms then dropping out
+# of the update or propagating exactly as there. Decorate scalar algebra that may see such steps.
+quiet_division = np.errstate(divide="ignore", invalid="ignore")

@@ -228,7 +228,11 @@ class VPMultistepScheduler(Scheduler):
         alpha_t, sigma_t = operand(model_output, point.alpha), operand(model_output, point.sigma)
         if data:
             return self._threshold(self.prediction.to_denoised(model_output, sample, alpha_t, sigma_t))
-        return self.prediction.to_epsilon(model_output, sample, alpha_t, sigma_t)
+        eps = self.prediction.to_epsilon(model_output, sample, alpha_t, sigma_t)
+        if self.config["thresholding"]:  # threshold the x0 that ε implies, then return to ε
+            x0 = self._threshold((sample - sigma_t * eps) / alpha_t)
+            eps = (sample - alpha_t * x0) / sigma_t
+        return eps
 
     def _threshold(self, x0: Tensor) -> Tensor:
         # read only this class's keys: a config switched from DDIM may carry clip_sample along

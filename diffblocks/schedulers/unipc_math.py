@@ -14,11 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from .fp32 import F32, f32_expm1, step_size, times
+from .fp32 import F32, f32_expm1, quiet_division, step_size, times
 from .multistep import VPPoint
 
 
@@ -45,6 +44,7 @@ def _weighted_sum(rhos: Tensor, diffs: list[Tensor]) -> Tensor:
     return torch.einsum("k,bkc...->bc...", rhos.to(stacked.device), stacked)
 
 
+@quiet_division
 def unipc_update(
     x: Tensor,
     outputs: Sequence[Tensor],
@@ -65,8 +65,7 @@ def unipc_update(
     """
     order = len(outputs)
     h = step_size(points[-1].lam, target.lam)
-    with np.errstate(divide="ignore", invalid="ignore"):  # h = 0 (a repeated sigma) gives inf as in the reference
-        rks = [step_size(points[-1].lam, p.lam) / h for p in reversed(points[:-1])] + [F32(1.0)]
+    rks = [step_size(points[-1].lam, p.lam) / h for p in reversed(points[:-1])] + [F32(1.0)]
     m0 = outputs[-1]
     diffs = [(outputs[-(k + 1)] - m0) / float(rks[k - 1]) for k in range(1, order)]
     hh = -h if predict_x0 else h

@@ -27,12 +27,18 @@ CONFIGS = [
     {**SD, "use_lu_lambdas": True, "solver_order": 3},
     # DEIS configs' algorithm_type reads as dpmsolver++
     {"trained_betas": torch.linspace(1e-4, 2e-2, 1000).tolist(), "algorithm_type": "deis", "final_sigmas_type": "sigma_min"},
+    # the noise-prediction DPM-Solver (deprecated in diffusers, still in old configs)
+    {**SD, "algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min", "use_karras_sigmas": True},
+    {"algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min", "solver_order": 3, "solver_type": "heun",
+     "prediction_type": "v_prediction", "thresholding": True, "lower_order_final": False},
 ]
 SDE_CONFIGS = [
     {"algorithm_type": "sde-dpmsolver++"},
     {**SD, "algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": True},  # "DPM++ 2M SDE Karras"
     {"algorithm_type": "sde-dpmsolver++", "solver_type": "heun", "solver_order": 3, "final_sigmas_type": "sigma_min"},
     {"algorithm_type": "sde-dpmsolver++", "solver_order": 1, "prediction_type": "v_prediction"},
+    {"algorithm_type": "sde-dpmsolver", "final_sigmas_type": "sigma_min"},
+    {**SD, "algorithm_type": "sde-dpmsolver", "final_sigmas_type": "sigma_min", "solver_type": "heun", "prediction_type": "sample"},
 ]
 
 
@@ -139,8 +145,7 @@ def test_history_lives_in_the_state() -> None:
 @pytest.mark.parametrize(
     "key, value",
     [
-        ("algorithm_type", "dpmsolver"),
-        ("algorithm_type", "sde-dpmsolver"),
+        ("algorithm_type", "dpmsolver3"),
         ("solver_type", "rk4"),
         ("solver_order", 4),
         ("time_shift_type", "linear"),
@@ -199,9 +204,11 @@ def test_flow_sigmas_parity(config: dict, set_timesteps) -> None:
         ({**FLOW, "use_karras_sigmas": True}, "use_flow_sigmas cannot be combined with use_karras_sigmas"),
         ({"prediction_type": "flow_prediction"}, "flow_prediction' needs use_flow_sigmas=True"),
         ({"use_dynamic_shifting": True}, "use_dynamic_shifting applies to flow sigmas only"),
+        ({"algorithm_type": "dpmsolver"}, "algorithm_type='dpmsolver' needs final_sigmas_type='sigma_min'"),
+        ({"algorithm_type": "sde-dpmsolver", "final_sigmas_type": "sigma_min", "solver_order": 3}, "orders 1 and 2 only"),
     ],
 )
-def test_flow_config_errors(config: dict, match: str) -> None:
+def test_config_errors(config: dict, match: str) -> None:
     with pytest.raises(SchedulerConfigError, match=match):
         ours.DPMSolverMultistepScheduler.from_config(config)
 
