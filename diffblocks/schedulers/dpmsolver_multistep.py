@@ -27,7 +27,8 @@ _SOLVER_TYPE_ALIASES = {"logrho": "midpoint", "bh1": "midpoint", "bh2": "midpoin
 
 
 class DPMSolverMultistepScheduler(VPMultistepScheduler):
-    """DPM-Solver++ (Lu et al. 2022, arXiv:2211.01095) configured by a diffusers scheduler_config.json."""
+    """DPM-Solver++ (Lu et al. 2022, arXiv:2211.01095), its SDE variant and the original noise-prediction
+    DPM-Solver, configured by a diffusers scheduler_config.json."""
 
     defaults: ClassVar[dict[str, Any]] = {
         "num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear",
