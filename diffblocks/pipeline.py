@@ -108,6 +108,7 @@ class Pipeline:
         manager = components or ComponentsManager(torch_dtype=torch_dtype, device=device, **manager_kwargs)
         index = manager.add_from_index(source, revision=revision)
         graph = _graph_from(preset) if preset is not None else cls._graph_for_index(source, index)
+        _apply_index_config(graph, manager.config)
         graph.validate(components=manager)
         return cls(graph, manager, source=source)
 
@@ -214,6 +215,15 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return f"Pipeline(graph={self.graph.name!r}, source={self.source!r}, components={sorted(self.components)})"
+
+
+def _apply_index_config(graph: Graph, config: Mapping[str, Any]) -> None:
+    """Index config values (e.g. SDXL's ``force_zeros_for_empty_prompt``) set the config key of
+    the same name on every top-level node that declares it: the model folder knows best."""
+    for node, block in list(graph.nodes.items()):
+        values = {k: config[k] for k in block.config_fields if k in config}
+        if values and any(block.config.get(k) != v for k, v in values.items()):
+            graph.replace(node, block.with_config(**values))
 
 
 def _type_hint_of(component: Any) -> tuple[str, str]:

@@ -31,3 +31,11 @@ def tiny_sd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.components.tiny_pipelines import save_pipeline
 
     return save_pipeline("sd", tmp_path_factory.mktemp("tiny") / "sd")
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny SDXL-style folder with random weights, written by diffusers' save_pretrained."""
+    from tests.components.tiny_pipelines import save_pipeline
+
+    return save_pipeline("sdxl", tmp_path_factory.mktemp("tiny") / "sdxl")

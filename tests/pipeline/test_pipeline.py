@@ -92,13 +92,27 @@ def test_workflow_by_name_prunes_the_switch(tiny_sd_dir):
 
 
 def test_unknown_pipeline_class_names_the_fix(tiny_sd_dir, tmp_path):
-    folder = tmp_path / "odd"
-    folder.mkdir()
-    index = json.loads((tiny_sd_dir / "model_index.json").read_text())
-    index["_class_name"] = "SomethingElsePipeline"
-    for name in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
-        (folder / name).symlink_to(tiny_sd_dir / name)
-    (folder / "model_index.json").write_text(json.dumps(index))
+    folder = _copy_with_index(tiny_sd_dir, tmp_path / "odd", _class_name="SomethingElsePipeline")
     with pytest.raises(GraphError, match="pass preset="):
         Pipeline.from_pretrained(folder)
     assert Pipeline.from_pretrained(folder, preset="sd15").graph.name == "sd15"
+
+def _copy_with_index(src, dst, **changes):
+    dst.mkdir()
+    index = json.loads((src / "model_index.json").read_text())
+    for name, value in index.items():
+        if isinstance(value, list) and value[0] is not None:
+            (dst / name).symlink_to(src / name)
+    (dst / "model_index.json").write_text(json.dumps({**index, **changes}))
+    return dst
+
+
+def test_index_config_configures_the_nodes_that_declare_it(tiny_sdxl_dir, tmp_path):
+    on = Pipeline.from_pretrained(tiny_sdxl_dir)
+    assert on.graph.name == "sdxl"
+    assert on.graph.nodes["encode_prompt"].config["force_zeros_for_empty_prompt"] is True
+    off = Pipeline.from_pretrained(_copy_with_index(tiny_sdxl_dir, tmp_path / "xl", force_zeros_for_empty_prompt=False))
+    assert off.graph.nodes["encode_prompt"].config["force_zeros_for_empty_prompt"] is False
+    a = _run(on, guidance_scale=5.0)
+    b = _run(off, guidance_scale=5.0)
+    assert not np.allclose(a, b)  # zero vs encoded-empty negative embeddings
