@@ -66,6 +66,14 @@ class ModelConfig:
     fixed: ClassVar[Mapping[str, tuple[Any, ...]]] = {}
     ignored: ClassVar[frozenset[str]] = frozenset()
 
+    def __post_init__(self) -> None:
+        # Lists passed to the constructor directly become tuples too (hashable, immutable).
+        # Subclasses that validate in their own __post_init__ call this first.
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, list):
+                object.__setattr__(self, f.name, _freeze(value))
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
         """Build from a diffusers config dict (as read from ``config.json``)."""

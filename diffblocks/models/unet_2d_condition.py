@@ -89,6 +89,7 @@ class UNet2DConditionConfig(ModelConfig):
     mid_block_only_cross_attention: bool | None = None
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         n = len(self.down_block_types)
         for key, names in (("down_block_types", DOWN_BLOCKS), ("up_block_types", UP_BLOCKS)):
             for name in getattr(self, key):

@@ -166,6 +166,8 @@ def test_kwargs_construction_and_config_access() -> None:
     same = UNet2DConditionModel(model.config)
     assert same.config == model.config
     assert UNet2DConditionModel.from_config(model.config.to_dict()).config == model.config
+    direct = UNet2DConditionModel.config_class(**SD15)  # lists given to the dataclass directly
+    assert direct == model.config and hash(direct) == hash(model.config)
 
 
 def test_attention_backend_setting() -> None:
