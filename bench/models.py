@@ -5,9 +5,9 @@
     python bench/models.py --kind unet,flux,vae --size tiny,mid   # flux/vae: bench/models_flux_vae.py
 
 For each (kind, size) a diffusers model with seeded random weights is saved once; then each
-library runs in its OWN process: ``from_pretrained`` (timed), then the forward pass (median of
-``--repeats`` after a warm-up), repeated for ``--rounds`` alternating processes (best round kept,
-since a shared machine adds noise in one direction only). Peak RSS is the process's high-water
+library runs in its OWN process: ``from_pretrained`` (timed), then the forward pass (fastest of
+``--repeats`` after a warm-up), repeated for ``--rounds`` alternating processes (best round kept:
+a shared machine adds noise in one direction only). Peak RSS is the process's high-water
 mark; "load RSS" is that mark minus the RSS after imports (diffusers' import alone is large).
 UNet sizes: ``tiny`` (test config), ``mid`` (SD 1.5 layout at 40 % width, CPU-friendly),
 ``sd15`` and ``sdxl`` (the real layouts: for a GPU). Kinds ``flux`` and ``vae`` are delegated
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -99,8 +98,9 @@ def rss_mb(field: str = "VmRSS") -> float:
 def child(library: str, size: str, folder: str, device: str, dtype_name: str, repeats: int, compile_: bool) -> None:
     """Runs in its own process: load, then time the forward; prints one JSON line.
 
-    On a single-threaded CPU run the forward is timed in process CPU time, which time slices
-    lost to other processes on a shared machine do not inflate; otherwise in wall time.
+    On a single-threaded CPU run load and forward are timed in process CPU time (user + system),
+    which time slices lost to other processes on a shared machine do not inflate; otherwise in
+    wall time.
     """
     dtype = getattr(torch, dtype_name)
     clock = time.process_time if device == "cpu" and torch.get_num_threads() == 1 else time.perf_counter
@@ -111,13 +111,13 @@ def child(library: str, size: str, folder: str, device: str, dtype_name: str, re
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     base_rss = rss_mb()
 
-    start = time.perf_counter()
+    start = clock()
     if library == "ours":
         model = cls.from_pretrained(folder, torch_dtype=dtype, device=device)
     else:  # diffusers' usual path: load on CPU, then move
         model = cls.from_pretrained(folder, torch_dtype=dtype).to(device).eval()
     sync()
-    load_s = time.perf_counter() - start
+    load_s = clock() - start
     load_rss = rss_mb("VmHWM")
 
     forward = torch.compile(model) if compile_ else model
@@ -132,7 +132,7 @@ def child(library: str, size: str, folder: str, device: str, dtype_name: str, re
     torch.save(out.float().cpu(), Path(folder) / f"out-{library}.pt")
     print(json.dumps({
         "load_s": load_s,
-        "forward_s": statistics.median(times[-repeats:]),
+        "forward_s": min(times[-repeats:]),
         "peak_rss_mb": rss_mb("VmHWM"),
         "load_rss_mb": load_rss - base_rss,
         "gpu_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else 0.0,
@@ -172,7 +172,7 @@ def main() -> None:
     parser.add_argument("--size", default="tiny,mid", help=f"UNet sizes: {', '.join(UNET_SIZES)}")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2, help="alternating process pairs; best kept")
     parser.add_argument("--threads", type=int, default=None,
                         help="OMP_NUM_THREADS for the children (default: 1 on CPU, torch's default otherwise)")
@@ -200,7 +200,7 @@ def bench_unet(args: argparse.Namespace) -> None:
     dtype = getattr(torch, args.dtype)
     clock_name = "process CPU time" if args.device == "cpu" and args.threads == 1 else "wall time"
     print(f"{args.device} {args.dtype}, torch {torch.__version__}, threads {args.threads or torch.get_num_threads()}, "
-          f"forward = median of {args.repeats} ({clock_name}), best of {args.rounds} rounds; "
+          f"times in {clock_name}; forward = fastest of {args.repeats}, best of {args.rounds} rounds; "
           "each library in its own process"
           + (", torch.compile" if args.compile else ""))
     print("| model | size | params | forward ours / diffusers (ms) | ratio | load ours / diffusers (s) | ratio "

@@ -8,6 +8,7 @@ twice and peak memory stays near one copy of the weights.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -245,6 +246,34 @@ def _shard(state_dict: Mapping[str, torch.Tensor], max_bytes: int) -> list[dict[
     return shards
 
 
+_INITIALISERS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "kaiming_uniform_",
+                 "kaiming_normal_", "xavier_uniform_", "xavier_normal_", "orthogonal_")
+
+
+@contextlib.contextmanager
+def skip_meta_init() -> Iterator[None]:
+    """Build on the meta device without running parameter initialisers.
+
+    Initialising meta tensors computes nothing, yet torch still walks its Python decompositions
+    for every ``reset_parameters`` (about a third of a mid-size UNet's load time in a fresh
+    process). The patched initialisers skip only meta tensors, so other threads building real
+    models meanwhile are unaffected.
+    """
+
+    def skipping(original: Any) -> Any:
+        return lambda tensor, *args, **kwargs: tensor if tensor.is_meta else original(tensor, *args, **kwargs)
+
+    saved = {name: getattr(torch.nn.init, name) for name in _INITIALISERS}
+    try:
+        for name, original in saved.items():
+            setattr(torch.nn.init, name, skipping(original))
+        with torch.device("meta"):
+            yield
+    finally:
+        for name, original in saved.items():
+            setattr(torch.nn.init, name, original)
+
+
 # --------------------------------------------------------------------------------------------
 # The base class
 
@@ -356,7 +385,7 @@ class Model(torch.nn.Module):
         config = cls.load_config(folder)
         files = find_weight_files(folder, variant=variant, use_safetensors=use_safetensors, allow_pickle=allow_pickle)
 
-        with torch.device("meta"):
+        with skip_meta_init():
             model = cls(config)
         dtype = torch_dtype or torch.get_default_dtype()  # diffusers' default too
         state_dict = {

@@ -194,3 +194,16 @@ def test_from_config_forward_runs(saved: Path) -> None:
     with torch.no_grad():
         out = model(**unet_inputs(SD15, batch=1, size=8))
     assert out.sample.shape == (1, 4, 8, 8)
+
+
+def test_meta_construction_skips_only_meta_initialisers() -> None:
+    from diffblocks.models.modeling import skip_meta_init
+
+    before = torch.nn.init.kaiming_uniform_
+    with skip_meta_init():
+        meta = torch.nn.Linear(4, 4)
+        real = torch.nn.Linear(64, 64, device="cpu")  # an explicit device still initialises
+    assert meta.weight.is_meta
+    # nn.Linear's default init: uniform within 1/sqrt(fan_in) (uninitialised memory would not be).
+    assert real.weight.abs().max() <= 1 / 8 and real.weight.std() > 0.03
+    assert torch.nn.init.kaiming_uniform_ is before
