@@ -1,0 +1,380 @@
+"""Pipelines end to end: ours vs diffusers' classic and modular pipelines on identical weights.
+
+    python bench/pipelines.py                       # tiny + mid, SD and SDXL, CPU, 1 thread
+    python bench/pipelines.py --quick               # tiny only, few repeats (the smoke test)
+    python bench/pipelines.py --device cuda --dtype float16 --threads 4
+
+For each (size, pipeline) a diffusers pipeline with seeded random weights is saved once (cached
+under ``--workdir``, keyed by its config). Each library then runs in its OWN process on that
+folder with the same prompt, seed, steps, image size and guidance scale (CFG on):
+
+* ``ours``: ``diffblocks.Pipeline.from_pretrained`` (memoisation OFF, so every run does all the
+  work; a second figure, "ours memo", is the same call repeated with the cache on, where the
+  prompt encoding is reused as the executor is designed to do);
+* ``classic``: ``StableDiffusionPipeline`` / ``StableDiffusionXLPipeline``;
+* ``modular`` (SDXL only): ``StableDiffusionXLAutoBlocks().init_pipeline(folder)``.
+
+A child does one warm-up run, then ``--repeats`` timed runs (best kept; ``--rounds`` alternating
+process rounds, best kept again: a shared machine only ever adds time). Then one instrumented run
+measures the denoise loop: timing wrappers around ``unet.forward``, ``scheduler.scale_model_input``
+and ``scheduler.step`` (all three libraries call each once per step, ``scale_model_input`` first
+and ``step`` last). The loop window runs from the first ``scale_model_input`` to the last
+``step``; what is not UNet in it, per step, is the framework's cost plus the sampler and CFG
+arithmetic (the last two are the same ops on every side; their share is reported apart).
+
+On a single-threaded CPU run, times are process CPU time, which time slices lost to other
+processes on a shared machine do not inflate; otherwise wall time (CUDA synchronised).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPT = "a photo of a cat on the grass"
+KINDS = ("sd", "sdxl")
+LIBRARIES = {"sd": ("ours", "classic"), "sdxl": ("ours", "classic", "modular")}
+#: Image side in pixels per size (tiny VAE scales by 2, mid VAE by 8: latents 32x32 for both).
+IMAGE_SIDE = {"tiny": 64, "mid": 256}
+
+# Mid-size: SD / SDXL layouts at a fraction of the real widths, so a 10-step run takes seconds
+# on one CPU thread. Widths and head dims keep the real models' ratios (head dim 64 in SDXL).
+MID_UNET_SD: dict[str, Any] = {
+    "block_out_channels": [128, 256, 512], "layers_per_block": 2, "cross_attention_dim": 768,
+    "attention_head_dim": 8, "sample_size": 32,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+}
+MID_UNET_SDXL: dict[str, Any] = {
+    "block_out_channels": [128, 256, 512], "layers_per_block": 2, "sample_size": 32,
+    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    "attention_head_dim": [2, 4, 8], "transformer_layers_per_block": [1, 1, 2], "use_linear_projection": True,
+    "cross_attention_dim": 384 + 768,  # the two encoders' hidden states, concatenated
+    "addition_embed_type": "text_time", "addition_time_embed_dim": 128,
+    "projection_class_embeddings_input_dim": 768 + 6 * 128,  # pooled text + 6 time ids
+}
+MID_VAE: dict[str, Any] = {
+    "block_out_channels": [64, 128, 256, 256], "layers_per_block": 1, "latent_channels": 4, "sample_size": 256,
+    "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
+}
+MID_CLIP = {"intermediate_size": 3072, "num_hidden_layers": 4, "vocab_size": 1000, "max_position_embeddings": 77}
+
+
+# -- building the folders (parent process; diffusers is the reference here) ---------------------
+def _clip(hidden: int, heads: int, projection: bool) -> Any:
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from tests.components.tiny_pipelines import clip_tokenizer
+
+    tok = clip_tokenizer()
+    config = CLIPTextConfig(hidden_size=hidden, num_attention_heads=heads, projection_dim=hidden,
+                            bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                            pad_token_id=tok.pad_token_id, **MID_CLIP)
+    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config)
+
+
+def _mid_pipeline(kind: str) -> Any:
+    import diffusers
+    import torch
+
+    from tests.components.tiny_pipelines import clip_tokenizer
+
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DConditionModel(**(MID_UNET_SD if kind == "sd" else MID_UNET_SDXL))
+    vae = diffusers.AutoencoderKL(**MID_VAE)
+    parts: dict[str, Any] = {"unet": unet, "vae": vae, "tokenizer": clip_tokenizer()}
+    scheduler_options = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "steps_offset": 1}
+    if kind == "sd":
+        parts["text_encoder"] = _clip(768, 12, projection=False)
+        parts["scheduler"] = diffusers.DDIMScheduler(**scheduler_options, clip_sample=False, set_alpha_to_one=False)
+        return diffusers.StableDiffusionPipeline(**parts, safety_checker=None, feature_extractor=None,
+                                                 requires_safety_checker=False)
+    parts["text_encoder"] = _clip(384, 6, projection=False)
+    parts["text_encoder_2"] = _clip(768, 12, projection=True)
+    parts["tokenizer_2"] = clip_tokenizer()
+    parts["scheduler"] = diffusers.EulerDiscreteScheduler(**scheduler_options, timestep_spacing="leading")
+    return diffusers.StableDiffusionXLPipeline(**parts)
+
+
+def pipeline_folder(workdir: Path, size: str, kind: str) -> Path:
+    """The saved pipeline for (size, kind), built on first use; the name carries a config digest."""
+    recipe = json.dumps([size, kind, MID_UNET_SD, MID_UNET_SDXL, MID_VAE, MID_CLIP], sort_keys=True)
+    folder = workdir / f"{kind}-{size}-{hashlib.sha1(recipe.encode()).hexdigest()[:10]}"
+    if (folder / "model_index.json").is_file():
+        return folder
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests.components.tiny_pipelines import build_pipeline
+
+    pipe = build_pipeline(kind) if size == "tiny" else _mid_pipeline(kind)
+    workdir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=workdir))
+    pipe.save_pretrained(str(tmp))
+    try:
+        tmp.rename(folder)
+    except OSError:  # another run built it meanwhile
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+# -- the child: one library, one folder ----------------------------------------------------------
+class LoopProbe:
+    """Timing wrappers on the UNet's forward and the scheduler's two per-step methods."""
+
+    def __init__(self, clock: Callable[[], float], sync: Callable[[], None]) -> None:
+        self.clock, self.sync = clock, sync
+        self.spans: dict[str, list[tuple[float, float]]] = {"unet": [], "scale": [], "step": []}
+        self._undo: list[Callable[[], None]] = []
+
+    def wrap(self, obj: Any, attr: str, key: str) -> None:
+        original = getattr(obj, attr)
+        had_own = attr in vars(obj)
+        spans, clock, sync = self.spans[key], self.clock, self.sync
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            sync()
+            start = clock()
+            out = original(*args, **kwargs)
+            sync()
+            spans.append((start, clock()))
+            return out
+
+        setattr(obj, attr, timed)
+        self._undo.append(lambda: setattr(obj, attr, original) if had_own else delattr(obj, attr))
+
+    def restore(self) -> None:
+        for undo in reversed(self._undo):
+            undo()
+        self._undo.clear()
+
+    def summary(self, steps: int) -> dict[str, float]:
+        s = self.spans
+        if not (s["unet"] and s["scale"] and s["step"]):
+            raise RuntimeError(f"the probe saw no denoise loop (calls: { {k: len(v) for k, v in s.items()} })")
+        window = s["step"][-1][1] - s["scale"][0][0]
+        total = lambda key: sum(b - a for a, b in s[key])  # noqa: E731
+        unet, sched = total("unet"), total("scale") + total("step")
+        return {
+            "step_s": window / steps,
+            "unet_s": unet / steps,
+            "non_unet_s": (window - unet) / steps,
+            "scheduler_s": sched / steps,
+            "unet_calls": len(s["unet"]) / steps,
+            "scale_calls": len(s["scale"]) / steps,
+            "step_calls": len(s["step"]) / steps,
+        }
+
+
+def _load(library: str, kind: str, folder: str, device: str, dtype: Any, guidance: float) -> tuple[Any, Any, Any]:
+    """(pipeline, unet, scheduler) for ``library``."""
+    if library == "ours":
+        from diffblocks import Pipeline
+
+        pipe = Pipeline.from_pretrained(folder, torch_dtype=dtype, device=device)
+        pipe.graph.cache.enabled = False
+        return pipe, pipe.components["unet"], pipe.components["scheduler"]
+    if library == "classic":
+        import diffusers
+
+        cls = diffusers.StableDiffusionPipeline if kind == "sd" else diffusers.StableDiffusionXLPipeline
+        pipe = cls.from_pretrained(folder, torch_dtype=dtype).to(device)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe, pipe.unet, pipe.scheduler
+    from diffusers.guiders import ClassifierFreeGuidance
+    from diffusers.modular_pipelines.stable_diffusion_xl import StableDiffusionXLAutoBlocks
+
+    pipe = StableDiffusionXLAutoBlocks().init_pipeline(folder)
+    names = ["text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "unet", "vae", "scheduler"]
+    pipe.load_components(names=names, torch_dtype=dtype)
+    pipe.update_components(guider=ClassifierFreeGuidance(guidance_scale=guidance))
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, pipe.unet, pipe.scheduler
+
+
+def _caller(library: str, pipe: Any, opts: dict[str, Any]) -> Callable[[], Any]:
+    """A no-argument call of one full text-to-image run returning a float numpy image batch."""
+    import torch
+
+    common = {"prompt": PROMPT, "num_inference_steps": opts["steps"], "height": opts["side"], "width": opts["side"],
+              "output_type": "np"}
+    if library == "ours":
+        return lambda: pipe(**common, seed=opts["seed"], guidance_scale=opts["guidance"], progress=False).images
+    generator = lambda: torch.Generator("cpu").manual_seed(opts["seed"])  # noqa: E731
+    if library == "classic":
+        return lambda: pipe(**common, generator=generator(), guidance_scale=opts["guidance"]).images
+    return lambda: pipe(**common, generator=generator(), output="images")  # guidance: the guider component
+
+
+def child(opts: dict[str, Any]) -> dict[str, float]:
+    """One library on one folder: load, warm up, time runs, probe one run; returns the numbers.
+
+    Meant to run in its own process (``--child``), so imports, caches and allocator state do not
+    leak between libraries; ``--in-process`` calls it directly (a smoke test, not a measurement).
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(opts["threads"])
+    try:
+        return _child(opts)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _child(opts: dict[str, Any]) -> dict[str, float]:
+    import numpy as np
+    import torch
+
+    device, library = opts["device"], opts["library"]
+    cuda = device.startswith("cuda")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    clock = time.process_time if not cuda and opts["threads"] == 1 else time.perf_counter
+    pipe, unet, scheduler = _load(library, opts["kind"], opts["folder"], device, getattr(torch, opts["dtype"]),
+                                  opts["guidance"])
+    run = _caller(library, pipe, opts)
+
+    def timed() -> tuple[float, Any]:
+        sync()
+        start = clock()
+        image = run()
+        sync()
+        return clock() - start, image
+
+    first, image = timed()  # warm-up: kernels, allocator, lazy loading (ours loads on first use)
+    runs = [timed()[0] for _ in range(opts["repeats"])]
+    probe = LoopProbe(clock, sync)
+    probe.wrap(unet, "forward", "unet")
+    probe.wrap(scheduler, "scale_model_input", "scale")
+    probe.wrap(scheduler, "step", "step")
+    try:
+        timed()
+    finally:
+        probe.restore()
+    result: dict[str, Any] = {"first_s": first, "run_s": min(runs), "median_s": statistics.median(runs),
+                              **probe.summary(opts["steps"])}
+    if library == "ours":  # the same call with memoisation on: the prompt encoding is reused
+        pipe.graph.cache.enabled = True
+        memo = [timed()[0] for _ in range(opts["repeats"] + 1)][1:]  # the first call fills the cache
+        result["memo_s"] = min(memo)
+    np.save(Path(opts["out"]), np.asarray(image, dtype=np.float32))
+    return result
+
+
+# -- the parent ----------------------------------------------------------------------------------
+def measure(library: str, kind: str, size: str, folder: Path, args: argparse.Namespace) -> dict[str, float]:
+    opts = {"library": library, "kind": kind, "folder": str(folder), "device": args.device, "dtype": args.dtype,
+            "threads": args.threads, "steps": args.steps, "guidance": args.guidance, "seed": 0,
+            "side": IMAGE_SIDE[size], "repeats": args.repeats, "out": str(folder / f"image-{library}.npy")}
+    if args.in_process:
+        return child(opts)
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
+           "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, __file__, "--child", json.dumps(opts)], capture_output=True, text=True,
+                         env=env)
+    if out.returncode != 0:
+        raise RuntimeError(f"{library} {kind}/{size} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _best(rounds: list[dict[str, float]]) -> dict[str, float]:
+    return {key: min(r[key] for r in rounds) for key in rounds[0]}
+
+
+def bench(args: argparse.Namespace) -> list[tuple[str, str, dict[str, dict[str, float]], dict[str, float]]]:
+    """Every (size, kind): best-of-rounds results per library, and each library's max |image - classic|."""
+    import numpy as np
+
+    rows = []
+    for size in args.sizes:
+        for kind in args.kinds:
+            folder = pipeline_folder(Path(args.workdir), size, kind)
+            libraries = LIBRARIES[kind]
+            runs: dict[str, list[dict[str, float]]] = {lib: [] for lib in libraries}
+            for _ in range(args.rounds):
+                for lib in libraries:
+                    runs[lib].append(measure(lib, kind, size, folder, args))
+            reference = np.load(folder / "image-classic.npy")
+            diffs = {lib: float(np.abs(np.load(folder / f"image-{lib}.npy") - reference).max()) for lib in libraries}
+            rows.append((size, kind, {lib: _best(r) for lib, r in runs.items()}, diffs))
+    return rows
+
+
+def print_tables(rows: list[tuple[str, str, dict[str, dict[str, float]], dict[str, float]]]) -> None:
+    ms = lambda s: f"{s * 1e3:.1f}"  # noqa: E731
+    print("\n| size | pipeline | ours (ms) | ours, memo on (ms) | diffusers classic (ms) | diffusers modular (ms) "
+          "| ours / classic | ours / modular | max abs diff vs classic (ours; modular) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for size, kind, res, diffs in rows:
+        ours, classic, modular = res["ours"], res["classic"], res.get("modular")
+        mod_ms = ms(modular["run_s"]) if modular else "-"
+        mod_ratio = f"{ours['run_s'] / modular['run_s']:.2f}x" if modular else "-"
+        diff = f"{diffs['ours']:.1e}" + (f"; {diffs['modular']:.1e}" if modular else "")
+        print(f"| {size} | {kind} | {ms(ours['run_s'])} | {ms(ours['memo_s'])} | {ms(classic['run_s'])} | {mod_ms} "
+              f"| {ours['run_s'] / classic['run_s']:.2f}x | {mod_ratio} | {diff} |")
+    print("\nPer denoise step (one instrumented run; the loop window runs from the first scale_model_input "
+          "to the last scheduler.step):\n")
+    print("| size | pipeline | library | step (ms) | UNet (ms) | UNet calls | non-UNet (µs) "
+          "| of which sampler (µs) | rest: framework + CFG (µs) |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    for size, kind, res, _ in rows:
+        for lib, r in res.items():
+            print(f"| {size} | {kind} | {lib} | {r['step_s'] * 1e3:.2f} | {r['unet_s'] * 1e3:.2f} | {r['unet_calls']:.0f} "
+                  f"| {r['non_unet_s'] * 1e6:.0f} | {r['scheduler_s'] * 1e6:.0f} "
+                  f"| {(r['non_unet_s'] - r['scheduler_s']) * 1e6:.0f} |")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="tiny,mid", help="comma list of tiny, mid")
+    parser.add_argument("--kinds", default="sd,sdxl", help="comma list of sd, sdxl")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads on every side (default 1: the shared 2-core box oversubscribes at 2)")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--guidance", type=float, default=7.5)
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per process (default 5 tiny / 3 mid)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating process rounds; best kept")
+    parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "diffblocks-bench", "pipelines"))
+    parser.add_argument("--quick", action="store_true", help="tiny only, 4 steps, 2 repeats, 1 round (smoke test)")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run every library in this process (a smoke test of the script, not a measurement)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        return
+    if args.quick:
+        args.sizes, args.steps, args.repeats, args.rounds = "tiny", 2, 1, 1
+    args.sizes, args.kinds = args.sizes.split(","), args.kinds.split(",")
+    if args.repeats is None:
+        args.repeats = 3 if "mid" in args.sizes else 5
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    import torch
+
+    clock = "process CPU time" if args.device == "cpu" and args.threads == 1 else "wall time"
+    print(f"{args.device} {args.dtype}, torch {torch.__version__}, threads {args.threads}, {args.steps} steps, "
+          f"guidance {args.guidance}, best of {args.repeats} runs x {args.rounds} rounds ({clock}); "
+          + ("ALL LIBRARIES IN ONE PROCESS (smoke test, not a measurement)" if args.in_process
+             else "each library in its own process"), flush=True)
+    print_tables(bench(args))
+
+
+if __name__ == "__main__":
+    main()
