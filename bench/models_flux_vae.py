@@ -1,7 +1,7 @@
 """Flux transformer and VAE: ours vs diffusers on identical random weights.
 
     python bench/models_flux_vae.py [--kind flux,vae] [--size tiny,mid] [--repeats 5]
-    python bench/models_flux_vae.py --size flux --flux-layers 1,1 --tokens 8,16 --threads 1  # CPU load test
+    python bench/models_flux_vae.py --size flux --flux-layers 1,2 --tokens 8,16 --pixels 128  # CPU, real widths
     python bench/models_flux_vae.py --device cuda --dtype bfloat16 --size flux --flux-layers 4,8  # GPU
 
 For each (kind, size) a diffusers model with seeded random weights is saved once; then each
@@ -70,10 +70,10 @@ def flux_config(size: str, layers: tuple[int, int] | None) -> dict[str, Any]:
 
 
 def make_inputs(kind: str, size: str, config: dict[str, Any], device: str, dtype: torch.dtype,
-                tokens: tuple[int, int] | None = None) -> dict[str, Any]:
+                tokens: tuple[int, int] | None = None, pixels: int | None = None) -> dict[str, Any]:
     g = torch.Generator().manual_seed(0)
     if kind == "vae":
-        side = VAE_PIXELS[size] // 2 ** (len(config["block_out_channels"]) - 1)
+        side = (pixels or VAE_PIXELS[size]) // 2 ** (len(config["block_out_channels"]) - 1)
         return {"z": torch.randn(1, config["latent_channels"], side, side, generator=g).to(device, dtype)}
     grid, text = tokens or FLUX_TOKENS[size]
     rows, cols = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
@@ -116,11 +116,16 @@ def rss_mb(field: str = "VmRSS") -> float:
 
 
 def child(library: str, kind: str, size: str, folder: str, args: argparse.Namespace) -> None:
-    """Runs in its own process: load, then time the forward; prints one JSON line."""
+    """Runs in its own process: load, then time the forward; prints one JSON line.
+
+    A single-threaded CPU forward is timed in process CPU time, which time slices lost to other
+    processes on a shared machine do not inflate; anything else in wall time.
+    """
     device, dtype, repeats = args.device, getattr(torch, args.dtype), args.repeats
+    clock = time.process_time if device == "cpu" and torch.get_num_threads() == 1 else time.perf_counter
     cls = model_class(library, kind)
     config = json.loads((Path(folder) / "config.json").read_text())
-    inputs = make_inputs(kind, size, config, device, dtype, _tokens(args))
+    inputs = make_inputs(kind, size, config, device, dtype, _tokens(args), args.pixels)
     cuda = device.startswith("cuda")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     base_rss = rss_mb()
@@ -142,10 +147,10 @@ def child(library: str, kind: str, size: str, folder: str, args: argparse.Namesp
     with torch.no_grad():
         for _ in range(repeats + (3 if args.compile else 1)):  # first calls: kernels, allocator, compile
             sync()
-            start = time.perf_counter()
+            start = clock()
             out = forward(**inputs)[0]
             sync()
-            times.append(time.perf_counter() - start)
+            times.append(clock() - start)
     torch.save(out.float().cpu(), Path(folder) / f"out-{library}.pt")
     print(json.dumps({
         "load_s": load_s,
@@ -172,6 +177,7 @@ def save_reference(kind: str, config: dict[str, Any], folder: Path, device: str,
 def measure(library: str, kind: str, size: str, folder: Path, args: argparse.Namespace) -> dict[str, float]:
     cmd = [sys.executable, __file__, "--child", library, kind, size, str(folder), "--device", args.device,
            "--dtype", args.dtype, "--repeats", str(args.repeats), "--tokens", args.tokens,
+           *(["--pixels", str(args.pixels)] if args.pixels else []),
            *(["--compile"] if args.compile else [])]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)} if args.threads else None
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -212,20 +218,25 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=2, help="alternating process pairs; best kept")
-    parser.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS for the children (0: torch's default)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="OMP_NUM_THREADS for the children (default: 1 on CPU, torch's default otherwise)")
     parser.add_argument("--compile", action="store_true", help="time torch.compile'd forwards (GPU)")
     parser.add_argument("--flux-layers", default="", help="double,single block counts, e.g. 4,8")
     parser.add_argument("--tokens", default="", help="Flux image grid side and text length, e.g. 8,16")
+    parser.add_argument("--pixels", type=int, default=0, help="VAE output side in pixels (default: per size)")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.threads is None:
+        args.threads = 1 if args.device == "cpu" else 0
     if args.child:
         child(*args.child, args)
         return
 
     layers = tuple(int(n) for n in args.flux_layers.split(",")) if args.flux_layers else None
+    clock_name = "process CPU time" if args.device == "cpu" and args.threads == 1 else "wall time"
     print(f"{args.device} {args.dtype}, torch {torch.__version__}, threads {args.threads or torch.get_num_threads()}, "
-          f"forward = median of {args.repeats}, best of {args.rounds} rounds; each library in its own process"
-          + (", torch.compile" if args.compile else ""))
+          f"forward = median of {args.repeats} ({clock_name}), best of {args.rounds} rounds; "
+          "each library in its own process" + (", torch.compile" if args.compile else ""))
     print("| model | size | params | forward ours / diffusers (ms) | ratio | load ours / diffusers (s) | ratio "
           "| peak RSS ours / diffusers (MB) | ratio | load RSS ours / diffusers (MB) | GPU peak ours / diffusers (MB) "
           "| max abs diff |")
