@@ -21,11 +21,13 @@ def blend_into(prev: torch.Tensor, tile: torch.Tensor, extent: int, dim: int) ->
     if extent <= 0:
         return
     # weights made in float64 then cast, to round exactly like Python-float scalars would
+    # (half-precision tiles blend in float32, as their kernels compute with scalars anyway)
     w = torch.arange(extent, dtype=torch.float64, device=tile.device) / extent
+    w_dtype = torch.promote_types(tile.dtype, torch.float32)
     view = [1, 1, 1, 1]
     view[dim] = extent
-    w_tile = w.to(torch.float32).view(view)
-    w_prev = (1 - w).to(torch.float32).view(view)
+    w_tile = w.to(w_dtype).view(view)
+    w_prev = (1 - w).to(w_dtype).view(view)
     head = tile.narrow(dim, 0, extent)
     tail = prev.narrow(dim, prev.shape[dim] - extent, extent)
     head.copy_(tail * w_prev + head * w_tile)
