@@ -157,6 +157,18 @@ def _place(obj: Any, options: LoadOptions) -> Any:
     return obj.eval()
 
 
+def _fast_transformers(cls: type, root: Path, spec: ComponentSpec, options: LoadOptions) -> Any | None:
+    """The meta-device fast path for allow-listed transformers encoders; None to use from_pretrained."""
+    from diffblocks.components.fast_transformers import FAST_CLASSES, load_text_encoder_fast
+
+    if cls.__name__ not in FAST_CLASSES:
+        return None
+    try:
+        return load_text_encoder_fast(cls, root, spec.subfolder, options.torch_dtype, spec.variant)
+    except Exception:  # the fast path may only be faster, never different: let transformers decide
+        return None
+
+
 def load_component(spec: ComponentSpec, options: LoadOptions | None = None) -> Any:
     """Load one component. Every failure is a :class:`ComponentError` naming the component."""
     options = options or LoadOptions()
@@ -175,7 +187,9 @@ def load_component(spec: ComponentSpec, options: LoadOptions | None = None) -> A
         raise ComponentError(f"{_who(spec)}: class {cls.__qualname__} has no from_pretrained() to load files with")
     kwargs = _loader_kwargs(cls, spec, options)
     try:
-        obj = cls.from_pretrained(str(root), **kwargs)
+        obj = _fast_transformers(cls, root, spec, options)
+        if obj is None:
+            obj = cls.from_pretrained(str(root), **kwargs)
     except Exception as err:
         where = root / (spec.subfolder or "")
         raise ComponentError(f"{_who(spec)}: loading from '{where}' failed: {type(err).__name__}: {err}") from err

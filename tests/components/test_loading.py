@@ -176,3 +176,11 @@ def test_spec_without_source(tmp_path: Path):
         manager["vae"]
     with pytest.raises(KeyError, match="no component 'unet'"):
         manager["unet"]
+
+
+def test_spec_load_on_its_own_with_overrides(tiny_sd: Path):
+    spec = ComponentSpec("vae", ("diffusers", "AutoencoderKL"), str(tiny_sd), "vae")
+    vae = spec.load(torch_dtype=torch.float16)
+    assert next(vae.parameters()).dtype == torch.float16
+    with pytest.raises(ComponentError, match="component 'vae'.*'.*nope' is missing"):
+        spec.load(subfolder="nope")

@@ -12,27 +12,22 @@ import torch
 
 from diffblocks.components import ComponentSpec, ComponentsManager
 from diffblocks.components.offload import ModelOffloader
-from diffblocks.registry.components import resolve_component_class
 
 
 @pytest.fixture
 def count_loads(monkeypatch: pytest.MonkeyPatch):
-    """Count from_pretrained calls per class name (wrapping the real loader)."""
+    """Count real loads (calls of load_component) per class name."""
+    from diffblocks.components import manager as manager_module
+
     counts: dict[str, int] = {}
+    original = manager_module.load_component
 
-    def wrap(library: str, name: str) -> None:
-        cls = resolve_component_class(library, name)
-        original = cls.from_pretrained
+    def counting(spec: ComponentSpec, options: Any) -> Any:
+        name = spec.type_hint[1] if spec.type_hint else spec.name
+        counts[name] = counts.get(name, 0) + 1
+        return original(spec, options)
 
-        def counting(klass: type, *args: Any, **kwargs: Any) -> Any:
-            counts[name] = counts.get(name, 0) + 1
-            return original(*args, **kwargs)
-
-        monkeypatch.setattr(cls, "from_pretrained", classmethod(counting))
-
-    for hint in [("diffusers", "UNet2DConditionModel"), ("diffusers", "AutoencoderKL"),
-                 ("diffusers", "DDIMScheduler"), ("transformers", "CLIPTextModel")]:
-        wrap(*hint)
+    monkeypatch.setattr(manager_module, "load_component", counting)
     return counts
 
 
