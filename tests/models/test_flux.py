@@ -48,14 +48,17 @@ def test_loads_diffusers_folder_and_matches(saved_reference):
     assert torch.equal(as_tuple, got)
 
 
+@pytest.mark.parametrize("name", sorted(CONFIGS))
 @torch.no_grad()
-def test_diffusers_loads_what_we_save(tmp_path):
-    ours = FluxTransformer2DModel.from_config(FLUX_DEV_LIKE).eval()
+def test_diffusers_loads_what_we_save(tmp_path, name):
+    config = CONFIGS[name]
+    ours = FluxTransformer2DModel.from_config(config).eval()
     ours.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
-    assert saved["_class_name"] == "FluxTransformer2DModel" and saved["guidance_embeds"] is True
+    assert saved["_class_name"] == "FluxTransformer2DModel"
+    assert saved["guidance_embeds"] is config["guidance_embeds"]
     ref = diffusers.FluxTransformer2DModel.from_pretrained(tmp_path).eval()
-    inputs = flux_inputs(FLUX_DEV_LIKE, seed=3)
+    inputs = flux_inputs(config, seed=3)
     assert max_diff(ref(**inputs).sample, ours(**inputs).sample) <= 1e-5
 
 

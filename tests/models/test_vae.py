@@ -101,16 +101,22 @@ def test_tiling_only_kicks_in_above_the_tile_size(pair):
         ours.disable_tiling()
 
 
+@pytest.mark.parametrize("name", sorted(CONFIGS))
 @torch.no_grad()
-def test_diffusers_loads_what_we_save(tmp_path):
-    ours = AutoencoderKL.from_config(VAE_FLUX_LIKE).eval()
+def test_diffusers_loads_what_we_save(tmp_path, name):
+    config = CONFIGS[name]
+    ours = AutoencoderKL.from_config(config).eval()
     ours.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
-    assert saved["_class_name"] == "AutoencoderKL" and saved["shift_factor"] == VAE_FLUX_LIKE["shift_factor"]
+    assert saved["_class_name"] == "AutoencoderKL"
     ref = diffusers.AutoencoderKL.from_pretrained(tmp_path).eval()
-    assert ref.config.use_quant_conv is False and ref.config.scaling_factor == VAE_FLUX_LIKE["scaling_factor"]
+    for key in ("shift_factor", "scaling_factor", "use_quant_conv", "use_post_quant_conv", "force_upcast"):
+        assert getattr(ref.config, key) == getattr(ours.config, key)
     x = torch.randn(1, 3, 32, 32)
     assert max_diff(ref(x).sample, ours(x).sample) <= TOL
+    ref.enable_tiling(), ours.enable_tiling()
+    z = torch.randn(1, config["latent_channels"], 48 // _factor(config), 40 // _factor(config))
+    assert max_diff(ref.decode(z).sample, ours.decode(z).sample) <= TOL
 
 
 def test_config_surface():
