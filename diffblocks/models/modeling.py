@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import json
 import logging
 import os
@@ -274,6 +275,23 @@ def skip_meta_init() -> Iterator[None]:
             setattr(torch.nn.init, name, original)
 
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector.
+
+    Building a model allocates thousands of small dicts, which triggers full collections over
+    everything torch's import left on the heap: measured 104 ms of a 120 ms mid-size UNet load
+    in a fresh process, 19 ms without. Nothing built here forms garbage cycles.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 # --------------------------------------------------------------------------------------------
 # The base class
 
@@ -385,14 +403,15 @@ class Model(torch.nn.Module):
         config = cls.load_config(folder)
         files = find_weight_files(folder, variant=variant, use_safetensors=use_safetensors, allow_pickle=allow_pickle)
 
-        with skip_meta_init():
-            model = cls(config)
         dtype = torch_dtype or torch.get_default_dtype()  # diffusers' default too
-        state_dict = {
-            key: tensor for path in files for key, tensor in read_weights(path, device=device or "cpu", dtype=dtype)
-        }
-        state_dict = cls.convert_legacy_keys(state_dict)
-        model.assign_weights(state_dict, source=", ".join(str(p) for p in files))
+        with gc_paused():
+            with skip_meta_init():
+                model = cls(config)
+            state_dict = {
+                key: tensor for path in files for key, tensor in read_weights(path, device=device or "cpu", dtype=dtype)
+            }
+            state_dict = cls.convert_legacy_keys(state_dict)
+            model.assign_weights(state_dict, source=", ".join(str(p) for p in files))
         return model.eval()
 
     @classmethod
