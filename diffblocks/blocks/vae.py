@@ -85,7 +85,7 @@ def sample_image_latents(vae: Any, moments: torch.Tensor, generator: Any, dtype:
     stats = _stats(vae, z)
     if stats is not None:
         return (z - stats[0]) * vae.config.scaling_factor / stats[1]
-    return z * vae.config.scaling_factor
+    return (z - _shift(vae)) * vae.config.scaling_factor
 
 
 def to_vae_latents(vae: Any, latents: torch.Tensor) -> torch.Tensor:
@@ -93,7 +93,12 @@ def to_vae_latents(vae: Any, latents: torch.Tensor) -> torch.Tensor:
     stats = _stats(vae, latents)
     if stats is not None:
         return latents * stats[1] / vae.config.scaling_factor + stats[0]
-    return latents / vae.config.scaling_factor
+    return latents / vae.config.scaling_factor + _shift(vae)
+
+
+def _shift(vae: Any) -> float:
+    # SD3 / Flux VAEs centre their latents with shift_factor; SD 1.x / SDXL have none (None).
+    return getattr(vae.config, "shift_factor", None) or 0.0
 
 
 def _decode(vae: Any, latents: torch.Tensor, output_type: str, tiled: bool) -> torch.Tensor:
