@@ -56,13 +56,13 @@ class TrainConfig:
 
     seed: int = 0
     per_combo: int = 8  # jittered renders of each training spec
-    vae_steps: int = 600
+    vae_steps: int = 1500
     vae_batch: int = 16
     vae_lr: float = 2e-3
     vae_warmup: int = 20
     kl_weight: float = 1e-6
     object_weight: float = 4.0
-    unet_steps: int = 1800
+    unet_steps: int = 3000
     unet_batch: int = 32
     unet_lr: float = 1e-3
     warmup: int = 100
@@ -73,7 +73,7 @@ class TrainConfig:
     vae: dict = field(default_factory=lambda: {
         "in_channels": 3, "out_channels": 3, "latent_channels": 4, "sample_size": 64,
         "down_block_types": ["DownEncoderBlock2D"] * 3, "up_block_types": ["UpDecoderBlock2D"] * 3,
-        "block_out_channels": [16, 32, 64], "layers_per_block": 1, "norm_num_groups": 8,
+        "block_out_channels": [16, 32, 64], "layers_per_block": 1, "norm_num_groups": 4,
     })
     text: dict = field(default_factory=lambda: {
         "hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 3,
@@ -81,9 +81,8 @@ class TrainConfig:
     })
     unet: dict = field(default_factory=lambda: {
         "sample_size": 16, "in_channels": 4, "out_channels": 4, "layers_per_block": 1,
-        "block_out_channels": [64, 128], "norm_num_groups": 32, "attention_head_dim": 8,
-        "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
-        "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+        "block_out_channels": [32, 64, 128], "norm_num_groups": 8, "attention_head_dim": 4,
+        "down_block_types": ["CrossAttnDownBlock2D"] * 3, "up_block_types": ["CrossAttnUpBlock2D"] * 3,
     })
 
 
@@ -94,7 +93,7 @@ def smoke_config() -> TrainConfig:
         vae={**TrainConfig().vae, "block_out_channels": [8, 16, 16], "norm_num_groups": 8},
         text={**TrainConfig().text, "hidden_size": 16, "intermediate_size": 32,
               "num_hidden_layers": 1, "num_attention_heads": 2, "projection_dim": 16},
-        unet={**TrainConfig().unet, "block_out_channels": [16, 32], "norm_num_groups": 8,
+        unet={**TrainConfig().unet, "block_out_channels": [16, 16, 32], "norm_num_groups": 8,
               "attention_head_dim": 2},
     )
 
@@ -170,8 +169,12 @@ def encode_dataset(vae, images: torch.Tensor, batch: int = 256) -> tuple[torch.T
 
 def train_denoiser(cfg: TrainConfig, unet, text_encoder, tokenizer, means: torch.Tensor,
                    stds: torch.Tensor, scaling: float, specs: list[dataset.ShapeSpec],
-                   rng: torch.Generator) -> tuple[list[float], dict, dict]:
-    """Phase 2: train UNet and text encoder jointly; returns losses and EMA state dicts."""
+                   rng: torch.Generator, deadline: float | None = None) -> tuple[list[float], dict, dict]:
+    """Phase 2: train UNet and text encoder jointly; returns losses and EMA state dicts.
+
+    With ``deadline`` (a ``time.time()`` value) training stops early when it passes, so a
+    run on a slower machine still ends in time; the number of steps done is ``len(losses)``.
+    """
     noise_sched = DDPMScheduler(**SCHEDULE)
     alphas_cumprod = noise_sched.alphas_cumprod
     snr = alphas_cumprod / (1 - alphas_cumprod)
@@ -205,6 +208,9 @@ def train_denoiser(cfg: TrainConfig, unet, text_encoder, tokenizer, means: torch
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         losses.append(loss.item())
+        if deadline is not None and time.time() > deadline:
+            print(f"time budget reached: stopping after {step + 1} of {cfg.unet_steps} steps")
+            break
         # EMA with a warm-up so early steps are not averaged with the random init.
         decay = min(cfg.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
@@ -317,8 +323,13 @@ def save_samples(path: Path, components: dict, prompts: list[str] = SAMPLE_PROMP
 # ---------------------------------------------------------------------------- main
 
 
-def train(cfg: TrainConfig, out: Path, threads: int = 2, run_eval: bool = True) -> dict:
-    """Run every phase and write the model to ``out``; returns a summary (timings, losses)."""
+def train(cfg: TrainConfig, out: Path, threads: int = 2, run_eval: bool = True,
+          max_minutes: float | None = None) -> dict:
+    """Run every phase and write the model to ``out``; returns a summary (timings, losses).
+
+    ``max_minutes`` caps the whole run: the UNet phase stops early, leaving about a minute
+    for saving and evaluation (the summary records the steps actually done).
+    """
     torch.set_num_threads(threads)
     torch.manual_seed(cfg.seed)
     rng = torch.Generator().manual_seed(cfg.seed)
@@ -343,7 +354,8 @@ def train(cfg: TrainConfig, out: Path, threads: int = 2, run_eval: bool = True) 
     vae.config = vae.config.replace(scaling_factor=scaling)
 
     unet_losses, unet_ema, text_ema = train_denoiser(
-        cfg, unet, text_encoder, tokenizer, means, stds, scaling, specs, rng)
+        cfg, unet, text_encoder, tokenizer, means, stds, scaling, specs, rng,
+        deadline=None if max_minutes is None else started + 60 * max_minutes - 60)
     unet.load_state_dict(unet_ema)
     text_encoder.load_state_dict(text_ema)
     timings["unet"] = time.time() - started - sum(timings.values())
@@ -353,7 +365,8 @@ def train(cfg: TrainConfig, out: Path, threads: int = 2, run_eval: bool = True) 
     plot_losses(out / "loss.png", {"vae": vae_losses, "unet": unet_losses})
     summary = {"config": asdict(cfg), "scaling_factor": scaling,
                "final_vae_loss": float(np.mean(vae_losses[-20:])),
-               "final_unet_loss": float(np.mean(unet_losses[-50:])), "timings_s": timings}
+               "final_unet_loss": float(np.mean(unet_losses[-50:])), "unet_steps_done": len(unet_losses),
+               "timings_s": timings}
     if run_eval:
         t0 = time.time()
         scheduler = DDIMScheduler(**INFERENCE_SCHEDULER)
@@ -376,6 +389,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--unet-steps", type=int)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-eval", action="store_true")
+    parser.add_argument("--max-minutes", type=float, help="stop the UNet phase early to end in time")
     parser.add_argument("--grid", type=Path, help="also write a labelled grid of samples (PNG) here")
     parser.add_argument("--grid-only", action="store_true", help="skip training: load --out, write --grid")
     args = parser.parse_args(argv)
@@ -386,7 +400,8 @@ def main(argv: list[str] | None = None) -> None:
             cfg = replace(cfg, vae_steps=args.vae_steps)
         if args.unet_steps is not None:
             cfg = replace(cfg, unet_steps=args.unet_steps)
-        summary = train(cfg, args.out, threads=args.threads, run_eval=not args.no_eval and not args.smoke)
+        summary = train(cfg, args.out, threads=args.threads, run_eval=not args.no_eval and not args.smoke,
+                        max_minutes=args.max_minutes)
         print(json.dumps({k: summary[k] for k in ("scaling_factor", "timings_s")}, indent=2))
     if args.grid is not None:
         save_samples(args.grid, load_components(args.out))
