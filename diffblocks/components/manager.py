@@ -75,6 +75,9 @@ class ComponentsManager(Mapping[str, Any]):
 
     ``torch_dtype`` and ``device`` are one value or a mapping per component name with a
     ``"default"`` entry, e.g. ``{"vae": torch.float32, "default": torch.float16}``.
+
+    A shared object is one object: placing it (``device``, offload hooks) from one manager
+    moves it for every holder. Pass ``share=False`` for a private copy.
     """
 
     def __init__(
