@@ -57,6 +57,16 @@ def _per_name(value: Any, name: str) -> Any:
     return value
 
 
+def _tensor_versions(obj: Any) -> int:
+    """Sum of the in-place version counters of a module's tensors (0 for non-modules).
+
+    In-place writes (``add_``, ``copy_``) bump a counter; moving with ``.to()`` does not.
+    """
+    if not isinstance(obj, torch.nn.Module):
+        return 0
+    return sum(t._version for t in obj.parameters()) + sum(t._version for t in obj.buffers())
+
+
 def _fmt_bytes(n: int) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
@@ -105,6 +115,7 @@ class ComponentsManager(Mapping[str, Any]):
         self._objects: dict[str, Any] = {}
         self._sources: dict[str, str] = {}
         self._pins: dict[tuple[str, str | None], str] = {}
+        self._baselines: dict[str, int] = {}  # tensor versions right after loading
         self._offloader: ModelOffloader | None = None
         self._lock = threading.RLock()
         items = specs.values() if isinstance(specs, Mapping) else (specs or ())
@@ -239,20 +250,23 @@ class ComponentsManager(Mapping[str, Any]):
         """A token that changes when component ``name`` changes, computed without loading it.
 
         The graph executor's memoisation calls this instead of ``manager[name]``, so a cache
-        key for a node whose branch does not run never forces a load. Unloaded: the spec's
-        identity and dtype. Loaded: the object's id and the in-place versions of its tensors
-        (so fusing LoRA weights into a loaded model invalidates cached outputs).
+        key for a node whose branch does not run never forces a load. For a component from a
+        spec the token is the spec's identity and dtype plus how far its tensors were changed
+        in place since it was loaded (0 before loading and right after it), so a first run
+        that loads the component and a second run match, while fusing weights into a loaded
+        model (or bumping ``obj._diffblocks_revision``) invalidates cached outputs. A
+        component given with :meth:`set` is identified by the object itself.
         """
         obj = self._objects.get(name, _MISSING)
-        if obj is _MISSING:
-            spec = self._specs.get(name)
-            if spec is None:
+        spec = self._specs.get(name)
+        if spec is None:
+            if obj is _MISSING:
                 raise KeyError(f"no component '{name}' in this manager")
-            return ("spec", spec.identity, str(self.dtype_for(name)))
-        version = None
-        if isinstance(obj, torch.nn.Module):
-            version = sum(t._version for t in obj.parameters()) + sum(t._version for t in obj.buffers())
-        return ("loaded", id(obj), version, getattr(obj, "_diffblocks_revision", None))
+            return ("object", id(obj), _tensor_versions(obj), getattr(obj, "_diffblocks_revision", None))
+        if obj is _MISSING:
+            return ("spec", spec.identity, str(self.dtype_for(name)), 0, None)
+        changed = _tensor_versions(obj) - self._baselines.get(name, 0)
+        return ("spec", spec.identity, str(self.dtype_for(name)), changed, getattr(obj, "_diffblocks_revision", None))
 
     def load(self, *names: str) -> dict[str, Any]:
         """Load ``names`` now (all declared components when none are given)."""
@@ -313,6 +327,7 @@ class ComponentsManager(Mapping[str, Any]):
             else:
                 obj = load_component(spec, options)
             self._objects[name] = obj
+            self._baselines[name] = _tensor_versions(obj)
             self._sources[name] = self._describe_source(spec, commit)
             if offloading and isinstance(obj, torch.nn.Module):
                 self._offloader.attach(name, obj)  # type: ignore[union-attr]
@@ -341,6 +356,7 @@ class ComponentsManager(Mapping[str, Any]):
                 self._offloader.detach(name)
             obj = self._objects.pop(name, None)
             self._sources.pop(name, None)
+            self._baselines.pop(name, None)
         if obj is not None:
             del obj
             gc.collect()

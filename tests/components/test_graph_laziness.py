@@ -64,3 +64,37 @@ def test_a_graph_that_never_decodes_never_loads_the_vae(tiny_sd: Path):
         images = graph.run(inputs={"prompt": "a photo of a cat", "decode": True}, components=manager,
                            progress=False).latents
     assert images.shape == (1, 3, 8, 8) and "vae" in manager.loaded
+
+
+def test_memoisation_survives_the_first_load(tiny_sd: Path):
+    """Run 1 loads the components while it runs; run 2 must still hit the cache for them."""
+    manager = ComponentsManager.from_pretrained(tiny_sd)
+    graph = _graph()
+    before = manager.component_fingerprint("unet")
+    with torch.no_grad():
+        first = graph.run(inputs={"prompt": "a photo of a cat"}, components=manager, progress=False).latents
+        assert manager.component_fingerprint("unet") == before  # loading does not change it
+        second = graph.run(inputs={"prompt": "a photo of a cat"}, components=manager, progress=False).latents
+    report = graph.compile().last_run_report
+    assert {"encode", "denoise"} <= set(report.hits)
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+    with torch.no_grad():
+        manager["unet"].conv_in.weight.mul_(2)  # an in-place edit (e.g. fusing a LoRA)
+    assert manager.component_fingerprint("unet") != before
+    with torch.no_grad():
+        graph.run(inputs={"prompt": "a photo of a cat"}, components=manager, progress=False)
+    report = graph.compile().last_run_report
+    assert "encode" in report.hits and "denoise" in report.ran
+
+
+def test_fingerprint_of_a_set_object_and_unknown_name(tiny_sd: Path):
+    manager = ComponentsManager.from_pretrained(tiny_sd)
+    module = torch.nn.Linear(2, 2)
+    manager.set("extra", module)
+    token = manager.component_fingerprint("extra")
+    manager.set("extra", torch.nn.Linear(2, 2))
+    assert manager.component_fingerprint("extra") != token
+    import pytest
+
+    with pytest.raises(KeyError):
+        manager.component_fingerprint("nope")
