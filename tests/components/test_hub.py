@@ -140,3 +140,28 @@ def test_repo_without_index(hub: HubServer, tmp_path: Path):
 
     with pytest.raises(IndexFileError, match="org/empty.*neither modular_model_index.json nor model_index.json"):
         ComponentsManager.from_pretrained("org/empty", cache_dir=tmp_path)
+
+
+def test_repo_code_is_neither_downloaded_nor_run_without_trust(hub: HubServer, tmp_path: Path):
+    import json
+
+    from diffblocks.registry.trust import UntrustedCodeError
+
+    code = (
+        "class MySched:\n"
+        "    @classmethod\n"
+        "    def from_pretrained(cls, path, subfolder=None):\n"
+        "        obj = cls(); obj.where = subfolder; return obj\n"
+    )
+    hub.add_repo("org/custom", {
+        "model_index.json": json.dumps({"_class_name": "X", "scheduler": ["my_sched", "MySched"]}).encode(),
+        "scheduler/scheduler_config.json": b"{}",
+        "scheduler/my_sched.py": code.encode(),
+    })
+    manager = ComponentsManager.from_pretrained("org/custom", cache_dir=tmp_path)
+    with pytest.raises(UntrustedCodeError, match="component 'scheduler'"):
+        manager["scheduler"]
+    assert not any(p.endswith(".py") for p in hub.downloaded())
+    trusted = ComponentsManager.from_pretrained("org/custom", cache_dir=tmp_path, trust_remote_code=True)
+    assert trusted["scheduler"].where == "scheduler"
+    assert "scheduler/my_sched.py" in hub.downloaded()
