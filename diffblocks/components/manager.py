@@ -301,10 +301,16 @@ class ComponentsManager(Mapping[str, Any]):
                 return self._objects[name]
             spec = self._specs[name]
             base = LoadOptions(trust_remote_code=self.trust_remote_code, **self._hub_kwargs())
+            # The class first: an unknown or untrusted hint fails before any network call.
+            cls = None if self.trust_remote_code else resolve_spec_class(spec, base)
             commit = None
             if spec.config is None and spec.pretrained_model_name_or_path and not spec.is_local:
-                commit = self._commit_for(spec.pretrained_model_name_or_path, spec.revision)
-            cls = None if self.trust_remote_code else resolve_spec_class(spec, base)
+                from diffblocks.hub import HubError
+
+                try:
+                    commit = self._commit_for(spec.pretrained_model_name_or_path, spec.revision)
+                except HubError as err:
+                    raise ComponentError(f"component '{name}': {err}") from err
             is_module = cls is not None and issubclass(cls, torch.nn.Module)
             stateful = spec.config is not None or (spec.type_hint is not None and is_scheduler_hint(*spec.type_hint))
             dtype = self.dtype_for(name) if cls is None or is_module else None

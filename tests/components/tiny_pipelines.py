@@ -101,7 +101,7 @@ def t5_tokenizer(folder: str | Path, model_max_length: int = 512) -> Any:
     return T5TokenizerFast.from_pretrained(str(folder), model_max_length=model_max_length)
 
 
-def _clip_text_config(with_projection: bool = False, hidden: int = 32) -> Any:
+def _clip_text_config(hidden: int = 32) -> Any:
     from transformers import CLIPTextConfig
 
     tok = clip_tokenizer()
@@ -162,7 +162,7 @@ def sdxl_components(seed: int = 0) -> dict[str, Any]:
     torch.manual_seed(seed + 2)
     text_encoder = CLIPTextModel(_clip_text_config())
     torch.manual_seed(seed + 3)
-    text_encoder_2 = CLIPTextModelWithProjection(_clip_text_config(with_projection=True))
+    text_encoder_2 = CLIPTextModelWithProjection(_clip_text_config())
     scheduler = EulerDiscreteScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
         timestep_spacing="leading",
