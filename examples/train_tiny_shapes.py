@@ -20,7 +20,6 @@ shapes dataset (:mod:`diffblocks.shapes.dataset`) on CPU in under 30 minutes:
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import textwrap
@@ -184,7 +183,12 @@ def train_denoiser(cfg: TrainConfig, unet, text_encoder, tokenizer, means: torch
 
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=1e-2)
-    ema = {"unet": copy.deepcopy(unet.state_dict()), "text_encoder": copy.deepcopy(text_encoder.state_dict())}
+    # EMA shadows of every floating tensor; state_dict() values share storage with the
+    # parameters, which the optimizer updates in place, so ``live`` stays current.
+    modules = {"unet": unet, "text_encoder": text_encoder}
+    keys = [(name, key) for name, m in modules.items() for key, v in m.state_dict().items() if v.is_floating_point()]
+    live = [modules[name].state_dict()[key] for name, key in keys]
+    shadow = [v.detach().clone() for v in live]
     caption_rng = np.random.default_rng(cfg.seed + 1)
     losses = []
     unet.train()
@@ -214,12 +218,12 @@ def train_denoiser(cfg: TrainConfig, unet, text_encoder, tokenizer, means: torch
         # EMA with a warm-up so early steps are not averaged with the random init.
         decay = min(cfg.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
-            for name, module in (("unet", unet), ("text_encoder", text_encoder)):
-                for key, value in module.state_dict().items():
-                    if value.dtype.is_floating_point:
-                        ema[name][key].lerp_(value, 1 - decay)
+            torch._foreach_lerp_(shadow, live, 1 - decay)
     unet.eval()
     text_encoder.eval()
+    ema = {name: dict(m.state_dict()) for name, m in modules.items()}
+    for (name, key), value in zip(keys, shadow):
+        ema[name][key] = value
     return losses, ema["unet"], ema["text_encoder"]
 
 
