@@ -238,18 +238,28 @@ class UNet2DConditionModel(Model):
         added_cond_kwargs: dict[str, torch.Tensor] | None = None,
         down_block_additional_residuals: tuple[torch.Tensor, ...] | None = None,
         mid_block_additional_residual: torch.Tensor | None = None,
+        down_intrablock_additional_residuals: tuple[torch.Tensor, ...] | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
         return_dict: bool = True,
     ) -> UNet2DConditionOutput | tuple[torch.Tensor]:
         """Predict the noise for ``sample`` (B, C, H, W) at ``timestep`` given text states (B, L, D).
 
         ``timestep`` is a number, a 0-d tensor or one per batch element. SDXL needs
-        ``added_cond_kwargs={"text_embeds": pooled, "time_ids": (B, 6)}``. ControlNet residuals are
-        added as in diffusers. Masks are 1/0 keep-masks of shape (B, L) or additive biases.
+        ``added_cond_kwargs={"text_embeds": pooled, "time_ids": (B, 6)}``. ControlNet residuals
+        (``down_block_additional_residuals`` + ``mid_block_additional_residual``, both) and
+        T2I-Adapter ones (``down_intrablock_additional_residuals``) are added as in diffusers.
+        Masks are 1/0 keep-masks of shape (B, L) or additive biases.
         """
         if cross_attention_kwargs:
             raise NotImplementedError(
                 f"UNet2DConditionModel: cross_attention_kwargs {sorted(cross_attention_kwargs)} are not supported"
+            )
+        if (down_block_additional_residuals is None) != (mid_block_additional_residual is None):
+            # diffusers silently reads down-only residuals as a (deprecated) T2I-Adapter input and
+            # ignores a mid-only one; say so instead of guessing.
+            raise ValueError(
+                "UNet2DConditionModel: ControlNet residuals need both down_block_additional_residuals and "
+                "mid_block_additional_residual; T2I-Adapter features go in down_intrablock_additional_residuals"
             )
         # 1. Conditioning vector from timestep, class labels and SDXL's extra inputs.
         emb = self.embed_conditions(sample, timestep, timestep_cond, class_labels, added_cond_kwargs)
@@ -264,15 +274,18 @@ class UNet2DConditionModel(Model):
         # 2. Down path, keeping every intermediate state for the skips.
         h = self.conv_in(sample)
         skips = [h]
+        adapter = list(down_intrablock_additional_residuals or ())
         for block in self.down_blocks:
-            h, states = block(h, emb, ctx)
+            h, states = block(h, emb, ctx, adapter.pop(0) if adapter else None)
             skips.extend(states)
         if down_block_additional_residuals is not None:
             skips = [s + r for s, r in zip(skips, down_block_additional_residuals, strict=True)]
 
-        # 3. Middle.
+        # 3. Middle (a leftover adapter feature of matching shape is added after it).
         if self.mid_block is not None:
             h = self.mid_block(h, emb, ctx)
+            if adapter and adapter[0].shape == h.shape:
+                h = h + adapter.pop(0)
         if mid_block_additional_residual is not None:
             h = h + mid_block_additional_residual
 

@@ -106,17 +106,29 @@ class DownBlock(nn.Module):
         )
 
     def forward(
-        self, hidden_states: torch.Tensor, temb: torch.Tensor, ctx: CrossAttnInputs
+        self,
+        hidden_states: torch.Tensor,
+        temb: torch.Tensor,
+        ctx: CrossAttnInputs,
+        adapter_residual: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Returns the output and every intermediate state the up path will concatenate."""
+        """Returns the output and every intermediate state the up path will concatenate.
+
+        ``adapter_residual`` (T2I-Adapter) lands where diffusers puts it: after the last
+        transformer in a cross-attention block, on the block's output (and last skip) otherwise.
+        """
         attentions = self.attentions or [None] * len(self.resnets)
         skips = []
-        for resnet, attn in zip(self.resnets, attentions):
+        for i, (resnet, attn) in enumerate(zip(self.resnets, attentions)):
             hidden_states = _attend(attn, resnet(hidden_states, temb), ctx)
+            if adapter_residual is not None and attn is not None and i == len(self.resnets) - 1:
+                hidden_states = hidden_states + adapter_residual
             skips.append(hidden_states)
         if self.downsamplers is not None:
             hidden_states = self.downsamplers[0](hidden_states)
             skips.append(hidden_states)
+        if adapter_residual is not None and self.attentions is None:
+            hidden_states = skips[-1] = hidden_states + adapter_residual
         return hidden_states, skips
 
 

@@ -87,6 +87,23 @@ def test_odd_sizes_masks_and_controlnet_residuals(tmp_path: Path) -> None:
     torch.testing.assert_close(_run(ours, inputs), _run(ref, inputs), atol=TOL, rtol=0)
 
 
+def test_t2i_adapter_residuals_and_half_controlnet_inputs(tmp_path: Path) -> None:
+    ref = save_diffusers_unet(SD15, tmp_path)
+    ours = UNet2DConditionModel.from_pretrained(tmp_path)
+    g = torch.Generator().manual_seed(4)
+    # After the plain block (on its downsampled output), after the cross-attention block's last
+    # transformer, and one more of the mid block's shape.
+    features = [torch.randn(2, c, 8, 8, generator=g) for c in (32, 64, 64)]
+    inputs = unet_inputs(SD15)
+    with torch.no_grad():
+        theirs = ref(**inputs, down_intrablock_additional_residuals=[f.clone() for f in features]).sample
+        mine = ours(**inputs, down_intrablock_additional_residuals=features).sample
+    torch.testing.assert_close(mine, theirs, atol=TOL, rtol=0)
+    assert not torch.allclose(mine, _run(ours, inputs), atol=1e-3)
+    with pytest.raises(ValueError, match="mid_block_additional_residual"):
+        ours(**inputs, down_block_additional_residuals=tuple(features))
+
+
 EXTRA_CONFIGS = {
     # SD 2 x4 upscaler: class labels (noise level) and only_cross_attention per block.
     "class_labels": {**SD15, "num_class_embeds": 10, "only_cross_attention": [False, True]},
