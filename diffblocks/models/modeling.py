@@ -35,10 +35,6 @@ class ModelLoadError(ValueError):
     """A model folder or weight file that cannot be loaded; the message names the file and keys."""
 
 
-# --------------------------------------------------------------------------------------------
-# Config
-
-
 def _freeze(value: Any) -> Any:
     """JSON lists become tuples (recursively) so a config is hashable and immutable."""
     if isinstance(value, list | tuple):
@@ -117,10 +113,6 @@ class ModelConfig:
         )
 
 
-# --------------------------------------------------------------------------------------------
-# Outputs
-
-
 @dataclasses.dataclass
 class ModelOutput:
     """A forward result with named fields that also indexes like a tuple (``out[0]``), as in diffusers."""
@@ -135,10 +127,6 @@ class ModelOutput:
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self.to_tuple())
-
-
-# --------------------------------------------------------------------------------------------
-# Weight files
 
 
 def variant_name(filename: str, variant: str | None) -> str:
@@ -292,10 +280,6 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-# --------------------------------------------------------------------------------------------
-# The base class
-
-
 class Model(torch.nn.Module):
     """Base of our diffusers-compatible models.
 
@@ -322,7 +306,6 @@ class Model(torch.nn.Module):
             raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
         self.config = config
 
-    # -- properties -------------------------------------------------------------------------
 
     @property
     def dtype(self) -> torch.dtype:
@@ -338,7 +321,6 @@ class Model(torch.nn.Module):
             return p.device
         return torch.device("cpu")
 
-    # -- construction -----------------------------------------------------------------------
 
     @classmethod
     def from_config(cls, config: ModelConfig | Mapping[str, Any], **overrides: Any) -> Self:
@@ -447,7 +429,6 @@ class Model(torch.nn.Module):
         if still_meta:
             raise ModelLoadError(f"{type(self).__name__}: tensors not in the checkpoint stay uninitialised: {still_meta}")
 
-    # -- saving -----------------------------------------------------------------------------
 
     def save_pretrained(
         self,

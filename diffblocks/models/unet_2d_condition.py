@@ -224,7 +224,6 @@ class UNet2DConditionModel(Model):
     def num_upsamplers(self) -> int:
         return len(self.up_blocks) - 1
 
-    # -- forward ---------------------------------------------------------------------------
 
     def forward(
         self,

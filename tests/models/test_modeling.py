@@ -41,9 +41,6 @@ def _same_weights(a: torch.nn.Module | dict, b: torch.nn.Module | dict) -> None:
         torch.testing.assert_close(sa[k].float(), sb[k].float(), atol=0, rtol=0, msg=k)
 
 
-# -- loading ---------------------------------------------------------------------------------
-
-
 def test_loaded_model_is_materialised_eval_and_subclass_of_model(saved: Path) -> None:
     model = UNet2DConditionModel.from_pretrained(saved, device="cpu")
     assert isinstance(model, Model) and not model.training
@@ -121,9 +118,6 @@ def test_hub_ids_go_through_pinned_snapshot(saved: Path, tmp_path: Path, monkeyp
     assert calls[0][0] == "org/model" and calls[0][1]["revision"] == "main"
 
 
-# -- errors ----------------------------------------------------------------------------------
-
-
 def test_missing_config(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="config.json"):
         UNet2DConditionModel.from_pretrained(tmp_path)
@@ -166,9 +160,6 @@ def test_index_listing_a_missing_shard(saved: Path, tmp_path: Path) -> None:
     next(tmp_path.glob("*-00002-of-*.safetensors")).unlink()
     with pytest.raises(ModelLoadError, match="00002"):
         UNet2DConditionModel.from_pretrained(tmp_path)
-
-
-# -- config ----------------------------------------------------------------------------------
 
 
 def test_config_reads_diffusers_json_and_writes_it_back(saved: Path, caplog: pytest.LogCaptureFixture) -> None:
