@@ -51,6 +51,7 @@ class AutoencoderKLConfig(ModelConfig):
     mid_block_add_attention: bool = True
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         levels = len(self.block_out_channels)
         for key, kind in (("down_block_types", "DownEncoderBlock2D"), ("up_block_types", "UpDecoderBlock2D")):
             value = getattr(self, key)

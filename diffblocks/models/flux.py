@@ -39,6 +39,7 @@ class FluxTransformer2DConfig(ModelConfig):
     axes_dims_rope: tuple[int, ...] = (16, 56, 56)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         object.__setattr__(self, "axes_dims_rope", tuple(self.axes_dims_rope))
         # RoPE rotates whole heads, one axis per slice of the head: the slices must tile it exactly.
         if sum(self.axes_dims_rope) != self.attention_head_dim or any(d % 2 for d in self.axes_dims_rope):
