@@ -9,8 +9,8 @@ under ``--workdir``, keyed by its config). Each library then runs in its OWN pro
 folder with the same prompt, seed, steps, image size and guidance scale (CFG on):
 
 * ``ours``: ``diffblocks.Pipeline.from_pretrained`` (memoisation OFF, so every run does all the
-  work; a second figure, "ours memo", is the same call repeated with the cache on, where the
-  prompt encoding is reused as the executor is designed to do);
+  work; a second figure, "ours, memo on", repeats the call with the cache on and a new seed each
+  time, so the prompt encoding is reused as the executor is designed to do);
 * ``classic``: ``StableDiffusionPipeline`` / ``StableDiffusionXLPipeline``;
 * ``modular`` (SDXL only): ``StableDiffusionXLAutoBlocks().init_pipeline(folder)``.
 
@@ -46,8 +46,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "a photo of a cat on the grass"
 KINDS = ("sd", "sdxl")
 LIBRARIES = {"sd": ("ours", "classic"), "sdxl": ("ours", "classic", "modular")}
-#: Image side in pixels per size (tiny VAE scales by 2, mid VAE by 8: latents 32x32 for both).
-IMAGE_SIDE = {"tiny": 64, "mid": 256}
+#: Image side in pixels per size (tiny VAE scales by 2, mid VAE by 8: latents 32x32 and 24x24).
+IMAGE_SIDE = {"tiny": 64, "mid": 192}
+DEFAULT_REPEATS = {"tiny": 5, "mid": 2}
 
 # Mid-size: SD / SDXL layouts at a fraction of the real widths, so a 10-step run takes seconds
 # on one CPU thread. Widths and head dims keep the real models' ratios (head dim 64 in SDXL).
@@ -205,18 +206,46 @@ def _load(library: str, kind: str, folder: str, device: str, dtype: Any, guidanc
     return pipe, pipe.unet, pipe.scheduler
 
 
-def _caller(library: str, pipe: Any, opts: dict[str, Any]) -> Callable[[], Any]:
-    """A no-argument call of one full text-to-image run returning a float numpy image batch."""
+def _null_unet_overhead(run: Callable[[], Any], unet: Any, scheduler: Any, clock: Callable[[], float],
+                        sync: Callable[[], None], steps: int, tries: int = 2) -> float:
+    """Non-UNet time per step with the UNet's forward replaced by ``zeros_like(sample)``: the
+    framework's own cost without the big forward evicting the CPU caches between steps."""
+    import torch
+
+    own = vars(unet).get("forward")
+    unet.forward = lambda sample, *args, **kwargs: (torch.zeros_like(sample),)
+    best = float("inf")
+    try:
+        for _ in range(tries):
+            probe = LoopProbe(clock, sync)
+            probe.wrap(unet, "forward", "unet")
+            probe.wrap(scheduler, "scale_model_input", "scale")
+            probe.wrap(scheduler, "step", "step")
+            try:
+                run()
+            finally:
+                probe.restore()
+            best = min(best, probe.summary(steps)["non_unet_s"])
+    finally:
+        if own is None:
+            del unet.forward
+        else:
+            unet.forward = own
+    return best
+
+
+def _caller(library: str, pipe: Any, opts: dict[str, Any]) -> Callable[[int], Any]:
+    """``run(seed)``: one full text-to-image run, returning a float numpy image batch."""
     import torch
 
     common = {"prompt": PROMPT, "num_inference_steps": opts["steps"], "height": opts["side"], "width": opts["side"],
               "output_type": "np"}
     if library == "ours":
-        return lambda: pipe(**common, seed=opts["seed"], guidance_scale=opts["guidance"], progress=False).images
-    generator = lambda: torch.Generator("cpu").manual_seed(opts["seed"])  # noqa: E731
+        return lambda seed: pipe(**common, seed=seed, guidance_scale=opts["guidance"], progress=False).images
+    generator = lambda seed: torch.Generator("cpu").manual_seed(seed)  # noqa: E731
     if library == "classic":
-        return lambda: pipe(**common, generator=generator(), guidance_scale=opts["guidance"]).images
-    return lambda: pipe(**common, generator=generator(), output="images")  # guidance: the guider component
+        return lambda seed: pipe(**common, generator=generator(seed), guidance_scale=opts["guidance"]).images
+    return lambda seed: pipe(**common, generator=generator(seed), output="images")  # guidance: the guider component
 
 
 def child(opts: dict[str, Any]) -> dict[str, float]:
@@ -247,10 +276,10 @@ def _child(opts: dict[str, Any]) -> dict[str, float]:
                                   opts["guidance"])
     run = _caller(library, pipe, opts)
 
-    def timed() -> tuple[float, Any]:
+    def timed(seed: int = opts["seed"]) -> tuple[float, Any]:
         sync()
         start = clock()
-        image = run()
+        image = run(seed)
         sync()
         return clock() - start, image
 
@@ -266,9 +295,12 @@ def _child(opts: dict[str, Any]) -> dict[str, float]:
         probe.restore()
     result: dict[str, Any] = {"first_s": first, "run_s": min(runs), "median_s": statistics.median(runs),
                               **probe.summary(opts["steps"])}
-    if library == "ours":  # the same call with memoisation on: the prompt encoding is reused
+    result["null_non_unet_s"] = _null_unet_overhead(lambda: timed(), unet, scheduler, clock, sync, opts["steps"])
+    if library == "ours":
+        # Memoisation on, a new seed per call: the prompt encoding is reused, everything else runs
+        # (with the same seed the decoder would be a hit too: small latents are keyed by content).
         pipe.graph.cache.enabled = True
-        memo = [timed()[0] for _ in range(opts["repeats"] + 1)][1:]  # the first call fills the cache
+        memo = [timed(opts["seed"] + 1 + i)[0] for i in range(opts["repeats"] + 1)][1:]  # call 1 fills the cache
         result["memo_s"] = min(memo)
     np.save(Path(opts["out"]), np.asarray(image, dtype=np.float32))
     return result
@@ -278,7 +310,7 @@ def _child(opts: dict[str, Any]) -> dict[str, float]:
 def measure(library: str, kind: str, size: str, folder: Path, args: argparse.Namespace) -> dict[str, float]:
     opts = {"library": library, "kind": kind, "folder": str(folder), "device": args.device, "dtype": args.dtype,
             "threads": args.threads, "steps": args.steps, "guidance": args.guidance, "seed": 0,
-            "side": IMAGE_SIDE[size], "repeats": args.repeats, "out": str(folder / f"image-{library}.npy")}
+            "side": IMAGE_SIDE[size], "repeats": args.repeats or DEFAULT_REPEATS[size], "out": str(folder / f"image-{library}.npy")}
     if args.in_process:
         return child(opts)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
@@ -307,6 +339,7 @@ def bench(args: argparse.Namespace) -> list[tuple[str, str, dict[str, dict[str, 
             for _ in range(args.rounds):
                 for lib in libraries:
                     runs[lib].append(measure(lib, kind, size, folder, args))
+                    print(f"{size} {kind} {lib}: {runs[lib][-1]['run_s'] * 1e3:.1f} ms", file=sys.stderr, flush=True)
             reference = np.load(folder / "image-classic.npy")
             diffs = {lib: float(np.abs(np.load(folder / f"image-{lib}.npy") - reference).max()) for lib in libraries}
             rows.append((size, kind, {lib: _best(r) for lib, r in runs.items()}, diffs))
@@ -326,15 +359,16 @@ def print_tables(rows: list[tuple[str, str, dict[str, dict[str, float]], dict[st
         print(f"| {size} | {kind} | {ms(ours['run_s'])} | {ms(ours['memo_s'])} | {ms(classic['run_s'])} | {mod_ms} "
               f"| {ours['run_s'] / classic['run_s']:.2f}x | {mod_ratio} | {diff} |")
     print("\nPer denoise step (one instrumented run; the loop window runs from the first scale_model_input "
-          "to the last scheduler.step):\n")
+          "to the last scheduler.step; the last column: best of two runs with the UNet's forward replaced by "
+          "zeros_like):\n")
     print("| size | pipeline | library | step (ms) | UNet (ms) | UNet calls | non-UNet (µs) "
-          "| of which sampler (µs) | rest: framework + CFG (µs) |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+          "| of which sampler (µs) | rest: framework + CFG (µs) | non-UNet, null UNet (µs) |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for size, kind, res, _ in rows:
         for lib, r in res.items():
             print(f"| {size} | {kind} | {lib} | {r['step_s'] * 1e3:.2f} | {r['unet_s'] * 1e3:.2f} | {r['unet_calls']:.0f} "
                   f"| {r['non_unet_s'] * 1e6:.0f} | {r['scheduler_s'] * 1e6:.0f} "
-                  f"| {(r['non_unet_s'] - r['scheduler_s']) * 1e6:.0f} |")
+                  f"| {(r['non_unet_s'] - r['scheduler_s']) * 1e6:.0f} | {r['null_non_unet_s'] * 1e6:.0f} |")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -347,10 +381,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="torch threads on every side (default 1: the shared 2-core box oversubscribes at 2)")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--guidance", type=float, default=7.5)
-    parser.add_argument("--repeats", type=int, default=None, help="timed runs per process (default 5 tiny / 3 mid)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per process (default 5 tiny, 2 mid)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating process rounds; best kept")
     parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "diffblocks-bench", "pipelines"))
-    parser.add_argument("--quick", action="store_true", help="tiny only, 4 steps, 2 repeats, 1 round (smoke test)")
+    parser.add_argument("--quick", action="store_true", help="tiny only, 2 steps, 1 repeat, 1 round (smoke test)")
     parser.add_argument("--in-process", action="store_true",
                         help="run every library in this process (a smoke test of the script, not a measurement)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -361,8 +395,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.sizes, args.steps, args.repeats, args.rounds = "tiny", 2, 1, 1
     args.sizes, args.kinds = args.sizes.split(","), args.kinds.split(",")
-    if args.repeats is None:
-        args.repeats = 3 if "mid" in args.sizes else 5
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
@@ -370,7 +402,8 @@ def main(argv: list[str] | None = None) -> None:
 
     clock = "process CPU time" if args.device == "cpu" and args.threads == 1 else "wall time"
     print(f"{args.device} {args.dtype}, torch {torch.__version__}, threads {args.threads}, {args.steps} steps, "
-          f"guidance {args.guidance}, best of {args.repeats} runs x {args.rounds} rounds ({clock}); "
+          f"guidance {args.guidance}, best of {args.repeats or DEFAULT_REPEATS} runs per process x {args.rounds} rounds "
+          f"({clock}); "
           + ("ALL LIBRARIES IN ONE PROCESS (smoke test, not a measurement)" if args.in_process
              else "each library in its own process"), flush=True)
     print_tables(bench(args))

@@ -47,7 +47,9 @@ def test_quick_prints_both_tables(workdir: Path, capsys: pytest.CaptureFixture[s
         assert row[6].endswith("x")
         assert max(float(d) for d in row[8].split(";")) < 1e-4  # same images as diffusers classic
     assert end_to_end[0][5] == "-" and float(end_to_end[1][5]) > 0  # modular: SDXL only
-    steps = [(r[1], r[2], r[5]) for r in _rows(second, "tiny")]
+    steps = _rows(second, "tiny")
+    assert all(len(r) == 10 and float(r[9]) > 0 for r in steps)  # the null-UNet overhead column
+    steps = [(r[1], r[2], r[5]) for r in steps]
     assert steps == [("sd", "ours", "1"), ("sd", "classic", "1"),
                      ("sdxl", "ours", "1"), ("sdxl", "classic", "1"), ("sdxl", "modular", "2")]  # UNet calls per step
 
@@ -63,5 +65,5 @@ def test_child_mode_prints_one_json_line(workdir: Path, tmp_path: Path, capsys: 
     bench.main(["--child", json.dumps(opts)])
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["unet_calls"] == 1 and result["scale_calls"] == 1 and result["step_calls"] == 1
-    assert 0 < result["non_unet_s"] < result["step_s"] and result["memo_s"] > 0
+    assert 0 < result["non_unet_s"] < result["step_s"] and result["memo_s"] > 0 and result["null_non_unet_s"] > 0
     assert (tmp_path / "image.npy").is_file()
