@@ -55,13 +55,13 @@ class TrainConfig:
 
     seed: int = 0
     per_combo: int = 8  # jittered renders of each training spec
-    vae_steps: int = 1500
+    vae_steps: int = 1800
     vae_batch: int = 16
     vae_lr: float = 2e-3
     vae_warmup: int = 20
     kl_weight: float = 1e-6
     object_weight: float = 4.0
-    unet_steps: int = 3000
+    unet_steps: int = 3400
     unet_batch: int = 32
     unet_lr: float = 1e-3
     warmup: int = 100
@@ -118,6 +118,51 @@ def build_models(cfg: TrainConfig, vocab_size: int, special_ids: dict[str, int])
     return vae, text_encoder, unet
 
 
+class ThreadPicker:
+    """Chooses 1 or ``max_threads`` torch threads from the measured step times.
+
+    On an idle 2-core machine two threads are ~1.6x faster than one, but while any other
+    process runs, two threads wait on each other at every operator and a step gets 10-30x
+    slower. So: measure one thread first, then probe ``max_threads`` for ``probe_len``
+    steps (abandoned at the first very slow one) and keep it while it stays faster; after a
+    slow step fall back to one thread and probe again ``probe_every`` steps later. One and
+    two threads give the same results up to float rounding (reductions split differently),
+    so the choice changes speed, not the recipe; a run is bitwise reproducible with a fixed
+    thread count (``--threads 1``).
+    """
+
+    def __init__(self, max_threads: int, probe_every: int = 150, probe_len: int = 3) -> None:
+        self.max_threads, self.probe_every, self.probe_len = max_threads, probe_every, probe_len
+        self.fastest: dict[int, float] = {}
+        self.steps: dict[int, int] = {}  # steps run per thread count, for the summary
+        self.probe: list[float] = []
+        self.threads, self.since_probe = 1, probe_every - 3  # three baseline steps, then a probe
+        torch.set_num_threads(1)
+
+    def _use(self, threads: int) -> None:
+        self.threads = threads
+        torch.set_num_threads(threads)
+
+    def record(self, seconds: float) -> None:
+        """Feed the last step's duration; may change the thread count for the next step."""
+        n, one = self.threads, self.fastest.get(1, math.inf)
+        self.steps[n] = self.steps.get(n, 0) + 1
+        if n == 1:
+            self.fastest[1] = min(one, seconds)
+            self.since_probe += 1
+            if self.max_threads > 1 and self.since_probe >= self.probe_every:
+                self.since_probe, self.probe = 0, []
+                self._use(self.max_threads)
+        elif len(self.probe) < self.probe_len:  # probing
+            self.probe.append(seconds)
+            if seconds > 3 * one or (len(self.probe) == self.probe_len and min(self.probe) > 0.9 * one):
+                self._use(1)
+            elif len(self.probe) == self.probe_len:
+                self.fastest[n] = min(self.probe)
+        elif seconds > 2.0 * self.fastest[n]:  # contention started: back to one thread
+            self._use(1)
+
+
 def _lr_factor(step: int, total: int, warmup: int) -> float:
     # Linear warmup, then cosine decay to zero: short runs end on a settled model.
     if step < warmup:
@@ -128,12 +173,14 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
 # ---------------------------------------------------------------------------- phases
 
 
-def train_vae(cfg: TrainConfig, vae, images: torch.Tensor, rng: torch.Generator) -> list[float]:
+def train_vae(cfg: TrainConfig, vae, images: torch.Tensor, rng: torch.Generator, threads: int = 2) -> list[float]:
     """Phase 1: fit the autoencoder; returns the loss per step."""
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
     losses = []
     vae.train()
+    picker = ThreadPicker(threads)
     for step in tqdm(range(cfg.vae_steps), desc="vae", mininterval=2):
+        started = time.perf_counter()
         for group in opt.param_groups:
             group["lr"] = cfg.vae_lr * _lr_factor(step, cfg.vae_steps, cfg.vae_warmup)
         batch = images[torch.randint(len(images), (cfg.vae_batch,), generator=rng)]
@@ -151,7 +198,9 @@ def train_vae(cfg: TrainConfig, vae, images: torch.Tensor, rng: torch.Generator)
         loss.backward()
         opt.step()
         losses.append(loss.item())
+        picker.record(time.perf_counter() - started)
     vae.eval()
+    print(f"vae: steps per thread count {picker.steps}")
     return losses
 
 
@@ -168,7 +217,8 @@ def encode_dataset(vae, images: torch.Tensor, batch: int = 256) -> tuple[torch.T
 
 def train_denoiser(cfg: TrainConfig, unet, text_encoder, tokenizer, means: torch.Tensor,
                    stds: torch.Tensor, scaling: float, specs: list[dataset.ShapeSpec],
-                   rng: torch.Generator, deadline: float | None = None) -> tuple[list[float], dict, dict]:
+                   rng: torch.Generator, deadline: float | None = None,
+                   threads: int = 2) -> tuple[list[float], dict, dict]:
     """Phase 2: train UNet and text encoder jointly; returns losses and EMA state dicts.
 
     With ``deadline`` (a ``time.time()`` value) training stops early when it passes, so a
@@ -193,7 +243,9 @@ def train_denoiser(cfg: TrainConfig, unet, text_encoder, tokenizer, means: torch
     losses = []
     unet.train()
     text_encoder.train()
+    picker = ThreadPicker(threads)
     for step in tqdm(range(cfg.unet_steps), desc="unet", mininterval=2):
+        started = time.perf_counter()
         for group in opt.param_groups:
             group["lr"] = cfg.unet_lr * _lr_factor(step, cfg.unet_steps, cfg.warmup)
         index = torch.randint(len(specs), (cfg.unet_batch,), generator=rng)
@@ -219,6 +271,8 @@ def train_denoiser(cfg: TrainConfig, unet, text_encoder, tokenizer, means: torch
         decay = min(cfg.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
             torch._foreach_lerp_(shadow, live, 1 - decay)
+        picker.record(time.perf_counter() - started)
+    print(f"unet: steps per thread count {picker.steps}")
     unet.eval()
     text_encoder.eval()
     ema = {name: dict(m.state_dict()) for name, m in modules.items()}
@@ -349,7 +403,7 @@ def train(cfg: TrainConfig, out: Path, threads: int = 2, run_eval: bool = True,
     images = torch.from_numpy(dataset.render_batch(specs))
     timings["render"] = time.time() - started
 
-    vae_losses = train_vae(cfg, vae, images, rng)
+    vae_losses = train_vae(cfg, vae, images, rng, threads)
     timings["vae"] = time.time() - started - sum(timings.values())
 
     means, stds = encode_dataset(vae, images)
@@ -359,7 +413,7 @@ def train(cfg: TrainConfig, out: Path, threads: int = 2, run_eval: bool = True,
 
     unet_losses, unet_ema, text_ema = train_denoiser(
         cfg, unet, text_encoder, tokenizer, means, stds, scaling, specs, rng,
-        deadline=None if max_minutes is None else started + 60 * max_minutes - 60)
+        deadline=None if max_minutes is None else started + 60 * max_minutes - 60, threads=threads)
     unet.load_state_dict(unet_ema)
     text_encoder.load_state_dict(text_ema)
     timings["unet"] = time.time() - started - sum(timings.values())
