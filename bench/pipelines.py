@@ -202,8 +202,17 @@ def _load(library: str, kind: str, folder: str, device: str, dtype: Any, guidanc
     pipe.load_components(names=names, torch_dtype=dtype)
     pipe.update_components(guider=ClassifierFreeGuidance(guidance_scale=guidance))
     pipe.to(device)
-    pipe.set_progress_bar_config(disable=True)
+    _quiet(pipe._blocks)  # the public ``blocks`` property returns a deep copy
     return pipe, pipe.unet, pipe.scheduler
+
+
+def _quiet(blocks: Any) -> None:
+    """Disable every progress bar of a modular pipeline: ``ModularPipeline.set_progress_bar_config``
+    reaches only the top level's direct children, not the nested denoise loop."""
+    if hasattr(blocks, "set_progress_bar_config"):
+        blocks.set_progress_bar_config(disable=True)
+    for sub in getattr(blocks, "sub_blocks", {}).values():
+        _quiet(sub)
 
 
 def _null_unet_overhead(run: Callable[[], Any], unet: Any, scheduler: Any, clock: Callable[[], float],
@@ -400,9 +409,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.path.insert(0, str(ROOT))
     import torch
 
+    repeats = args.repeats or " / ".join(f"{DEFAULT_REPEATS[size]} ({size})" for size in args.sizes)
     clock = "process CPU time" if args.device == "cpu" and args.threads == 1 else "wall time"
     print(f"{args.device} {args.dtype}, torch {torch.__version__}, threads {args.threads}, {args.steps} steps, "
-          f"guidance {args.guidance}, best of {args.repeats or DEFAULT_REPEATS} runs per process x {args.rounds} rounds "
+          f"guidance {args.guidance}, best of {repeats} runs per process x {args.rounds} rounds "
           f"({clock}); "
           + ("ALL LIBRARIES IN ONE PROCESS (smoke test, not a measurement)" if args.in_process
              else "each library in its own process"), flush=True)
