@@ -221,8 +221,11 @@ def train_denoiser(cfg: TrainConfig, unet, text_encoder, tokenizer, means: torch
                    threads: int = 2) -> tuple[list[float], dict, dict]:
     """Phase 2: train UNet and text encoder jointly; returns losses and EMA state dicts.
 
-    With ``deadline`` (a ``time.time()`` value) training stops early when it passes, so a
-    run on a slower machine still ends in time; the number of steps done is ``len(losses)``.
+    With ``deadline`` (a ``time.time()`` value), a run that would not finish in time is
+    shortened: every 25 steps the number of steps that still fit is projected from the
+    average step time, and the learning-rate schedule is compressed to end there (it only
+    ever shrinks; on a fast enough machine nothing changes). The number of steps done is
+    ``len(losses)``.
     """
     noise_sched = DDPMScheduler(**SCHEDULE)
     alphas_cumprod = noise_sched.alphas_cumprod
@@ -244,10 +247,11 @@ def train_denoiser(cfg: TrainConfig, unet, text_encoder, tokenizer, means: torch
     unet.train()
     text_encoder.train()
     picker = ThreadPicker(threads)
+    total, phase_start = cfg.unet_steps, time.time()
     for step in tqdm(range(cfg.unet_steps), desc="unet", mininterval=2):
         started = time.perf_counter()
         for group in opt.param_groups:
-            group["lr"] = cfg.unet_lr * _lr_factor(step, cfg.unet_steps, cfg.warmup)
+            group["lr"] = cfg.unet_lr * _lr_factor(step, total, cfg.warmup)
         index = torch.randint(len(specs), (cfg.unet_batch,), generator=rng)
         captions = ["" if caption_rng.random() < cfg.caption_dropout else dataset.caption(specs[i], caption_rng)
                     for i in index.tolist()]
@@ -264,14 +268,19 @@ def train_denoiser(cfg: TrainConfig, unet, text_encoder, tokenizer, means: torch
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         losses.append(loss.item())
-        if deadline is not None and time.time() > deadline:
-            print(f"time budget reached: stopping after {step + 1} of {cfg.unet_steps} steps")
-            break
+        if deadline is not None and step % 25 == 24:
+            per_step = (time.time() - phase_start) / (step + 1)
+            fits = step + 1 + int((deadline - time.time()) / per_step)
+            if fits < total:
+                total = max(step + 2, fits)
+                print(f"time budget: schedule shortened to {total} of {cfg.unet_steps} steps")
         # EMA with a warm-up so early steps are not averaged with the random init.
         decay = min(cfg.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
             torch._foreach_lerp_(shadow, live, 1 - decay)
         picker.record(time.perf_counter() - started)
+        if step + 1 >= total:
+            break
     print(f"unet: steps per thread count {picker.steps}")
     unet.eval()
     text_encoder.eval()
@@ -385,8 +394,8 @@ def train(cfg: TrainConfig, out: Path, threads: int = 2, run_eval: bool = True,
           max_minutes: float | None = None) -> dict:
     """Run every phase and write the model to ``out``; returns a summary (timings, losses).
 
-    ``max_minutes`` caps the whole run: the UNet phase stops early, leaving about a minute
-    for saving and evaluation (the summary records the steps actually done).
+    ``max_minutes`` caps the whole run: the UNet phase is shortened if needed so that about
+    a minute is left for saving and evaluation (the summary records the steps done).
     """
     torch.set_num_threads(threads)
     torch.manual_seed(cfg.seed)
@@ -447,7 +456,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--unet-steps", type=int)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-eval", action="store_true")
-    parser.add_argument("--max-minutes", type=float, help="stop the UNet phase early to end in time")
+    parser.add_argument("--max-minutes", type=float, help="shorten the UNet phase if needed to end in time")
     parser.add_argument("--grid", type=Path, help="also write a labelled grid of samples (PNG) here")
     parser.add_argument("--grid-only", action="store_true", help="skip training: load --out, write --grid")
     args = parser.parse_args(argv)
