@@ -319,7 +319,8 @@ def _child(opts: dict[str, Any]) -> dict[str, float]:
 def measure(library: str, kind: str, size: str, folder: Path, args: argparse.Namespace) -> dict[str, float]:
     opts = {"library": library, "kind": kind, "folder": str(folder), "device": args.device, "dtype": args.dtype,
             "threads": args.threads, "steps": args.steps, "guidance": args.guidance, "seed": 0,
-            "side": IMAGE_SIDE[size], "repeats": args.repeats or DEFAULT_REPEATS[size], "out": str(folder / f"image-{library}.npy")}
+            "side": IMAGE_SIDE[size], "repeats": args.repeats or DEFAULT_REPEATS[size],
+            "out": str(folder / f"image-{library}.npy")}
     if args.in_process:
         return child(opts)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
@@ -375,7 +376,8 @@ def print_tables(rows: list[tuple[str, str, dict[str, dict[str, float]], dict[st
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for size, kind, res, _ in rows:
         for lib, r in res.items():
-            print(f"| {size} | {kind} | {lib} | {r['step_s'] * 1e3:.2f} | {r['unet_s'] * 1e3:.2f} | {r['unet_calls']:.0f} "
+            print(f"| {size} | {kind} | {lib} | {r['step_s'] * 1e3:.2f} | {r['unet_s'] * 1e3:.2f} "
+                  f"| {r['unet_calls']:.0f} "
                   f"| {r['non_unet_s'] * 1e6:.0f} | {r['scheduler_s'] * 1e6:.0f} "
                   f"| {(r['non_unet_s'] - r['scheduler_s']) * 1e6:.0f} | {r['null_non_unet_s'] * 1e6:.0f} |")
 
