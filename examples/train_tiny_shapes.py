@@ -455,6 +455,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vae-steps", type=int)
     parser.add_argument("--unet-steps", type=int)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--unet-channels", help="UNet block_out_channels, e.g. 32,64,128,128 (one level each)")
     parser.add_argument("--no-eval", action="store_true")
     parser.add_argument("--max-minutes", type=float, help="shorten the UNet phase if needed to end in time")
     parser.add_argument("--grid", type=Path, help="also write a labelled grid of samples (PNG) here")
@@ -467,6 +468,11 @@ def main(argv: list[str] | None = None) -> None:
             cfg = replace(cfg, vae_steps=args.vae_steps)
         if args.unet_steps is not None:
             cfg = replace(cfg, unet_steps=args.unet_steps)
+        if args.unet_channels:
+            channels = [int(c) for c in args.unet_channels.split(",")]
+            cfg = replace(cfg, unet={**cfg.unet, "block_out_channels": channels,
+                                     "down_block_types": ["CrossAttnDownBlock2D"] * len(channels),
+                                     "up_block_types": ["CrossAttnUpBlock2D"] * len(channels)})
         summary = train(cfg, args.out, threads=args.threads, run_eval=not args.no_eval and not args.smoke,
                         max_minutes=args.max_minutes)
         print(json.dumps({k: summary[k] for k in ("scaling_factor", "timings_s")}, indent=2))
