@@ -1,9 +1,11 @@
-"""The shipped tiny-shapes model: size, format, and that its images show what prompts ask for.
+"""The shipped tiny-shapes model: size, format, and that the SD 1.5 preset makes images that
+show what the prompts ask for.
 
 The evaluation generates every prompt of :func:`diffblocks.shapes.evaluate.eval_prompts`
 (60 prompts, 20 of them (colour, shape, position) combinations held out of training) in
-one batch at 64x64 with 20 DDIM steps and guidance 5, reads each image with the checker,
-prints the accuracy table and asserts the issue's thresholds.
+one batch through ``Pipeline.from_pretrained(shipped folder)`` -- the preset graph, the path
+``diffblocks run`` takes -- at 64x64 with 20 DDIM steps and guidance 5, reads each image with
+the checker, prints the accuracy table and asserts the issue's thresholds.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from diffblocks.pipeline import Pipeline
 from diffblocks.shapes.evaluate import EvalReport, evaluate
 from diffblocks.shapes.sampler import generate, load_components
 from tests.shapes.helpers import SHIPPED
@@ -23,8 +26,13 @@ THRESHOLDS = {"colour": 0.90, "shape": 0.80, "position": 0.80}
 
 
 @pytest.fixture(scope="module")
-def parts() -> dict:
-    return load_components(SHIPPED)
+def pipe() -> Pipeline:
+    return Pipeline.from_pretrained(SHIPPED, torch_dtype=torch.float32)
+
+
+def _preset_images(pipe: Pipeline, prompts: list[str], steps: int, seed: int) -> np.ndarray:
+    return pipe(prompt=prompts, num_inference_steps=steps, guidance_scale=5.0, seed=seed,
+                output_type="np", progress=False).images
 
 
 def test_shipped_folder_is_small_and_fp16() -> None:
@@ -38,10 +46,8 @@ def test_shipped_folder_is_small_and_fp16() -> None:
 
 
 @pytest.fixture(scope="module")
-def report(parts: dict) -> EvalReport:
-    report = evaluate(lambda prompts: generate(
-        parts["unet"], parts["vae"], parts["text_encoder"], parts["tokenizer"], parts["scheduler"],
-        prompts, steps=20, guidance_scale=5.0, seed=0))
+def report(pipe: Pipeline) -> EvalReport:
+    report = evaluate(lambda prompts: _preset_images(pipe, prompts, steps=20, seed=0))
     print("\n" + report.table())
     print("\n".join(report.failures()))
     return report
@@ -59,13 +65,21 @@ def test_images_follow_position_words(report: EvalReport) -> None:
     assert report.accuracy["position"] >= THRESHOLDS["position"], report.table()
 
 
-def test_diffusers_pipeline_gives_the_same_images(parts: dict) -> None:
+def test_diffusers_pipeline_gives_the_same_images(pipe: Pipeline) -> None:
     diffusers = pytest.importorskip("diffusers")
     prompts = ["a red circle on the left", "a small blue triangle at the top, white background"]
+    ours = _preset_images(pipe, prompts, steps=10, seed=3)
+    reference = diffusers.StableDiffusionPipeline.from_pretrained(SHIPPED, torch_dtype=torch.float32)
+    reference.set_progress_bar_config(disable=True)
+    theirs = reference(prompts, num_inference_steps=10, guidance_scale=5.0, output_type="np",
+                       generator=torch.Generator().manual_seed(3)).images
+    assert np.abs(ours - theirs).max() <= 1e-3
+
+
+def test_training_sampler_matches_the_preset(pipe: Pipeline) -> None:
+    """The small sampler that measures the model while training makes what the preset makes."""
+    parts = load_components(SHIPPED)
+    prompts = ["a green square in the centre"]
     ours = generate(parts["unet"], parts["vae"], parts["text_encoder"], parts["tokenizer"], parts["scheduler"],
                     prompts, steps=10, guidance_scale=5.0, seed=3, as_uint8=False)
-    pipe = diffusers.StableDiffusionPipeline.from_pretrained(SHIPPED, torch_dtype=torch.float32)
-    pipe.set_progress_bar_config(disable=True)
-    theirs = pipe(prompts, num_inference_steps=10, guidance_scale=5.0, output_type="np",
-                  generator=torch.Generator().manual_seed(3)).images
-    assert np.abs(ours - theirs).max() <= 1e-3
+    assert np.abs(ours - _preset_images(pipe, prompts, steps=10, seed=3)).max() <= 1e-3
