@@ -18,6 +18,7 @@ __all__ = ["register", "DEFAULT_MODEL", "default_model_path", "read_png_metadata
 
 #: The name recorded in PNG metadata for the model shipped inside the package.
 DEFAULT_MODEL = "diffblocks:tiny-shapes"
+_DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
 _KEYS = {"graph": "diffblocks:graph", "inputs": "diffblocks:inputs", "version": "diffblocks:version"}
 
 
@@ -47,6 +48,8 @@ def register(sub: Any) -> None:
     p.add_argument("--image", default=None, help="init image (img2img / inpaint)")
     p.add_argument("--mask", default=None, help="mask image (inpaint; white = repaint)")
     p.add_argument("--strength", type=float, default=None)
+    p.add_argument("--dtype", choices=sorted(_DTYPES), default="float32",
+                   help="weights and compute dtype (default float32: half precision is slow or unsupported on CPUs)")
     p.add_argument("--out", default=None, help="output PNG, default out.png (several images: out-1.png, ...); "
                    "with --replay, IMAGE-replay.png")
     p.add_argument("--replay", default=None, metavar="IMAGE.png", help="re-run the graph and inputs stored in a PNG")
@@ -69,6 +72,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "image": args.image,
         "mask_image": args.mask,
         "strength": args.strength,
+        "dtype": args.dtype,
     }
 
 
@@ -94,9 +98,12 @@ def _load_image(path: str | None) -> Any:
 
 def generate(settings: dict[str, Any], graph: Any = None, *, progress: bool = True) -> tuple[list[Any], Any]:
     """Run one generation from ``settings`` (see `_settings`); returns (PIL images, pipeline)."""
+    import torch
+
     from ..pipeline import Pipeline
 
-    pipe = Pipeline.from_pretrained(_model_path(settings["model"]), preset=graph)
+    dtype = getattr(torch, _DTYPES[settings.get("dtype") or "float32"])
+    pipe = Pipeline.from_pretrained(_model_path(settings["model"]), preset=graph, torch_dtype=dtype)
     if settings.get("scheduler"):
         pipe.set_scheduler(settings["scheduler"])
     call = {k: settings[k] for k in ("prompt", "negative_prompt", "num_inference_steps", "guidance_scale",

@@ -25,7 +25,7 @@ def test_run_writes_metadata_and_replay_reproduces(tiny_sd_dir, tmp_path, capsys
     assert main(argv) == 0
     meta = read_png_metadata(out)
     assert meta["version"] == __version__
-    assert meta["inputs"]["seed"] == 3 and meta["inputs"]["scheduler"] == "Euler a"
+    assert meta["inputs"]["seed"] == 3 and meta["inputs"]["scheduler"] == "Euler a" and meta["inputs"]["dtype"] == "float32"
     assert meta["inputs"]["prompt"] == "a cat" and meta["inputs"]["num_inference_steps"] == 2
     assert json.loads(meta["graph"])["graph"]["name"] == "sd15"
 
@@ -54,3 +54,16 @@ def test_run_needs_a_prompt_and_replay_needs_metadata(tmp_path, capsys):
     Image.new("RGB", (8, 8)).save(plain)
     with pytest.raises(SystemExit, match="no diffblocks metadata"):
         main(["run", "--replay", str(plain)])
+
+
+def test_main_job_uses_the_shipped_model(tmp_path):
+    """The README's first command: no --model, the tiny-shapes model inside the package."""
+    from diffblocks.cli.run import DEFAULT_MODEL, default_model_path
+
+    if not (default_model_path() / "model_index.json").is_file():
+        pytest.skip("no shipped model in this checkout")
+    out = tmp_path / "out.png"
+    assert main(["run", "--prompt", "a red circle on the left", "--steps", "4", "--out", str(out), "--quiet"]) == 0
+    meta = read_png_metadata(out)
+    assert meta["inputs"]["model"] == DEFAULT_MODEL
+    assert _pixels(out).shape == (64, 64, 3)
