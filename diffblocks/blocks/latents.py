@@ -13,7 +13,8 @@ from typing import Any
 
 import torch
 
-from ..schedulers.base import SchedulerState, randn_tensor
+from ..noise import randn_tensor
+from ..schedulers.base import SchedulerState
 from . import _hints
 from .context import RunContext
 from .function import block

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import torch
 
-from ..schedulers.base import randn_tensor
+from ..noise import randn_tensor
 from . import _hints
 from .function import block
 from .ports import Outputs

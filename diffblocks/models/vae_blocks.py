@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..noise import randn_tensor
 from .attention import Attention
 from .embeddings import activation
 from .resnet import Downsample2D, ResnetBlock2D, Upsample2D
@@ -124,23 +125,6 @@ class Decoder(nn.Module):
         for block in self.up_blocks:
             x = block(x)
         return self.conv_out(self.conv_act(self.conv_norm_out(x)))
-
-
-def randn_tensor(shape: Sequence[int], generator: torch.Generator | list[torch.Generator] | None,
-                 device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """Standard normal noise drawn exactly as diffusers draws it, so seeds give the same numbers.
-
-    A CPU generator draws on the CPU and the result moves to ``device``; a list of generators
-    draws one sample of the batch each.
-    """
-    if isinstance(generator, list) and len(generator) == 1:
-        generator = generator[0]
-    first = generator[0] if isinstance(generator, list) else generator
-    draw_device = torch.device("cpu") if first is not None and first.device.type == "cpu" else device
-    if isinstance(generator, list):
-        samples = [torch.randn((1, *shape[1:]), generator=g, device=draw_device, dtype=dtype) for g in generator]
-        return torch.cat(samples).to(device)
-    return torch.randn(tuple(shape), generator=generator, device=draw_device, dtype=dtype).to(device)
 
 
 class DiagonalGaussianDistribution:

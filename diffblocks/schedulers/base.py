@@ -20,6 +20,8 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import torch
 
+from ..noise import randn_tensor  # noqa: F401  (re-exported: samplers draw through it)
+
 CONFIG_NAME = "scheduler_config.json"
 # The diffusers release whose scheduler_config.json format we read and write.
 DIFFUSERS_FORMAT_VERSION = "0.42.1"
@@ -105,29 +107,6 @@ class SchedulerOutput:
 
     def __getitem__(self, index: int) -> torch.Tensor:
         return self.to_tuple()[index]
-
-
-def randn_tensor(
-    shape: tuple[int, ...],
-    generator: torch.Generator | list[torch.Generator] | None = None,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype | None = None,
-) -> torch.Tensor:
-    """Gaussian noise drawn the way diffusers draws it, so seeded runs agree: a CPU generator draws on
-    the CPU and the result moves to `device`; a list of generators draws one batch element each."""
-    device = torch.device(device) if device is not None else torch.device("cpu")
-    gens = generator if isinstance(generator, list) else [generator]
-    rand_device = device
-    if gens[0] is not None and gens[0].device.type != device.type:
-        if gens[0].device.type != "cpu":
-            raise ValueError(f"cannot draw a {device} tensor from a {gens[0].device.type} generator")
-        rand_device = torch.device("cpu")
-    if isinstance(generator, list) and len(generator) > 1:
-        one = (1, *shape[1:])
-        noise = torch.cat([torch.randn(one, generator=g, device=rand_device, dtype=dtype) for g in generator[: shape[0]]])
-    else:
-        noise = torch.randn(shape, generator=gens[0], device=rand_device, dtype=dtype)
-    return noise.to(device)
 
 
 def broadcast_like(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
