@@ -187,8 +187,8 @@ class Pipeline:
     # -- saving -------------------------------------------------------------------------------
     def save_pretrained(self, save_directory: str | os.PathLike[str], *, save_weights: bool = False) -> Path:
         """Write ``graph.json`` and ``modular_model_index.json`` (and, with ``save_weights=True``,
-        each loaded-or-loadable component in its own subfolder). The scheduler's config is always
-        written (it is tiny) so the folder is self-describing."""
+        each loaded-or-loadable component in its own subfolder). Scheduler configs are always
+        written (they are tiny) so the folder is self-describing."""
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
         manager = self.components
@@ -197,7 +197,7 @@ class Pipeline:
         specs: dict[str, ComponentSpec] = {}
         for name in manager:
             spec = manager.specs.get(name)
-            local = save_weights or name == "scheduler" or spec is None or spec.config is not None
+            local = save_weights or spec is None or spec.config is not None or _is_scheduler(spec)
             if local:
                 component = manager[name]
                 if not hasattr(component, "save_pretrained"):
@@ -224,6 +224,12 @@ def _apply_index_config(graph: Graph, config: Mapping[str, Any]) -> None:
         values = {k: config[k] for k in block.config_fields if k in config}
         if values and any(block.config.get(k) != v for k, v in values.items()):
             graph.replace(node, block.with_config(**values))
+
+
+def _is_scheduler(spec: ComponentSpec) -> bool:
+    from .schedulers import SCHEDULER_CLASSES
+
+    return spec.type_hint is not None and spec.type_hint[1] in SCHEDULER_CLASSES
 
 
 def _type_hint_of(component: Any) -> tuple[str, str]:

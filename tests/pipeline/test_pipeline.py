@@ -116,3 +116,12 @@ def test_index_config_configures_the_nodes_that_declare_it(tiny_sdxl_dir, tmp_pa
     a = _run(on, guidance_scale=5.0)
     b = _run(off, guidance_scale=5.0)
     assert not np.allclose(a, b)  # zero vs encoded-empty negative embeddings
+
+
+def test_save_without_weights_writes_the_scheduler_config_only(pipe, tmp_path):
+    out = pipe.save_pretrained(tmp_path / "light")
+    index = json.loads((out / "modular_model_index.json").read_text())
+    assert (out / "scheduler" / "scheduler_config.json").is_file()
+    assert index["scheduler"][2]["subfolder"] == "scheduler" and index["scheduler"][2]["pretrained_model_name_or_path"] is None
+    assert not (out / "unet").exists() and index["unet"][2]["pretrained_model_name_or_path"] is not None
+    assert pipe.components.loaded <= {"scheduler"}  # saving the index loads no model
