@@ -8,13 +8,17 @@ shapes dataset (:mod:`diffblocks.shapes.dataset`) on CPU in under 30 minutes:
 2. train the VAE (L1 reconstruction + a small KL term), then set ``scaling_factor`` so
    that scaled latents have unit variance;
 3. encode the dataset once, then train the UNet and the text encoder jointly on noised
-   latents (DDPM, SD's scaled-linear 1000-step schedule, epsilon prediction, min-SNR
-   loss weights), with 10% of captions dropped to "" so classifier-free guidance works;
+   latents (SD's scaled-linear 1000-step betas rescaled to zero terminal SNR, v-prediction,
+   min-SNR loss weights), with 10% of captions dropped to "" so classifier-free guidance
+   works;
 4. save the EMA weights as fp16 safetensors in diffusers' folder layout, a loss plot, and
    the evaluation table of :mod:`diffblocks.shapes.evaluate`.
 
     python examples/train_tiny_shapes.py --out diffblocks/assets/tiny-shapes
     python examples/train_tiny_shapes.py --smoke --out /tmp/tiny   # a few steps, seconds
+
+It runs on CPU; ``--device cuda`` runs the same recipe on a GPU (the random draws come from
+the same CPU generators, so only float rounding differs), for trying changes quickly.
 """
 
 from __future__ import annotations
@@ -42,11 +46,29 @@ from diffblocks.shapes.tokenizer import build_tokenizer, save_tokenizer
 from diffblocks.models import AutoencoderKL, UNet2DConditionModel
 from diffblocks.schedulers import DDIMScheduler, DDPMScheduler
 
-# Stable Diffusion's training noise schedule; inference uses DDIM on the same betas.
-SCHEDULE = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
-            "beta_schedule": "scaled_linear", "prediction_type": "epsilon"}
-INFERENCE_SCHEDULER = {**SCHEDULE, "clip_sample": False, "set_alpha_to_one": False,
-                       "steps_offset": 1, "timestep_spacing": "leading"}
+# Stable Diffusion's betas, rescaled so that the last timestep is pure noise (Lin et al.
+# 2023, "Common Diffusion Noise Schedules and Sample Steps are Flawed"). SD's own schedule
+# keeps 0.068 x the latent at t = 999; layout is the lowest-frequency part of these images
+# and easy to read from that residue, so a model trained on it takes position from the noisy
+# input rather than from the prompt, and at inference (pure noise) places shapes at random.
+# At zero SNR epsilon is not learnable at t = 999 (the input *is* the noise), hence
+# v-prediction.
+SD_BETAS = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
+ZERO_SNR_SCHEDULE = {**SD_BETAS, "rescale_betas_zero_snr": True, "prediction_type": "v_prediction"}
+SD_SCHEDULE = {**SD_BETAS, "rescale_betas_zero_snr": False, "prediction_type": "epsilon"}
+
+
+def inference_scheduler_config(schedule: dict) -> dict:
+    """The DDIM config that ships with a model trained on ``schedule``.
+
+    With zero terminal SNR the first sampling step must be t = 999 (pure noise, as at
+    training), so timesteps are spaced "trailing"; the last step lands on x0 itself.
+    """
+    if schedule.get("rescale_betas_zero_snr"):
+        return {**schedule, "clip_sample": False, "set_alpha_to_one": True, "steps_offset": 0,
+                "timestep_spacing": "trailing"}
+    return {**schedule, "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1,
+            "timestep_spacing": "leading"}
 
 
 @dataclass
@@ -61,12 +83,24 @@ class TrainConfig:
     vae_warmup: int = 20
     kl_weight: float = 1e-6
     object_weight: float = 4.0
-    unet_steps: int = 3400
+    unet_steps: int = 4400
     unet_batch: int = 32
     unet_lr: float = 1e-3
     warmup: int = 100
     caption_dropout: float = 0.1
     min_snr_gamma: float = 5.0
+    schedule: dict = field(default_factory=lambda: dict(ZERO_SNR_SCHEDULE))
+    offset_noise: float = 0.0  # std of a per-channel constant added to the noise (0: off)
+    # Two phases (see train_denoiser). Layout first: for ``layout_steps`` steps, half of each
+    # batch is drawn from the noisiest timesteps (``high_noise_from``..999) and the v loss
+    # weighs every noisy step fully (floor 1 on the x0-error weight). Then detail: a smaller
+    # share of noisy steps and Min-SNR weights floored at ``snr_floor`` instead.
+    layout_steps: int = 1600
+    layout_share: float = 0.5
+    layout_snr_floor: float = 1.0
+    high_noise_share: float = 0.2
+    snr_floor: float = 0.05
+    high_noise_from: int = 800
     ema_decay: float = 0.998
     model_max_length: int = 16
     vae: dict = field(default_factory=lambda: {
@@ -75,7 +109,10 @@ class TrainConfig:
         "block_out_channels": [16, 32, 64], "layers_per_block": 1, "norm_num_groups": 4,
     })
     text: dict = field(default_factory=lambda: {
-        "hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 3,
+        # One layer: trained from scratch, a deeper CLIP first learns colour and shape and then
+        # squeezes the position words out (their embeddings end up within 2% of each other),
+        # where a single layer keeps every word distinct long enough for the UNet to use it.
+        "hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 1,
         "num_attention_heads": 4, "hidden_act": "quick_gelu", "projection_dim": 64,
     })
     unet: dict = field(default_factory=lambda: {
@@ -88,7 +125,7 @@ class TrainConfig:
 def smoke_config() -> TrainConfig:
     """A config that runs every phase in seconds (tests, not a usable model)."""
     return replace(
-        TrainConfig(), per_combo=1, vae_steps=2, vae_batch=4, unet_steps=3, unet_batch=4, warmup=1, vae_warmup=1,
+        TrainConfig(), per_combo=1, vae_steps=2, vae_batch=4, unet_steps=4, unet_batch=4, warmup=1, vae_warmup=1, layout_steps=2,
         vae={**TrainConfig().vae, "block_out_channels": [8, 16, 16], "norm_num_groups": 8},
         text={**TrainConfig().text, "hidden_size": 16, "intermediate_size": 32,
               "num_hidden_layers": 1, "num_attention_heads": 2, "projection_dim": 16},
@@ -163,6 +200,11 @@ class ThreadPicker:
             self._use(1)
 
 
+def _randn(shape: torch.Size | tuple[int, ...], rng: torch.Generator, device: torch.device) -> torch.Tensor:
+    # Drawn on the CPU generator whatever the device, so CPU and GPU runs see the same noise.
+    return torch.randn(shape, generator=rng).to(device)
+
+
 def _lr_factor(step: int, total: int, warmup: int) -> float:
     # Linear warmup, then cosine decay to zero: short runs end on a settled model.
     if step < warmup:
@@ -178,6 +220,7 @@ def train_vae(cfg: TrainConfig, vae, images: torch.Tensor, rng: torch.Generator,
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
     losses = []
     vae.train()
+    device = images.device
     picker = ThreadPicker(threads)
     for step in tqdm(range(cfg.vae_steps), desc="vae", mininterval=2):
         started = time.perf_counter()
@@ -185,7 +228,7 @@ def train_vae(cfg: TrainConfig, vae, images: torch.Tensor, rng: torch.Generator,
             group["lr"] = cfg.vae_lr * _lr_factor(step, cfg.vae_steps, cfg.vae_warmup)
         batch = images[torch.randint(len(images), (cfg.vae_batch,), generator=rng)]
         posterior = vae.encode(batch).latent_dist
-        noise = torch.randn(posterior.mean.shape, generator=rng)
+        noise = _randn(posterior.mean.shape, rng, device)
         recon = vae.decode(posterior.mean + posterior.std * noise).sample
         kl = posterior.kl().mean() / posterior.mean[0].numel()
         # The shape covers 5-17% of the pixels; weighting its pixels up makes the VAE learn
@@ -215,6 +258,41 @@ def encode_dataset(vae, images: torch.Tensor, batch: int = 256) -> tuple[torch.T
     return torch.cat(means), torch.cat(stds)
 
 
+def denoiser_loss_weights(schedule: dict, gamma: float, floor: float = 0.0) -> torch.Tensor:
+    """Per-timestep loss weights: Min-SNR-gamma (Hang et al. 2023) for the prediction type.
+
+    Expressed on the x0 error, the epsilon loss weighs a timestep by SNR and the v loss by
+    SNR + 1. Min-SNR weighs the x0 error by min(SNR, ``gamma``) instead, so that low-noise
+    steps, whose loss is large but uninformative, stop dominating. For v the weight is also
+    floored at ``floor``: plain Min-SNR gives the pure-noise steps (SNR ~ 0) no weight at
+    all, and those are the steps where the model must place the shape from the prompt alone.
+    """
+    snr = DDPMScheduler(**schedule).alphas_cumprod.double()
+    snr = snr / (1 - snr)
+    if schedule["prediction_type"] == "v_prediction":
+        return (torch.clamp(snr, min=floor, max=gamma) / (snr + 1)).float()
+    if schedule["prediction_type"] == "epsilon":
+        if bool((snr == 0).any()):
+            raise ValueError("epsilon prediction cannot be trained with zero terminal SNR; use v_prediction")
+        return (torch.clamp(snr, max=gamma) / snr).float()
+    raise ValueError(f"prediction_type {schedule['prediction_type']!r}: use 'epsilon' or 'v_prediction'")
+
+
+def sample_timesteps(cfg: TrainConfig, rng: torch.Generator, share: float) -> torch.Tensor:
+    """Training timesteps for one batch: uniform, plus a ``share`` drawn from the noisiest steps.
+
+    Where the prompt says where a shape goes, only the noisiest steps teach it: everywhere
+    else the noisy input already shows the layout and the model learns to read it from there.
+    Under uniform sampling those steps are a small share of each batch.
+    """
+    n_train = cfg.schedule["num_train_timesteps"]
+    t = torch.randint(0, n_train, (cfg.unet_batch,), generator=rng)
+    n_high = round(share * cfg.unet_batch)
+    if n_high:
+        t[:n_high] = torch.randint(cfg.high_noise_from, n_train, (n_high,), generator=rng)
+    return t
+
+
 def train_denoiser(cfg: TrainConfig, unet, text_encoder, tokenizer, means: torch.Tensor,
                    stds: torch.Tensor, scaling: float, specs: list[dataset.ShapeSpec],
                    rng: torch.Generator, deadline: float | None = None,
@@ -227,12 +305,16 @@ def train_denoiser(cfg: TrainConfig, unet, text_encoder, tokenizer, means: torch
     ever shrinks; on a fast enough machine nothing changes). The number of steps done is
     ``len(losses)``.
     """
-    noise_sched = DDPMScheduler(**SCHEDULE)
-    alphas_cumprod = noise_sched.alphas_cumprod
-    snr = alphas_cumprod / (1 - alphas_cumprod)
-    # Min-SNR-gamma weights for epsilon prediction (Hang et al. 2023): low-noise steps,
-    # whose epsilon loss is large but uninformative, stop dominating the gradient.
-    loss_weight = torch.clamp(snr, max=cfg.min_snr_gamma) / snr
+    device = means.device
+    noise_sched = DDPMScheduler(**cfg.schedule)
+    # Phase 1 (layout) and phase 2 (detail). Position is learned only from the noisiest
+    # steps and, under the detail weights alone, not within this budget: the text encoder
+    # squeezes the position words out before the UNet starts to use them. Detail (a square's
+    # corners) wants most of the weight on the low-noise steps. Once learned, the layout is
+    # kept with the smaller share of phase 2.
+    phases = [(cfg.layout_share, denoiser_loss_weights(cfg.schedule, cfg.min_snr_gamma, cfg.layout_snr_floor)),
+              (cfg.high_noise_share, denoiser_loss_weights(cfg.schedule, cfg.min_snr_gamma, cfg.snr_floor))]
+    v_prediction = cfg.schedule["prediction_type"] == "v_prediction"
 
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=1e-2)
@@ -255,14 +337,20 @@ def train_denoiser(cfg: TrainConfig, unet, text_encoder, tokenizer, means: torch
         index = torch.randint(len(specs), (cfg.unet_batch,), generator=rng)
         captions = ["" if caption_rng.random() < cfg.caption_dropout else dataset.caption(specs[i], caption_rng)
                     for i in index.tolist()]
-        latents = (means[index] + stds[index] * torch.randn(means[index].shape, generator=rng)) * scaling
-        noise = torch.randn(latents.shape, generator=rng)
-        t = torch.randint(0, SCHEDULE["num_train_timesteps"], (cfg.unet_batch,), generator=rng)
+        latents = (means[index] + stds[index] * _randn(means[index].shape, rng, device)) * scaling
+        noise = _randn(latents.shape, rng, device)
+        if cfg.offset_noise:
+            # Offset noise: a per-image, per-channel constant lets the model shift overall
+            # brightness and background colour, which plain white noise barely changes.
+            noise = noise + cfg.offset_noise * _randn((*latents.shape[:2], 1, 1), rng, device)
+        share, loss_weight = phases[0] if step < cfg.layout_steps else phases[1]
+        t = sample_timesteps(cfg, rng, share).to(device)
         noisy = noise_sched.add_noise(latents, noise, t)
+        target = noise_sched.get_velocity(latents, noise, t) if v_prediction else noise
         context = encode_prompts(text_encoder, tokenizer, captions)
         pred = unet(noisy, t, encoder_hidden_states=context).sample
-        per_sample = F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))
-        loss = (per_sample * loss_weight[t]).mean()
+        per_sample = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
+        loss = (per_sample * loss_weight.to(device)[t]).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -293,14 +381,14 @@ def train_denoiser(cfg: TrainConfig, unet, text_encoder, tokenizer, means: torch
 # ---------------------------------------------------------------------------- outputs
 
 
-def save_pipeline(folder: Path, vae, text_encoder, unet, tokenizer) -> None:
+def save_pipeline(folder: Path, vae, text_encoder, unet, tokenizer, schedule: dict) -> None:
     """Write diffusers' StableDiffusionPipeline layout with fp16 safetensors."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, module in (("vae", vae), ("unet", unet), ("text_encoder", text_encoder)):
         module.to(torch.float16).save_pretrained(folder / name)
         module.to(torch.float32)
     save_tokenizer(tokenizer, folder / "tokenizer")
-    DDIMScheduler(**INFERENCE_SCHEDULER).save_pretrained(folder / "scheduler")
+    DDIMScheduler(**inference_scheduler_config(schedule)).save_pretrained(folder / "scheduler")
     index = {
         "_class_name": "StableDiffusionPipeline",
         "_diffusers_version": "0.42.1",
@@ -391,7 +479,7 @@ def save_samples(path: Path, components: dict, prompts: list[str] = SAMPLE_PROMP
 
 
 def train(cfg: TrainConfig, out: Path, threads: int = 2, run_eval: bool = True,
-          max_minutes: float | None = None) -> dict:
+          max_minutes: float | None = None, device: str = "cpu") -> dict:
     """Run every phase and write the model to ``out``; returns a summary (timings, losses).
 
     ``max_minutes`` caps the whole run: the UNet phase is shortened if needed so that about
@@ -407,16 +495,18 @@ def train(cfg: TrainConfig, out: Path, threads: int = 2, run_eval: bool = True,
     special = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
                "pad_token_id": tokenizer.pad_token_id}
     vae, text_encoder, unet = build_models(cfg, len(tokenizer), special)
+    for module in (vae, text_encoder, unet):
+        module.to(device)
 
     specs = dataset.training_specs(cfg.seed, cfg.per_combo)
-    images = torch.from_numpy(dataset.render_batch(specs))
+    images = torch.from_numpy(dataset.render_batch(specs)).to(device)
     timings["render"] = time.time() - started
 
     vae_losses = train_vae(cfg, vae, images, rng, threads)
     timings["vae"] = time.time() - started - sum(timings.values())
 
     means, stds = encode_dataset(vae, images)
-    sampled = means + stds * torch.randn(means.shape, generator=rng)
+    sampled = means + stds * _randn(means.shape, rng, device)
     scaling = float(1.0 / sampled.std())
     vae.config = vae.config.replace(scaling_factor=scaling)
 
@@ -427,21 +517,23 @@ def train(cfg: TrainConfig, out: Path, threads: int = 2, run_eval: bool = True,
     text_encoder.load_state_dict(text_ema)
     timings["unet"] = time.time() - started - sum(timings.values())
 
-    out.mkdir(parents=True, exist_ok=True)
-    save_pipeline(out, vae, text_encoder, unet, tokenizer)
-    plot_losses(out / "loss.png", {"vae": vae_losses, "unet": unet_losses})
-    summary = {"config": asdict(cfg), "scaling_factor": scaling,
+    summary = {"config": asdict(cfg), "device": device, "scaling_factor": scaling,
                "final_vae_loss": float(np.mean(vae_losses[-20:])),
                "final_unet_loss": float(np.mean(unet_losses[-50:])), "unet_steps_done": len(unet_losses),
                "timings_s": timings}
     if run_eval:
         t0 = time.time()
-        scheduler = DDIMScheduler(**INFERENCE_SCHEDULER)
+        scheduler = DDIMScheduler(**inference_scheduler_config(cfg.schedule))
         report = evaluate(lambda prompts: generate(unet, vae, text_encoder, tokenizer, scheduler, prompts))
         timings["eval"] = time.time() - t0
         summary["accuracy"], summary["held_out_accuracy"] = report.accuracy, report.held_out_accuracy
         print(report.table())
         print("\n".join(report.failures()))
+    out.mkdir(parents=True, exist_ok=True)
+    for module in (vae, text_encoder, unet):
+        module.to("cpu")
+    save_pipeline(out, vae, text_encoder, unet, tokenizer, cfg.schedule)
+    plot_losses(out / "loss.png", {"vae": vae_losses, "unet": unet_losses})
     timings["total"] = time.time() - started
     (out / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -455,6 +547,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vae-steps", type=int)
     parser.add_argument("--unet-steps", type=int)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="torch device to train on (the recipe is made for cpu)")
+    parser.add_argument("--sd-schedule", action="store_true",
+                        help="SD's original schedule (epsilon, terminal SNR > 0) instead of zero terminal SNR")
+    parser.add_argument("--offset-noise", type=float, help="offset noise strength (default: off)")
+    parser.add_argument("--text-layers", type=int, help="text encoder depth (num_hidden_layers)")
     parser.add_argument("--unet-channels", help="UNet block_out_channels, e.g. 32,64,128,128 (one level each)")
     parser.add_argument("--no-eval", action="store_true")
     parser.add_argument("--max-minutes", type=float, help="shorten the UNet phase if needed to end in time")
@@ -468,13 +565,19 @@ def main(argv: list[str] | None = None) -> None:
             cfg = replace(cfg, vae_steps=args.vae_steps)
         if args.unet_steps is not None:
             cfg = replace(cfg, unet_steps=args.unet_steps)
+        if args.sd_schedule:
+            cfg = replace(cfg, schedule=dict(SD_SCHEDULE))
+        if args.offset_noise is not None:
+            cfg = replace(cfg, offset_noise=args.offset_noise)
+        if args.text_layers is not None:
+            cfg = replace(cfg, text={**cfg.text, "num_hidden_layers": args.text_layers})
         if args.unet_channels:
             channels = [int(c) for c in args.unet_channels.split(",")]
             cfg = replace(cfg, unet={**cfg.unet, "block_out_channels": channels,
                                      "down_block_types": ["CrossAttnDownBlock2D"] * len(channels),
                                      "up_block_types": ["CrossAttnUpBlock2D"] * len(channels)})
         summary = train(cfg, args.out, threads=args.threads, run_eval=not args.no_eval and not args.smoke,
-                        max_minutes=args.max_minutes)
+                        max_minutes=args.max_minutes, device=args.device)
         print(json.dumps({k: summary[k] for k in ("scaling_factor", "timings_s")}, indent=2))
     if args.grid is not None:
         save_samples(args.grid, load_components(args.out))

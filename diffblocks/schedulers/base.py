@@ -351,6 +351,18 @@ class Scheduler:
         sqrt_one_minus = broadcast_like((1 - alpha_bar) ** 0.5, original_samples)
         return sqrt_alpha_bar * original_samples + sqrt_one_minus * noise
 
+    def get_velocity(self, sample: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """The v-prediction target at training `timesteps`: sqrt(alpha_bar) noise - sqrt(1 - alpha_bar) x0.
+
+        `sample` is the clean x0. With zero terminal SNR, v at the last timestep is -x0: the
+        model has to draw the image from the prompt alone.
+        """
+        alphas_cumprod = self.alphas_cumprod.to(device=sample.device, dtype=sample.dtype)
+        alpha_bar = alphas_cumprod[timesteps.to(sample.device)]
+        sqrt_alpha_bar = broadcast_like(alpha_bar**0.5, sample)
+        sqrt_one_minus = broadcast_like((1 - alpha_bar) ** 0.5, sample)
+        return sqrt_alpha_bar * noise - sqrt_one_minus * sample
+
     def _sigma_indices(self, state: SchedulerState, timesteps: torch.Tensor) -> list[int]:
         """Indices into `state.sigmas` for add_noise: looked up, or the run's current/begin index (img2img)."""
         if state.begin_index is None:

@@ -98,3 +98,16 @@ def test_vp_add_noise_parity(name: str) -> None:
     noise = torch.randn(3, 4, 8, 8)
     t = torch.tensor([999, 500, 3])
     assert torch.equal(a.add_noise(x0, noise, t), b.add_noise(x0, noise, t))
+
+
+@pytest.mark.parametrize("name", ["DDPMScheduler", "DDIMScheduler"])
+@pytest.mark.parametrize("zero_snr", [False, True])
+def test_vp_get_velocity_parity(name: str, zero_snr: bool) -> None:
+    # the v-prediction training target; with zero terminal SNR, v at t=999 is exactly -x0
+    a, b = _pair(name, {"beta_schedule": "scaled_linear", "rescale_betas_zero_snr": zero_snr})
+    x0 = torch.randn(3, 4, 8, 8)
+    noise = torch.randn(3, 4, 8, 8)
+    t = torch.tensor([999, 500, 3])
+    assert torch.equal(a.get_velocity(x0, noise, t), b.get_velocity(x0, noise, t))
+    if zero_snr:
+        torch.testing.assert_close(a.get_velocity(x0, noise, t)[0], -x0[0], rtol=0, atol=1e-6)
