@@ -156,6 +156,12 @@ class LoopProbe:
         setattr(obj, attr, timed)
         self._undo.append(lambda: setattr(obj, attr, original) if had_own else delattr(obj, attr))
 
+    def wrap_loop(self, unet: Any, scheduler: Any) -> None:
+        """Time the denoise loop's three calls: the UNet forward and the scheduler's scale and step."""
+        self.wrap(unet, "forward", "unet")
+        self.wrap(scheduler, "scale_model_input", "scale")
+        self.wrap(scheduler, "step", "step")
+
     def restore(self) -> None:
         for undo in reversed(self._undo):
             undo()
@@ -227,9 +233,7 @@ def _null_unet_overhead(run: Callable[[], Any], unet: Any, scheduler: Any, clock
     try:
         for _ in range(tries):
             probe = LoopProbe(clock, sync)
-            probe.wrap(unet, "forward", "unet")
-            probe.wrap(scheduler, "scale_model_input", "scale")
-            probe.wrap(scheduler, "step", "step")
+            probe.wrap_loop(unet, scheduler)
             try:
                 run()
             finally:
@@ -295,9 +299,7 @@ def _child(opts: dict[str, Any]) -> dict[str, float]:
     first, image = timed()  # warm-up: kernels, allocator, lazy loading (ours loads on first use)
     runs = [timed()[0] for _ in range(opts["repeats"])]
     probe = LoopProbe(clock, sync)
-    probe.wrap(unet, "forward", "unet")
-    probe.wrap(scheduler, "scale_model_input", "scale")
-    probe.wrap(scheduler, "step", "step")
+    probe.wrap_loop(unet, scheduler)
     try:
         timed()
     finally:
