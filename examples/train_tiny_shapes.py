@@ -47,12 +47,11 @@ from diffblocks.models import AutoencoderKL, UNet2DConditionModel
 from diffblocks.schedulers import DDIMScheduler, DDPMScheduler
 
 # Stable Diffusion's betas, rescaled so that the last timestep is pure noise (Lin et al.
-# 2023, "Common Diffusion Noise Schedules and Sample Steps are Flawed"). SD's own schedule
-# keeps 0.068 x the latent at t = 999; layout is the lowest-frequency part of these images
-# and easy to read from that residue, so a model trained on it takes position from the noisy
-# input rather than from the prompt, and at inference (pure noise) places shapes at random.
-# At zero SNR epsilon is not learnable at t = 999 (the input *is* the noise), hence
-# v-prediction.
+# 2023, "Common Diffusion Noise Schedules and Sample Steps are Flawed"): t = 999 becomes a
+# "draw x0 from the prompt" step, where position is learned (docs/shapes.md). SD's own
+# schedule keeps 0.068 x the latent there, and an epsilon model gets almost no gradient for
+# the layout. At zero SNR epsilon is not learnable at t = 999 (the input *is* the noise),
+# hence v-prediction.
 SD_BETAS = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
 ZERO_SNR_SCHEDULE = {**SD_BETAS, "rescale_betas_zero_snr": True, "prediction_type": "v_prediction"}
 SD_SCHEDULE = {**SD_BETAS, "rescale_betas_zero_snr": False, "prediction_type": "epsilon"}
@@ -90,7 +89,6 @@ class TrainConfig:
     caption_dropout: float = 0.1
     min_snr_gamma: float = 5.0
     schedule: dict = field(default_factory=lambda: dict(ZERO_SNR_SCHEDULE))
-    offset_noise: float = 0.0  # std of a per-channel constant added to the noise (0: off)
     # Two phases (see train_denoiser). Layout first: for ``layout_steps`` steps, half of each
     # batch is drawn from the noisiest timesteps (``high_noise_from``..999) and the v loss
     # weighs every noisy step fully (floor 1 on the x0-error weight). Then detail: a smaller
@@ -312,8 +310,8 @@ def train_denoiser(cfg: TrainConfig, unet, text_encoder, tokenizer, means: torch
     # squeezes the position words out before the UNet starts to use them. Detail (a square's
     # corners) wants most of the weight on the low-noise steps. Once learned, the layout is
     # kept with the smaller share of phase 2.
-    phases = [(cfg.layout_share, denoiser_loss_weights(cfg.schedule, cfg.min_snr_gamma, cfg.layout_snr_floor)),
-              (cfg.high_noise_share, denoiser_loss_weights(cfg.schedule, cfg.min_snr_gamma, cfg.snr_floor))]
+    phases = [(share, denoiser_loss_weights(cfg.schedule, cfg.min_snr_gamma, floor).to(device))
+              for share, floor in ((cfg.layout_share, cfg.layout_snr_floor), (cfg.high_noise_share, cfg.snr_floor))]
     v_prediction = cfg.schedule["prediction_type"] == "v_prediction"
 
     params = list(unet.parameters()) + list(text_encoder.parameters())
@@ -339,10 +337,6 @@ def train_denoiser(cfg: TrainConfig, unet, text_encoder, tokenizer, means: torch
                     for i in index.tolist()]
         latents = (means[index] + stds[index] * _randn(means[index].shape, rng, device)) * scaling
         noise = _randn(latents.shape, rng, device)
-        if cfg.offset_noise:
-            # Offset noise: a per-image, per-channel constant lets the model shift overall
-            # brightness and background colour, which plain white noise barely changes.
-            noise = noise + cfg.offset_noise * _randn((*latents.shape[:2], 1, 1), rng, device)
         share, loss_weight = phases[0] if step < cfg.layout_steps else phases[1]
         t = sample_timesteps(cfg, rng, share).to(device)
         noisy = noise_sched.add_noise(latents, noise, t)
@@ -350,7 +344,7 @@ def train_denoiser(cfg: TrainConfig, unet, text_encoder, tokenizer, means: torch
         context = encode_prompts(text_encoder, tokenizer, captions)
         pred = unet(noisy, t, encoder_hidden_states=context).sample
         per_sample = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
-        loss = (per_sample * loss_weight.to(device)[t]).mean()
+        loss = (per_sample * loss_weight[t]).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -550,7 +544,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", help="torch device to train on (the recipe is made for cpu)")
     parser.add_argument("--sd-schedule", action="store_true",
                         help="SD's original schedule (epsilon, terminal SNR > 0) instead of zero terminal SNR")
-    parser.add_argument("--offset-noise", type=float, help="offset noise strength (default: off)")
     parser.add_argument("--text-layers", type=int, help="text encoder depth (num_hidden_layers)")
     parser.add_argument("--unet-channels", help="UNet block_out_channels, e.g. 32,64,128,128 (one level each)")
     parser.add_argument("--no-eval", action="store_true")
@@ -567,8 +560,6 @@ def main(argv: list[str] | None = None) -> None:
             cfg = replace(cfg, unet_steps=args.unet_steps)
         if args.sd_schedule:
             cfg = replace(cfg, schedule=dict(SD_SCHEDULE))
-        if args.offset_noise is not None:
-            cfg = replace(cfg, offset_noise=args.offset_noise)
         if args.text_layers is not None:
             cfg = replace(cfg, text={**cfg.text, "num_hidden_layers": args.text_layers})
         if args.unet_channels:

@@ -345,11 +345,14 @@ class Scheduler:
         state: SchedulerState | None = None,
     ) -> torch.Tensor:
         """Forward process at training `timesteps`: sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) noise."""
-        alphas_cumprod = self.alphas_cumprod.to(device=original_samples.device, dtype=original_samples.dtype)
-        alpha_bar = alphas_cumprod[timesteps.to(original_samples.device)]
-        sqrt_alpha_bar = broadcast_like(alpha_bar**0.5, original_samples)
-        sqrt_one_minus = broadcast_like((1 - alpha_bar) ** 0.5, original_samples)
+        sqrt_alpha_bar, sqrt_one_minus = self._signal_noise_scales(timesteps, original_samples)
         return sqrt_alpha_bar * original_samples + sqrt_one_minus * noise
+
+    def _signal_noise_scales(self, timesteps: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """sqrt(alpha_bar) and sqrt(1 - alpha_bar) at training `timesteps`, shaped to broadcast over `like`."""
+        alphas_cumprod = self.alphas_cumprod.to(device=like.device, dtype=like.dtype)
+        alpha_bar = alphas_cumprod[timesteps.to(like.device)]
+        return broadcast_like(alpha_bar**0.5, like), broadcast_like((1 - alpha_bar) ** 0.5, like)
 
     def get_velocity(self, sample: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """The v-prediction target at training `timesteps`: sqrt(alpha_bar) noise - sqrt(1 - alpha_bar) x0.
@@ -357,10 +360,7 @@ class Scheduler:
         `sample` is the clean x0. With zero terminal SNR, v at the last timestep is -x0: the
         model has to draw the image from the prompt alone.
         """
-        alphas_cumprod = self.alphas_cumprod.to(device=sample.device, dtype=sample.dtype)
-        alpha_bar = alphas_cumprod[timesteps.to(sample.device)]
-        sqrt_alpha_bar = broadcast_like(alpha_bar**0.5, sample)
-        sqrt_one_minus = broadcast_like((1 - alpha_bar) ** 0.5, sample)
+        sqrt_alpha_bar, sqrt_one_minus = self._signal_noise_scales(timesteps, sample)
         return sqrt_alpha_bar * noise - sqrt_one_minus * sample
 
     def _sigma_indices(self, state: SchedulerState, timesteps: torch.Tensor) -> list[int]:

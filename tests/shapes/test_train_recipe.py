@@ -73,3 +73,20 @@ def test_shipped_scheduler_matches_the_training_schedule() -> None:
     scheduler = DDIMScheduler.from_pretrained(SHIPPED / "scheduler")
     scheduler.set_timesteps(20)
     assert int(scheduler.timesteps[0]) == 999
+
+
+def test_training_switches_from_the_layout_phase_to_the_detail_phase(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shares: list[float] = []
+    sample = script.sample_timesteps
+
+    def recording(cfg, rng, share):
+        shares.append(share)
+        return sample(cfg, rng, share)
+
+    monkeypatch.setattr(script, "sample_timesteps", recording)
+    cfg = replace(script.smoke_config(), unet_steps=5, layout_steps=2)
+    script.train(cfg, tmp_path, threads=1, run_eval=False)
+    assert shares == [cfg.layout_share] * 2 + [cfg.high_noise_share] * 3
+    assert cfg.layout_share != cfg.high_noise_share
