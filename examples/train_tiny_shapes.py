@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import textwrap
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -34,13 +33,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
 from tqdm import tqdm
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from diffblocks.shapes import dataset
 from diffblocks.shapes.evaluate import evaluate
+from diffblocks.shapes.figures import plot_losses, save_samples
 from diffblocks.shapes.sampler import encode_prompts, generate, load_components
+from diffblocks.shapes.threads import ThreadPicker
 from diffblocks.shapes.tokenizer import build_tokenizer, save_tokenizer
 
 from diffblocks.models import AutoencoderKL, UNet2DConditionModel
@@ -99,6 +99,9 @@ class TrainConfig:
     high_noise_share: float = 0.2
     snr_floor: float = 0.05
     high_noise_from: int = 800
+    # Learning rate of the text encoder relative to the UNet's; 0 keeps it at its (random)
+    # initialisation.
+    text_lr_scale: float = 1.0
     ema_decay: float = 0.998
     model_max_length: int = 16
     vae: dict = field(default_factory=lambda: {
@@ -151,51 +154,6 @@ def build_models(cfg: TrainConfig, vocab_size: int, special_ids: dict[str, int])
     text_encoder = CLIPTextModel(text_config)
     unet = UNet2DConditionModel(**cfg.unet, cross_attention_dim=cfg.text["hidden_size"])
     return vae, text_encoder, unet
-
-
-class ThreadPicker:
-    """Chooses 1 or ``max_threads`` torch threads from the measured step times.
-
-    On an idle 2-core machine two threads are ~1.6x faster than one, but while any other
-    process runs, two threads wait on each other at every operator and a step gets 10-30x
-    slower. So: measure one thread first, then probe ``max_threads`` for ``probe_len``
-    steps (abandoned at the first very slow one) and keep it while it stays faster; after a
-    slow step fall back to one thread and probe again ``probe_every`` steps later. One and
-    two threads give the same results up to float rounding (reductions split differently),
-    so the choice changes speed, not the recipe; a run is bitwise reproducible with a fixed
-    thread count (``--threads 1``).
-    """
-
-    def __init__(self, max_threads: int, probe_every: int = 150, probe_len: int = 3) -> None:
-        self.max_threads, self.probe_every, self.probe_len = max_threads, probe_every, probe_len
-        self.fastest: dict[int, float] = {}
-        self.steps: dict[int, int] = {}  # steps run per thread count, for the summary
-        self.probe: list[float] = []
-        self.threads, self.since_probe = 1, probe_every - 3  # three baseline steps, then a probe
-        torch.set_num_threads(1)
-
-    def _use(self, threads: int) -> None:
-        self.threads = threads
-        torch.set_num_threads(threads)
-
-    def record(self, seconds: float) -> None:
-        """Feed the last step's duration; may change the thread count for the next step."""
-        n, one = self.threads, self.fastest.get(1, math.inf)
-        self.steps[n] = self.steps.get(n, 0) + 1
-        if n == 1:
-            self.fastest[1] = min(one, seconds)
-            self.since_probe += 1
-            if self.max_threads > 1 and self.since_probe >= self.probe_every:
-                self.since_probe, self.probe = 0, []
-                self._use(self.max_threads)
-        elif len(self.probe) < self.probe_len:  # probing
-            self.probe.append(seconds)
-            if seconds > 3 * one or (len(self.probe) == self.probe_len and min(self.probe) > 0.9 * one):
-                self._use(1)
-            elif len(self.probe) == self.probe_len:
-                self.fastest[n] = min(self.probe)
-        elif seconds > 2.0 * self.fastest[n]:  # contention started: back to one thread
-            self._use(1)
 
 
 def _randn(shape: torch.Size | tuple[int, ...], rng: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -261,18 +219,20 @@ def denoiser_loss_weights(schedule: dict, gamma: float, floor: float = 0.0) -> t
 
     Expressed on the x0 error, the epsilon loss weighs a timestep by SNR and the v loss by
     SNR + 1. Min-SNR weighs the x0 error by min(SNR, ``gamma``) instead, so that low-noise
-    steps, whose loss is large but uninformative, stop dominating. For v the weight is also
-    floored at ``floor``: plain Min-SNR gives the pure-noise steps (SNR ~ 0) no weight at
-    all, and those are the steps where the model must place the shape from the prompt alone.
+    steps, whose loss is large but uninformative, stop dominating. The weight is also
+    floored at ``floor``: plain Min-SNR gives the pure-noise steps (SNR ~ 0) almost no
+    weight, and those are the steps where the model must place the shape from the prompt
+    alone. (For epsilon a floor makes the weight ``floor / SNR``, ~200 at SD's last step.)
     """
     snr = DDPMScheduler(**schedule).alphas_cumprod.double()
     snr = snr / (1 - snr)
+    x0_weight = torch.clamp(snr, min=floor, max=gamma)
     if schedule["prediction_type"] == "v_prediction":
-        return (torch.clamp(snr, min=floor, max=gamma) / (snr + 1)).float()
+        return (x0_weight / (snr + 1)).float()
     if schedule["prediction_type"] == "epsilon":
         if bool((snr == 0).any()):
             raise ValueError("epsilon prediction cannot be trained with zero terminal SNR; use v_prediction")
-        return (torch.clamp(snr, max=gamma) / snr).float()
+        return (x0_weight / snr).float()
     raise ValueError(f"prediction_type {schedule['prediction_type']!r}: use 'epsilon' or 'v_prediction'")
 
 
@@ -314,8 +274,13 @@ def train_denoiser(cfg: TrainConfig, unet, text_encoder, tokenizer, means: torch
               for share, floor in ((cfg.layout_share, cfg.layout_snr_floor), (cfg.high_noise_share, cfg.snr_floor))]
     v_prediction = cfg.schedule["prediction_type"] == "v_prediction"
 
-    params = list(unet.parameters()) + list(text_encoder.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=1e-2)
+    groups = [{"params": list(unet.parameters()), "lr_scale": 1.0}]
+    if cfg.text_lr_scale > 0:
+        groups.append({"params": list(text_encoder.parameters()), "lr_scale": cfg.text_lr_scale})
+    else:
+        text_encoder.requires_grad_(False)
+    params = [p for group in groups for p in group["params"]]
+    opt = torch.optim.AdamW(groups, lr=cfg.unet_lr, weight_decay=1e-2)
     # EMA shadows of every floating tensor; state_dict() values share storage with the
     # parameters, which the optimizer updates in place, so ``live`` stays current.
     modules = {"unet": unet, "text_encoder": text_encoder}
@@ -331,7 +296,7 @@ def train_denoiser(cfg: TrainConfig, unet, text_encoder, tokenizer, means: torch
     for step in tqdm(range(cfg.unet_steps), desc="unet", mininterval=2):
         started = time.perf_counter()
         for group in opt.param_groups:
-            group["lr"] = cfg.unet_lr * _lr_factor(step, total, cfg.warmup)
+            group["lr"] = cfg.unet_lr * group["lr_scale"] * _lr_factor(step, total, cfg.warmup)
         index = torch.randint(len(specs), (cfg.unet_batch,), generator=rng)
         captions = ["" if caption_rng.random() < cfg.caption_dropout else dataset.caption(specs[i], caption_rng)
                     for i in index.tolist()]
@@ -399,76 +364,6 @@ def save_pipeline(folder: Path, vae, text_encoder, unet, tokenizer, schedule: di
     (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
 
 
-def plot_losses(path: Path, curves: dict[str, list[float]], width: int = 640, height: int = 240) -> None:
-    """Save one panel per loss curve (log scale, with a moving average) as a PNG."""
-    panel_w = width // max(len(curves), 1)
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    for k, (name, values) in enumerate(curves.items()):
-        left, top, w, h = k * panel_w + 40, 20, panel_w - 55, height - 50
-        draw.rectangle((left, top, left + w, top + h), outline=(120, 120, 120))
-        logs = np.log10(np.maximum(np.asarray(values, dtype=np.float64), 1e-8))
-        window = max(1, len(logs) // 50)
-        smooth = np.convolve(logs, np.ones(window) / window, mode="valid")
-        lo, hi = float(logs.min()), float(logs.max()) + 1e-9
-
-        def xy(i: int, v: float, n: int) -> tuple[float, float]:
-            return left + w * i / max(n - 1, 1), top + h * (hi - v) / (hi - lo)
-
-        for series, colour in ((logs, (190, 190, 230)), (smooth, (20, 40, 160))):
-            if len(series) > 1:
-                offset = (len(logs) - len(series)) // 2
-                draw.line([xy(i + offset, float(v), len(logs)) for i, v in enumerate(series)], fill=colour, width=1)
-        draw.text((left, 4), f"{name} loss (log10), {len(values)} steps", fill="black")
-        draw.text((left - 36, top), f"{10 ** hi:.3g}", fill="black")
-        draw.text((left - 36, top + h - 10), f"{10 ** lo:.3g}", fill="black")
-        draw.text((left, top + h + 6), f"step 0 .. {len(values)}", fill="black")
-    image.save(path)
-
-
-def save_grid(path: Path, images: np.ndarray, columns: int = 10) -> None:
-    """Tile (N, H, W, 3) uint8 images into one PNG, 2 pixels apart."""
-    n, h, w, _ = images.shape
-    rows = math.ceil(n / columns)
-    grid = Image.new("RGB", (columns * (w + 2), rows * (h + 2)), (200, 200, 200))
-    for i, image in enumerate(images):
-        grid.paste(Image.fromarray(image), ((i % columns) * (w + 2), (i // columns) * (h + 2)))
-    grid.save(path)
-
-
-SAMPLE_PROMPTS = [
-    "a red circle on the left",
-    "a blue square at the top",
-    "a yellow triangle at the bottom",
-    "a small green circle in the centre",
-    "a large purple square on the right",
-    "a cyan triangle on the left, black background",
-    "a small red square at the bottom, gray background",
-    "a large blue triangle in the centre, white background",
-    "a green triangle at the top, black background",
-    "a yellow square on the right, gray background",
-    "a purple circle at the top, white background",
-    "a large cyan circle at the bottom, black background",
-]
-
-
-def save_samples(path: Path, components: dict, prompts: list[str] = SAMPLE_PROMPTS, seed: int = 0,
-                 columns: int = 4, scale: int = 2) -> None:
-    """Generate ``prompts`` and save them as a labelled grid (images upscaled ``scale`` times)."""
-    images = generate(components["unet"], components["vae"], components["text_encoder"],
-                      components["tokenizer"], components["scheduler"], prompts, seed=seed)
-    side, label_h, cell_w = 64 * scale, 40, 200
-    rows = math.ceil(len(prompts) / columns)
-    grid = Image.new("RGB", (columns * cell_w, rows * (side + label_h)), "white")
-    draw = ImageDraw.Draw(grid)
-    for i, (image, prompt) in enumerate(zip(images, prompts)):
-        x, y = (i % columns) * cell_w, (i // columns) * (side + label_h)
-        grid.paste(Image.fromarray(image).resize((side, side), Image.Resampling.NEAREST),
-                   (x + (cell_w - side) // 2, y))
-        draw.multiline_text((x + 4, y + side + 3), "\n".join(textwrap.wrap(prompt, 32)), fill="black", spacing=2)
-    grid.save(path)
-
-
 # ---------------------------------------------------------------------------- main
 
 
@@ -533,6 +428,16 @@ def train(cfg: TrainConfig, out: Path, threads: int = 2, run_eval: bool = True,
     return summary
 
 
+def _override(cfg: TrainConfig, item: str) -> TrainConfig:
+    """Apply one ``FIELD=VALUE`` to ``cfg``; the value is parsed as the field's current type."""
+    name, sep, value = item.partition("=")
+    current = getattr(cfg, name, None) if sep else None
+    if not isinstance(current, (int, float)) or isinstance(current, bool):
+        scalars = sorted(k for k, v in asdict(cfg).items() if isinstance(v, (int, float)))
+        raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(scalars)}")
+    return replace(cfg, **{name: type(current)(value)})
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for the pipeline")
@@ -545,7 +450,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sd-schedule", action="store_true",
                         help="SD's original schedule (epsilon, terminal SNR > 0) instead of zero terminal SNR")
     parser.add_argument("--text-layers", type=int, help="text encoder depth (num_hidden_layers)")
-    parser.add_argument("--unet-channels", help="UNet block_out_channels, e.g. 32,64,128,128 (one level each)")
+    parser.add_argument("--text-lr-scale", type=float,
+                        help="text encoder learning rate relative to the UNet's (0: keep it fixed)")
+    parser.add_argument("--unet-channels",
+                        help="UNet block_out_channels, e.g. 64,64,128,128 (one level each; attention below the top)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a scalar TrainConfig field, e.g. --set min_snr_gamma=20 (repeatable)")
     parser.add_argument("--no-eval", action="store_true")
     parser.add_argument("--max-minutes", type=float, help="shorten the UNet phase if needed to end in time")
     parser.add_argument("--grid", type=Path, help="also write a labelled grid of samples (PNG) here")
@@ -562,11 +472,15 @@ def main(argv: list[str] | None = None) -> None:
             cfg = replace(cfg, schedule=dict(SD_SCHEDULE))
         if args.text_layers is not None:
             cfg = replace(cfg, text={**cfg.text, "num_hidden_layers": args.text_layers})
+        if args.text_lr_scale is not None:
+            cfg = replace(cfg, text_lr_scale=args.text_lr_scale)
+        for item in args.set:
+            cfg = _override(cfg, item)
         if args.unet_channels:
             channels = [int(c) for c in args.unet_channels.split(",")]
-            cfg = replace(cfg, unet={**cfg.unet, "block_out_channels": channels,
-                                     "down_block_types": ["CrossAttnDownBlock2D"] * len(channels),
-                                     "up_block_types": ["CrossAttnUpBlock2D"] * len(channels)})
+            down = ["DownBlock2D"] + ["CrossAttnDownBlock2D"] * (len(channels) - 1)
+            cfg = replace(cfg, unet={**cfg.unet, "block_out_channels": channels, "down_block_types": down,
+                                     "up_block_types": [b.replace("Down", "Up") for b in reversed(down)]})
         summary = train(cfg, args.out, threads=args.threads, run_eval=not args.no_eval and not args.smoke,
                         max_minutes=args.max_minutes, device=args.device)
         print(json.dumps({k: summary[k] for k in ("scaling_factor", "timings_s")}, indent=2))

@@ -90,3 +90,42 @@ def test_training_switches_from_the_layout_phase_to_the_detail_phase(
     script.train(cfg, tmp_path, threads=1, run_eval=False)
     assert shares == [cfg.layout_share] * 2 + [cfg.high_noise_share] * 3
     assert cfg.layout_share != cfg.high_noise_share
+
+
+def test_epsilon_weights_can_be_floored_too() -> None:
+    weights = script.denoiser_loss_weights(script.SD_SCHEDULE, gamma=5.0, floor=1.0).double()
+    snr = DDPMScheduler(**script.SD_SCHEDULE).alphas_cumprod.double()
+    snr = snr / (1 - snr)
+    # epsilon loss x SNR = x0 error: its weight is clamped to [floor, gamma]
+    torch.testing.assert_close(weights * snr, torch.clamp(snr, min=1.0, max=5.0), rtol=1e-6, atol=1e-7)
+    assert float(weights[-1]) > 100  # 1 / SNR at SD's last step
+
+
+@pytest.mark.parametrize("text_lr_scale", [0.0, 1.0])
+def test_text_encoder_learning_rate_scale(tmp_path, text_lr_scale: float) -> None:
+    """At scale 0 the shipped text encoder is its seeded initialisation; the UNet still learns."""
+    from safetensors.torch import load_file
+
+    cfg = replace(script.smoke_config(), text_lr_scale=text_lr_scale)
+    script.train(cfg, tmp_path, threads=1, run_eval=False)
+    tokenizer = script.build_tokenizer(cfg.model_max_length)
+    special = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+               "pad_token_id": tokenizer.pad_token_id}
+    _, text_init, unet_init = script.build_models(cfg, len(tokenizer), special)
+    text = load_file(tmp_path / "text_encoder" / "model.safetensors")
+    unet = load_file(tmp_path / "unet" / "diffusion_pytorch_model.safetensors")
+    init = {k: v.half() for k, v in text_init.state_dict().items() if v.is_floating_point()}
+    text_same = all(torch.equal(text[k], init[k]) for k in init if k in text)
+    assert text_same == (text_lr_scale == 0.0)
+    unet_init = unet_init.state_dict()
+    assert not all(torch.equal(unet[k], unet_init[k].half()) for k in unet)
+
+
+def test_set_overrides_a_scalar_field_by_its_type() -> None:
+    cfg = script.TrainConfig()
+    assert script._override(cfg, "min_snr_gamma=20").min_snr_gamma == 20.0
+    assert script._override(cfg, "unet_steps=100").unet_steps == 100
+    assert isinstance(script._override(cfg, "unet_steps=100").unet_steps, int)
+    for bad in ("schedule=1", "nonsense=1", "min_snr_gamma"):
+        with pytest.raises(SystemExit, match="FIELD=VALUE"):
+            script._override(cfg, bad)

@@ -60,3 +60,14 @@ def test_diffusers_pipeline_loads_it(trained: tuple[Path, dict]) -> None:
     image = pipe("a red circle", num_inference_steps=2, output_type="np",
                  generator=torch.Generator().manual_seed(0)).images
     assert image.shape == (1, 64, 64, 3)
+
+
+def test_sample_grid(trained: tuple[Path, dict], tmp_path: Path) -> None:
+    from PIL import Image
+
+    from diffblocks.shapes.figures import save_samples
+
+    save_samples(tmp_path / "grid.png", load_components(trained[0]), prompts=["a red circle", "a blue square",
+                                                                              "a green triangle"], columns=2)
+    grid = Image.open(tmp_path / "grid.png")
+    assert grid.size == (2 * 200, 2 * (128 + 40))  # two columns, two rows of a 2x image and its label
