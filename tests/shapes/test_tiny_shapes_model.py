@@ -59,8 +59,8 @@ def test_images_follow_the_prompts(report: EvalReport, attribute: str) -> None:
     assert report.accuracy[attribute] >= THRESHOLDS[attribute], report.table()
 
 
-@pytest.mark.xfail(strict=True, reason="the shipped model draws squares with rounded sides and triangles "
-                   "with pinched ones (shape ~63%); see 'Known limits' in docs/shapes.md")
+@pytest.mark.xfail(strict=True, reason="the shipped model rounds squares' corners and draws circles "
+                   "squarish (shape 65%); see 'Known limits' in docs/shapes.md")
 def test_images_follow_shape_words(report: EvalReport) -> None:
     assert report.accuracy["shape"] >= THRESHOLDS["shape"], report.table()
 
