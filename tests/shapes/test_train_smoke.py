@@ -71,3 +71,12 @@ def test_sample_grid(trained: tuple[Path, dict], tmp_path: Path) -> None:
                                                                               "a green triangle"], columns=2)
     grid = Image.open(tmp_path / "grid.png")
     assert grid.size == (2 * 200, 2 * (128 + 40))  # two columns, two rows of a 2x image and its label
+
+
+def test_figures_docstring_example_runs() -> None:
+    import doctest
+
+    from diffblocks.shapes import figures
+
+    result = doctest.testmod(figures)
+    assert result.attempted > 0 and result.failed == 0
