@@ -118,7 +118,7 @@ class TrainConfig:
     })
     unet: dict = field(default_factory=lambda: {
         # No attention at the 16x16 level (as in SDXL): self-attention over 256 positions was
-        # half of each step's time, and the channels it pays for there draw squares' corners.
+        # half of each step's time; it goes to twice the channels there and more steps instead.
         "sample_size": 16, "in_channels": 4, "out_channels": 4, "layers_per_block": 1,
         "block_out_channels": [64, 64, 128], "norm_num_groups": 8, "attention_head_dim": 4,
         "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
@@ -269,10 +269,10 @@ def train_denoiser(cfg: TrainConfig, unet, text_encoder, tokenizer, means: torch
     device = means.device
     noise_sched = DDPMScheduler(**cfg.schedule)
     # Phase 1 (layout) and phase 2 (detail). Position is learned only from the noisiest
-    # steps and, under the detail weights alone, not within this budget: the text encoder
-    # squeezes the position words out before the UNet starts to use them. Detail (a square's
-    # corners) wants most of the weight on the low-noise steps. Once learned, the layout is
-    # kept with the smaller share of phase 2.
+    # steps and, under the detail weights alone, not within this budget. Those steps' loss
+    # is large and mostly irreducible, so phase 2 keeps a smaller share of them (enough to
+    # hold the layout) and weights close to epsilon's Min-SNR for everything else. Shape
+    # detail is still short under both (docs/shapes.md, "Where shape is lost").
     phases = [(share, denoiser_loss_weights(cfg.schedule, cfg.min_snr_gamma, floor).to(device))
               for share, floor in ((cfg.layout_share, cfg.layout_snr_floor), (cfg.high_noise_share, cfg.snr_floor))]
     v_prediction = cfg.schedule["prediction_type"] == "v_prediction"
@@ -438,7 +438,10 @@ def _override(cfg: TrainConfig, item: str) -> TrainConfig:
     if not isinstance(current, (int, float)) or isinstance(current, bool):
         scalars = sorted(k for k, v in asdict(cfg).items() if isinstance(v, (int, float)))
         raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(scalars)}")
-    return replace(cfg, **{name: type(current)(value)})
+    try:
+        return replace(cfg, **{name: type(current)(value)})
+    except ValueError:
+        raise SystemExit(f"--set {item!r}: {name} must be {type(current).__name__}") from None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -446,19 +449,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder for the pipeline")
     parser.add_argument("--smoke", action="store_true", help="tiny models, a few steps")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--vae-steps", type=int)
-    parser.add_argument("--unet-steps", type=int)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="torch device to train on (the recipe is made for cpu)")
     parser.add_argument("--sd-schedule", action="store_true",
                         help="SD's original schedule (epsilon, terminal SNR > 0) instead of zero terminal SNR")
     parser.add_argument("--text-layers", type=int, help="text encoder depth (num_hidden_layers)")
-    parser.add_argument("--text-lr-scale", type=float,
-                        help="text encoder learning rate relative to the UNet's (0: keep it fixed)")
     parser.add_argument("--unet-channels",
                         help="UNet block_out_channels, e.g. 64,64,128,128 (one level each; attention below the top)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="override a scalar TrainConfig field, e.g. --set min_snr_gamma=20 (repeatable)")
+                        help="override a scalar TrainConfig field, e.g. --set unet_steps=800 (repeatable)")
     parser.add_argument("--no-eval", action="store_true")
     parser.add_argument("--max-minutes", type=float, help="shorten the UNet phase if needed to end in time")
     parser.add_argument("--grid", type=Path, help="also write a labelled grid of samples (PNG) here")
@@ -467,16 +466,10 @@ def main(argv: list[str] | None = None) -> None:
     if not args.grid_only:
         cfg = smoke_config() if args.smoke else TrainConfig()
         cfg = replace(cfg, seed=args.seed)
-        if args.vae_steps is not None:
-            cfg = replace(cfg, vae_steps=args.vae_steps)
-        if args.unet_steps is not None:
-            cfg = replace(cfg, unet_steps=args.unet_steps)
         if args.sd_schedule:
             cfg = replace(cfg, schedule=dict(SD_SCHEDULE))
         if args.text_layers is not None:
             cfg = replace(cfg, text={**cfg.text, "num_hidden_layers": args.text_layers})
-        if args.text_lr_scale is not None:
-            cfg = replace(cfg, text_lr_scale=args.text_lr_scale)
         for item in args.set:
             cfg = _override(cfg, item)
         if args.unet_channels:

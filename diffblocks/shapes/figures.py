@@ -48,16 +48,6 @@ def plot_losses(path: Path, curves: dict[str, list[float]], width: int = 640, he
     image.save(path)
 
 
-def save_grid(path: Path, images: np.ndarray, columns: int = 10) -> None:
-    """Tile (N, H, W, 3) uint8 images into one PNG, 2 pixels apart."""
-    n, h, w, _ = images.shape
-    rows = math.ceil(n / columns)
-    grid = Image.new("RGB", (columns * (w + 2), rows * (h + 2)), (200, 200, 200))
-    for i, image in enumerate(images):
-        grid.paste(Image.fromarray(image), ((i % columns) * (w + 2), (i // columns) * (h + 2)))
-    grid.save(path)
-
-
 SAMPLE_PROMPTS = [
     "a red circle on the left",
     "a blue square at the top",

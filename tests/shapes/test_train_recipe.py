@@ -129,3 +129,19 @@ def test_set_overrides_a_scalar_field_by_its_type() -> None:
     for bad in ("schedule=1", "nonsense=1", "min_snr_gamma"):
         with pytest.raises(SystemExit, match="FIELD=VALUE"):
             script._override(cfg, bad)
+
+
+def test_set_refuses_a_value_of_the_wrong_type() -> None:
+    with pytest.raises(SystemExit, match="unet_steps must be int"):
+        script._override(script.TrainConfig(), "unet_steps=1e3")
+
+
+def test_command_line_overrides_reach_the_saved_model(tmp_path) -> None:
+    out = tmp_path / "model"
+    script.main(["--smoke", "--out", str(out), "--set", "unet_steps=3", "--unet-channels", "16,16,32"])
+    unet = json.loads((out / "unet" / "config.json").read_text())
+    assert unet["block_out_channels"] == [16, 16, 32]
+    # attention everywhere below the top level, none at it
+    assert unet["down_block_types"] == ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"]
+    assert unet["up_block_types"] == ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"]
+    assert json.loads((out / "training_summary.json").read_text())["unet_steps_done"] == 3
