@@ -99,6 +99,12 @@ class TrainConfig:
     high_noise_share: float = 0.2
     snr_floor: float = 0.05
     high_noise_from: int = 800
+    # Detail phase only: the x0-error weight of steps from ``high_noise_from`` on is floored
+    # at this instead (0: no separate floor).
+    high_noise_floor: float = 0.0
+    # Regress the high-noise share on the mean latent of every training image that fits the
+    # caption instead of on the sampled image (see CaptionMeans); for high_noise_from >= ~980.
+    high_noise_mean_target: bool = False
     # Learning rate of the text encoder relative to the UNet's; 0 keeps it at its (random)
     # initialisation.
     text_lr_scale: float = 1.0
@@ -217,7 +223,8 @@ def encode_dataset(vae, images: torch.Tensor, batch: int = 256) -> tuple[torch.T
     return torch.cat(means), torch.cat(stds)
 
 
-def denoiser_loss_weights(schedule: dict, gamma: float, floor: float = 0.0) -> torch.Tensor:
+def denoiser_loss_weights(schedule: dict, gamma: float, floor: float = 0.0, high_floor: float = 0.0,
+                          high_from: int | None = None) -> torch.Tensor:
     """Per-timestep loss weights: Min-SNR-gamma (Hang et al. 2023) for the prediction type.
 
     Expressed on the x0 error, the epsilon loss weighs a timestep by SNR and the v loss by
@@ -226,10 +233,14 @@ def denoiser_loss_weights(schedule: dict, gamma: float, floor: float = 0.0) -> t
     floored at ``floor``: plain Min-SNR gives the pure-noise steps (SNR ~ 0) almost no
     weight, and those are the steps where the model must place the shape from the prompt
     alone. (For epsilon a floor makes the weight ``floor / SNR``, ~200 at SD's last step.)
+    ``high_floor`` floors only the steps from ``high_from`` on, so that the pure-noise steps
+    count without every mid-noise step counting as much.
     """
     snr = DDPMScheduler(**schedule).alphas_cumprod.double()
     snr = snr / (1 - snr)
     x0_weight = torch.clamp(snr, min=floor, max=gamma)
+    if high_from is not None:
+        x0_weight[high_from:] = torch.clamp(x0_weight[high_from:], min=high_floor)
     if schedule["prediction_type"] == "v_prediction":
         return (x0_weight / (snr + 1)).float()
     if schedule["prediction_type"] == "epsilon":
@@ -254,6 +265,34 @@ def sample_timesteps(cfg: TrainConfig, rng: torch.Generator, share: float) -> to
     return t
 
 
+class CaptionMeans:
+    """The mean training latent of the images that fit a caption: E[x0 | caption].
+
+    At (near) pure noise the input says nothing about the image, so the best prediction is
+    this mean, and the sampled image's distance from it (size and background are often left
+    out of the caption, jitter never named) is loss that no model can remove. That
+    irreducible part is large and noisy and drowns everything else in the batch; regressing on
+    the mean has the same optimum without it.
+    """
+
+    def __init__(self, specs: list[dataset.ShapeSpec], latents: torch.Tensor):
+        self.latents = latents
+        self.columns = {attribute: np.array([getattr(spec, attribute) for spec in specs])
+                        for attribute in ("colour", "shape", "position", "size", "background")}
+        self._cache: dict[str, torch.Tensor] = {}
+
+    def __call__(self, captions: list[str]) -> torch.Tensor:
+        return torch.stack([self._mean(text) for text in captions])
+
+    def _mean(self, text: str) -> torch.Tensor:
+        if text not in self._cache:
+            fits = np.ones(len(self.latents), dtype=bool)
+            for attribute, value in dataset.caption_attributes(text).items():
+                fits &= self.columns[attribute] == value
+            self._cache[text] = self.latents[torch.from_numpy(fits).to(self.latents.device)].mean(dim=0)
+        return self._cache[text]
+
+
 def train_denoiser(cfg: TrainConfig, unet, text_encoder, tokenizer, means: torch.Tensor,
                    stds: torch.Tensor, scaling: float, specs: list[dataset.ShapeSpec],
                    rng: torch.Generator, deadline: float | None = None,
@@ -273,9 +312,14 @@ def train_denoiser(cfg: TrainConfig, unet, text_encoder, tokenizer, means: torch
     # is large and mostly irreducible, so phase 2 keeps a smaller share of them (enough to
     # hold the layout) and weights close to epsilon's Min-SNR for everything else. Shape
     # detail is still short under both (docs/shapes.md, "Where shape is lost").
-    phases = [(share, denoiser_loss_weights(cfg.schedule, cfg.min_snr_gamma, floor).to(device))
-              for share, floor in ((cfg.layout_share, cfg.layout_snr_floor), (cfg.high_noise_share, cfg.snr_floor))]
+    phases = [(share, denoiser_loss_weights(cfg.schedule, cfg.min_snr_gamma, floor, high_floor,
+                                            cfg.high_noise_from).to(device))
+              for share, floor, high_floor in ((cfg.layout_share, cfg.layout_snr_floor, 0.0),
+                                               (cfg.high_noise_share, cfg.snr_floor, cfg.high_noise_floor))]
     v_prediction = cfg.schedule["prediction_type"] == "v_prediction"
+    if cfg.high_noise_mean_target and not v_prediction:
+        raise ValueError("high_noise_mean_target needs v_prediction (an epsilon target has no x0 to replace)")
+    mean_target = CaptionMeans(specs, means * scaling) if cfg.high_noise_mean_target else None
 
     groups = [{"params": list(unet.parameters()), "lr_scale": 1.0}]
     if cfg.text_lr_scale > 0:
@@ -308,7 +352,11 @@ def train_denoiser(cfg: TrainConfig, unet, text_encoder, tokenizer, means: torch
         share, loss_weight = phases[0] if step < cfg.layout_steps else phases[1]
         t = sample_timesteps(cfg, rng, share).to(device)
         noisy = noise_sched.add_noise(latents, noise, t)
-        target = noise_sched.get_velocity(latents, noise, t) if v_prediction else noise
+        clean = latents
+        n_high = round(share * cfg.unet_batch)
+        if mean_target is not None and n_high:
+            clean = torch.cat([mean_target(captions[:n_high]), latents[n_high:]])
+        target = noise_sched.get_velocity(clean, noise, t) if v_prediction else noise
         context = encode_prompts(text_encoder, tokenizer, captions)
         pred = unet(noisy, t, encoder_hidden_states=context).sample
         per_sample = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
@@ -435,9 +483,13 @@ def _override(cfg: TrainConfig, item: str) -> TrainConfig:
     """Apply one ``FIELD=VALUE`` to ``cfg``; the value is parsed as the field's current type."""
     name, sep, value = item.partition("=")
     current = getattr(cfg, name, None) if sep else None
-    if not isinstance(current, (int, float)) or isinstance(current, bool):
+    if not isinstance(current, (int, float)):
         scalars = sorted(k for k, v in asdict(cfg).items() if isinstance(v, (int, float)))
         raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(scalars)}")
+    if isinstance(current, bool):
+        if value.lower() not in ("true", "false", "1", "0"):
+            raise SystemExit(f"--set {item!r}: {name} must be true or false")
+        return replace(cfg, **{name: value.lower() in ("true", "1")})
     try:
         return replace(cfg, **{name: type(current)(value)})
     except ValueError:

@@ -10,10 +10,14 @@ from diffblocks.models.embeddings import activation
 
 
 class ResnetBlock2D(nn.Module):
-    """GroupNorm-act-conv twice, with an optional time-embedding bias in between.
+    """GroupNorm-act-conv twice, conditioned on the time embedding in between.
 
-    ``temb_channels=None`` drops ``time_emb_proj`` (VAE); a 1x1 ``conv_shortcut`` appears when
-    the channel count changes. The output is ``(shortcut + h) / output_scale_factor``.
+    ``time_embedding_norm`` says how: ``"default"`` adds it as a per-channel bias before the
+    second norm (Stable Diffusion); ``"scale_shift"`` scales and shifts the normalised
+    features instead (ADM's adaptive group norm: ``norm2(h) * (1 + scale) + shift``), which lets
+    the noise level gate features rather than only offset them. ``temb_channels=None`` drops
+    ``time_emb_proj`` (VAE); a 1x1 ``conv_shortcut`` appears when the channel count changes.
+    The output is ``(shortcut + h) / output_scale_factor``.
     """
 
     def __init__(
@@ -28,13 +32,18 @@ class ResnetBlock2D(nn.Module):
         non_linearity: str = "silu",
         output_scale_factor: float = 1.0,
         conv_shortcut_bias: bool = True,
+        time_embedding_norm: str = "default",
     ) -> None:
         super().__init__()
+        if time_embedding_norm not in ("default", "scale_shift"):
+            raise ValueError(f"ResnetBlock2D: time_embedding_norm {time_embedding_norm!r}; use 'default' or 'scale_shift'")
         out_channels = out_channels or in_channels
         self.output_scale_factor = output_scale_factor
+        self.scale_shift = time_embedding_norm == "scale_shift"
         self.norm1 = nn.GroupNorm(groups, in_channels, eps=eps, affine=True)
         self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
-        self.time_emb_proj = nn.Linear(temb_channels, out_channels) if temb_channels else None
+        temb_out = 2 * out_channels if self.scale_shift else out_channels
+        self.time_emb_proj = nn.Linear(temb_channels, temb_out) if temb_channels else None
         self.norm2 = nn.GroupNorm(groups_out or groups, out_channels, eps=eps, affine=True)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1)
@@ -47,9 +56,17 @@ class ResnetBlock2D(nn.Module):
 
     def forward(self, input_tensor: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
         h = self.conv1(self.nonlinearity(self.norm1(input_tensor)))
+        t = None
         if self.time_emb_proj is not None and temb is not None:
-            h = h + self.time_emb_proj(self.nonlinearity(temb))[:, :, None, None]
-        h = self.conv2(self.dropout(self.nonlinearity(self.norm2(h))))
+            t = self.time_emb_proj(self.nonlinearity(temb))[:, :, None, None]
+        if self.scale_shift:
+            if t is None:
+                raise ValueError("ResnetBlock2D: time_embedding_norm 'scale_shift' needs a time embedding")
+            scale, shift = t.chunk(2, dim=1)
+            h = self.norm2(h) * (1 + scale) + shift
+        else:
+            h = self.norm2(h if t is None else h + t)
+        h = self.conv2(self.dropout(self.nonlinearity(h)))
         shortcut = input_tensor if self.conv_shortcut is None else self.conv_shortcut(input_tensor)
         out = shortcut + h
         return out / self.output_scale_factor if self.output_scale_factor != 1.0 else out

@@ -40,7 +40,6 @@ class UNet2DConditionConfig(ModelConfig):
         "dual_cross_attention": (False,),
         "encoder_hid_dim": (None,),
         "encoder_hid_dim_type": (None,),
-        "resnet_time_scale_shift": ("default",),
         "resnet_skip_time_act": (False,),
         "time_embedding_type": ("positional",),
         "time_embedding_act_fn": (None,),
@@ -87,6 +86,7 @@ class UNet2DConditionConfig(ModelConfig):
     conv_out_kernel: int = 3
     projection_class_embeddings_input_dim: int | None = None
     mid_block_only_cross_attention: bool | None = None
+    resnet_time_scale_shift: str = "default"  # or "scale_shift": see ResnetBlock2D
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -99,6 +99,7 @@ class UNet2DConditionConfig(ModelConfig):
             ("mid_block_type", self.mid_block_type, MID_BLOCKS),
             ("class_embed_type", self.class_embed_type, CLASS_EMBED_TYPES),
             ("addition_embed_type", self.addition_embed_type, ADDITION_EMBED_TYPES),
+            ("resnet_time_scale_shift", self.resnet_time_scale_shift, ("default", "scale_shift")),
         ]
         for key, value, allowed in checks:
             if value not in allowed:
@@ -160,7 +161,7 @@ class UNet2DConditionModel(Model):
 
         # Per-block settings; the up path walks the same lists reversed.
         temb = cfg.time_embedding_dim or channels[0] * 4
-        res = ResnetArgs(temb, cfg.norm_num_groups, cfg.norm_eps, cfg.act_fn, cfg.dropout)
+        res = ResnetArgs(temb, cfg.norm_num_groups, cfg.norm_eps, cfg.act_fn, cfg.dropout, cfg.resnet_time_scale_shift)
         heads, cross_dims = cfg.heads, cfg.per_block("cross_attention_dim")
         layers, depths = cfg.per_block("layers_per_block"), cfg.per_block("transformer_layers_per_block")
         only_cross = cfg.per_block("only_cross_attention")

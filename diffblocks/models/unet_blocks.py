@@ -26,6 +26,7 @@ class ResnetArgs:
     eps: float
     act_fn: str
     dropout: float = 0.0
+    time_embedding_norm: str = "default"
 
     def block(self, in_channels: int, out_channels: int, output_scale_factor: float = 1.0) -> ResnetBlock2D:
         return ResnetBlock2D(
@@ -37,6 +38,7 @@ class ResnetArgs:
             dropout=self.dropout,
             non_linearity=self.act_fn,
             output_scale_factor=output_scale_factor,
+            time_embedding_norm=self.time_embedding_norm,
         )
 
 

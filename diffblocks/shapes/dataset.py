@@ -138,6 +138,29 @@ def caption(spec: ShapeSpec, rng: np.random.Generator | None = None) -> str:
     return f"{text}, {spec.background} background" if with_background else text
 
 
+def caption_attributes(text: str) -> dict[str, str]:
+    """The attributes that a caption names, e.g. ``{"colour": "red", "shape": "circle", ...}``.
+
+    Attributes the caption leaves out (size and background are optional, and a dropped
+    caption is "") are missing from the result.
+
+    >>> caption_attributes("a small red circle on the left, white background")["position"]
+    'left'
+    >>> sorted(caption_attributes("a red circle in the center"))
+    ['colour', 'position', 'shape']
+    """
+    words = set(text.replace(",", " ").split())
+    found = {}
+    for attribute, names in (("colour", COLOURS), ("shape", SHAPES), ("size", SIZES), ("background", BACKGROUNDS)):
+        for name in names:
+            if name in words:
+                found[attribute] = name
+    for position, phrases in POSITION_PHRASES.items():
+        if any(phrase.split()[-1] in words for phrase in phrases):
+            found["position"] = position
+    return found
+
+
 def all_specs(held_out: bool = False) -> Iterator[ShapeSpec]:
     """Every un-jittered spec of the training split (or, with ``held_out``, of the held-out one)."""
     for colour, shape, position, size, background in itertools.product(

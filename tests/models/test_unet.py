@@ -156,7 +156,7 @@ def test_half_precision_close_to_diffusers(dtype: torch.dtype, tmp_path: Path) -
     [
         ("down_block_types", ["SimpleCrossAttnDownBlock2D", "DownBlock2D"]),
         ("mid_block_type", "UNetMidBlock2DSimpleCrossAttn"),
-        ("resnet_time_scale_shift", "scale_shift"),
+        ("resnet_time_scale_shift", "spatial"),
         ("addition_embed_type", "text_image"),
         ("time_embedding_type", "fourier"),
         ("encoder_hid_dim", 16),

@@ -54,7 +54,10 @@ SDXL: dict[str, Any] = {
 # SD inpainting: latents (4) + mask (1) + masked-image latents (4).
 INPAINT: dict[str, Any] = {**SD15, "in_channels": 9}
 
-CONFIGS = {"sd15": SD15, "sd2": SD2, "sdxl": SDXL, "inpaint": INPAINT}
+# ADM-style resnets: the time embedding scales and shifts the normalised features.
+SCALE_SHIFT: dict[str, Any] = {**SD15, "resnet_time_scale_shift": "scale_shift"}
+
+CONFIGS = {"sd15": SD15, "sd2": SD2, "sdxl": SDXL, "inpaint": INPAINT, "scale_shift": SCALE_SHIFT}
 
 
 def unet_inputs(config: dict[str, Any], batch: int = 2, size: int = 16, seed: int = 0) -> dict[str, Any]:

@@ -60,3 +60,20 @@ def test_captions() -> None:
         "a blue triangle in the centre", "a blue triangle in the center"}
     words = set(dataset.caption_words())
     assert all(set(v.replace(",", "").split()) <= words for v in variants)
+
+
+def test_caption_attributes_reads_back_what_caption_wrote() -> None:
+    import doctest
+
+    rng = np.random.default_rng(0)
+    for spec in dataset.all_specs():
+        text = dataset.caption(spec, rng)
+        named = dataset.caption_attributes(text)
+        assert {k: named[k] for k in ("colour", "shape", "position")} == {
+            "colour": spec.colour, "shape": spec.shape, "position": spec.position}
+        assert ("size" in named) == (spec.size in text.split())
+        assert ("background" in named) == ("background" in text)
+        assert all(getattr(spec, k) == v for k, v in named.items())
+    assert dataset.caption_attributes("") == {}
+    result = doctest.testmod(dataset)
+    assert result.attempted > 0 and result.failed == 0

@@ -38,6 +38,17 @@ def test_v_loss_weights_are_floored_min_snr(floor: float) -> None:
     assert float(x0_weight.max()) == pytest.approx(5.0)
 
 
+def test_high_noise_floor_only_lifts_the_noisiest_steps() -> None:
+    weights = script.denoiser_loss_weights(script.ZERO_SNR_SCHEDULE, gamma=5.0, floor=0.0,
+                                           high_floor=1.0, high_from=950).double()
+    plain = script.denoiser_loss_weights(script.ZERO_SNR_SCHEDULE, gamma=5.0).double()
+    snr = DDPMScheduler(**script.ZERO_SNR_SCHEDULE).alphas_cumprod.double()
+    snr = snr / (1 - snr)
+    torch.testing.assert_close(weights[:950], plain[:950])  # plain Min-SNR below 950
+    torch.testing.assert_close(weights[950:] * (snr[950:] + 1), torch.clamp(snr[950:], min=1.0))
+    assert float(plain[-1]) == 0.0 and float(weights[-1]) == pytest.approx(1.0)
+
+
 def test_epsilon_weights_are_min_snr_and_refuse_zero_snr() -> None:
     weights = script.denoiser_loss_weights(script.SD_SCHEDULE, gamma=5.0)
     snr = DDPMScheduler(**script.SD_SCHEDULE).alphas_cumprod.double()
@@ -145,3 +156,24 @@ def test_command_line_overrides_reach_the_saved_model(tmp_path) -> None:
     assert unet["down_block_types"] == ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"]
     assert unet["up_block_types"] == ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"]
     assert json.loads((out / "training_summary.json").read_text())["unet_steps_done"] == 3
+
+
+def test_caption_means_average_every_image_that_fits_the_caption() -> None:
+    from diffblocks.shapes import dataset
+
+    specs = dataset.training_specs(seed=0, per_combo=1)
+    latents = torch.randn(len(specs), 4, 2, 2, generator=torch.Generator().manual_seed(0))
+    means = script.CaptionMeans(specs, latents)
+    red_left = [i for i, s in enumerate(specs) if (s.colour, s.shape, s.position) == ("red", "circle", "left")]
+    small_black = [i for i in red_left if (specs[i].size, specs[i].background) == ("small", "black")]
+    assert len(red_left) == 6 and len(small_black) == 1  # 2 sizes x 3 backgrounds
+    got = means(["a red circle on the left", "a small red circle on the left, black background", ""])
+    torch.testing.assert_close(got[0], latents[red_left].mean(dim=0))
+    torch.testing.assert_close(got[1], latents[small_black[0]])
+    torch.testing.assert_close(got[2], latents.mean(dim=0))
+
+
+def test_mean_target_refuses_epsilon(tmp_path) -> None:
+    cfg = replace(script.smoke_config(), schedule=dict(script.SD_SCHEDULE), high_noise_mean_target=True)
+    with pytest.raises(ValueError, match="v_prediction"):
+        script.train(cfg, tmp_path, threads=1, run_eval=False)
