@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from diffblocks.schedulers import DDIMScheduler, DDPMScheduler
+from diffblocks.shapes.targets import CaptionMeans
 from tests.shapes.helpers import SHIPPED, training_script
 
 script = training_script()
@@ -163,7 +164,7 @@ def test_caption_means_average_every_image_that_fits_the_caption() -> None:
 
     specs = dataset.training_specs(seed=0, per_combo=1)
     latents = torch.randn(len(specs), 4, 2, 2, generator=torch.Generator().manual_seed(0))
-    means = script.CaptionMeans(specs, latents)
+    means = CaptionMeans(specs, latents)
     red_left = [i for i, s in enumerate(specs) if (s.colour, s.shape, s.position) == ("red", "circle", "left")]
     small_black = [i for i in red_left if (specs[i].size, specs[i].background) == ("small", "black")]
     assert len(red_left) == 6 and len(small_black) == 1  # 2 sizes x 3 backgrounds
@@ -177,3 +178,28 @@ def test_mean_target_refuses_epsilon(tmp_path) -> None:
     cfg = replace(script.smoke_config(), schedule=dict(script.SD_SCHEDULE), high_noise_mean_target=True)
     with pytest.raises(ValueError, match="v_prediction"):
         script.train(cfg, tmp_path, threads=1, run_eval=False)
+
+
+def test_noisiest_steps_regress_on_the_caption_mean(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+
+    class Recording(script.CaptionMeans):
+        def __call__(self, captions: list[str]) -> torch.Tensor:
+            calls.append(len(captions))
+            return super().__call__(captions)
+
+    monkeypatch.setattr(script, "CaptionMeans", Recording)
+    cfg = replace(script.smoke_config(), unet_steps=4, layout_steps=0, high_noise_share=0.5, high_noise_from=980,
+                  high_noise_floor=0.1, high_noise_mean_target=True)
+    script.train(cfg, tmp_path, threads=1, run_eval=False)
+    # every step: at least the share drawn from t >= 980 (uniform draws may add a few)
+    assert len(calls) == 4 and all(n >= round(0.5 * cfg.unet_batch) for n in calls)
+
+
+def test_targets_docstring_example_runs() -> None:
+    import doctest
+
+    from diffblocks.shapes import targets
+
+    result = doctest.testmod(targets)
+    assert result.attempted > 0 and result.failed == 0
