@@ -286,10 +286,10 @@ def train_denoiser(cfg: TrainConfig, unet, text_encoder, tokenizer, means: torch
     device = means.device
     noise_sched = DDPMScheduler(**cfg.schedule)
     # Position is learned only from the (near) pure-noise steps, which Min-SNR weighs ~0; they
-    # get a share of each batch and a weight of their own. Weighted much more, or regressed
-    # on the sampled image instead of the caption's mean, they crowd out what the mid-noise
-    # steps teach about shape (docs/shapes.md, "How shape was recovered"). The optional layout
-    # phase comes first, with its own share and floor.
+    # get a share of each batch and a weight of their own. Weighted much more, they crowd out
+    # what the mid-noise steps teach about shape; regressed on the sampled image instead of
+    # the caption's mean, they teach position far more slowly (docs/shapes.md, "How shape was
+    # recovered"). The optional layout phase comes first, with its own share and floor.
     phases = [(share, denoiser_loss_weights(cfg.schedule, cfg.min_snr_gamma, floor, high_floor,
                                             cfg.high_noise_from).to(device))
               for share, floor, high_floor in ((cfg.layout_share, cfg.layout_snr_floor, cfg.high_noise_floor),
