@@ -24,23 +24,11 @@ import torch
 
 from diffblocks.shapes import dataset
 from diffblocks.shapes.checker import check_image
-from diffblocks.shapes.sampler import encode_prompts
+from diffblocks.schedulers.prediction import prediction_for
+from diffblocks.shapes.sampler import decode_latents, encode_prompts
 
 PROBE_COLOURS = ("red", "blue", "green", "yellow")
 PROBE_POSITIONS = ("left", "centre", "top")
-
-
-def _predicted_x0(scheduler: Any, noisy: torch.Tensor, output: torch.Tensor, t: int) -> torch.Tensor:
-    alpha_bar = scheduler.alphas_cumprod[t].to(noisy.dtype)
-    a, s = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
-    prediction = scheduler.config.prediction_type
-    if prediction == "v_prediction":
-        return a * noisy - s * output
-    if prediction == "epsilon":
-        return (noisy - s * output) / a
-    if prediction == "sample":
-        return output
-    raise ValueError(f"shape_word_probe: unknown prediction_type {prediction!r}")
 
 
 @torch.no_grad()
@@ -59,24 +47,25 @@ def shape_word_probe(components: dict[str, Any], timesteps: tuple[int, ...] = (3
              for colour in PROBE_COLOURS for position in PROBE_POSITIONS for shape in ("square", "circle")]
     device, dtype = unet.device, unet.dtype
     images = torch.from_numpy(dataset.render_batch(specs)).to(device, dtype)
-    scaling = vae.config.scaling_factor
-    latents = vae.encode(images).latent_dist.mean * scaling
+    latents = vae.encode(images).latent_dist.mean * vae.config.scaling_factor
     generator = torch.Generator().manual_seed(seed)
     contexts = {
         word: encode_prompts(text_encoder, tokenizer, [
             f"a {spec.colour} {word} {dataset.POSITION_PHRASES[spec.position][0]}" for spec in specs])
         for word in ("square", "circle")
     }
+    prediction = prediction_for(scheduler.config.prediction_type, "shape_word_probe")
     differences = {}
     for t in timesteps:
         noise = torch.randn(latents.shape, generator=generator).to(device, dtype)
+        step = torch.full((len(specs),), t, device=device)
+        noisy = scheduler.add_noise(latents, noise, step)
         alpha_bar = scheduler.alphas_cumprod[t].to(dtype)
-        noisy = alpha_bar.sqrt() * latents + (1 - alpha_bar).sqrt() * noise
         fills = {}
         for word, context in contexts.items():
-            output = unet(noisy, torch.full((len(specs),), t, device=device), encoder_hidden_states=context).sample
-            decoded = vae.decode(_predicted_x0(scheduler, noisy, output, t) / scaling).sample
-            pixels = ((decoded.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).float().cpu().numpy()
-            fills[word] = float(np.mean([check_image(p).features.get("fill", 0.0) for p in pixels]))
+            output = unet(noisy, step, encoder_hidden_states=context).sample
+            x0 = prediction.to_denoised(output, noisy, alpha_bar.sqrt(), (1 - alpha_bar).sqrt())
+            fills[word] = float(np.mean([check_image(image).features.get("fill", 0.0)
+                                         for image in decode_latents(vae, x0)]))
         differences[t] = fills["square"] - fills["circle"]
     return differences

@@ -89,6 +89,11 @@ def generate(
         noise = noise_uncond + guidance_scale * (noise_cond - noise_uncond)
         latents = scheduler.step(noise, t, latents).prev_sample
 
-    images = vae.decode(latents / vae.config.scaling_factor).sample
-    images = (images.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+    images = decode_latents(vae, latents)
     return (images * 255).round().astype(np.uint8) if as_uint8 else images
+
+
+def decode_latents(vae: Any, latents: torch.Tensor) -> np.ndarray:
+    """Scaled latents -> float32 RGB images in [0, 1] of shape (N, H, W, 3)."""
+    images = vae.decode(latents / vae.config.scaling_factor).sample
+    return (images.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()

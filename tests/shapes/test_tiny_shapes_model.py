@@ -85,14 +85,14 @@ def test_shape_word_steers_the_outline_at_mid_noise() -> None:
 
     from diffblocks.shapes import probe
 
-    differences = probe.shape_word_probe(load_components(SHIPPED), timesteps=(300, 500, 700))
+    components = load_components(SHIPPED)
+    differences = probe.shape_word_probe(components, timesteps=(300, 500, 700))
     print(differences)
     assert all(d > 0.05 for d in differences.values()), differences
     result = doctest.testmod(probe)
     assert result.attempted > 0 and result.failed == 0
 
     # A UNet that never sees the caption draws the same outline for both words.
-    components = load_components(SHIPPED)
     unet = components["unet"]
 
     class Deaf(torch.nn.Module):

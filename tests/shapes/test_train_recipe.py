@@ -146,6 +146,14 @@ def test_set_overrides_a_scalar_field_by_its_type() -> None:
 def test_set_refuses_a_value_of_the_wrong_type() -> None:
     with pytest.raises(SystemExit, match="unet_steps must be int"):
         script._override(script.TrainConfig(), "unet_steps=1e3")
+    with pytest.raises(SystemExit, match="high_noise_mean_target must be true or false"):
+        script._override(script.TrainConfig(), "high_noise_mean_target=yes")
+
+
+@pytest.mark.parametrize(("text", "value"), [("false", False), ("0", False), ("True", True), ("1", True)])
+def test_set_parses_booleans(text: str, value: bool) -> None:
+    cfg = replace(script.TrainConfig(), high_noise_mean_target=not value)
+    assert script._override(cfg, f"high_noise_mean_target={text}").high_noise_mean_target is value
 
 
 def test_command_line_overrides_reach_the_saved_model(tmp_path) -> None:
