@@ -13,7 +13,7 @@ import torch
 from diffblocks.components.files import folder_holds_component, select_component_files
 from diffblocks.components.spec import ComponentError, ComponentSpec
 from diffblocks.registry.components import ComponentTypeError, resolve_component_class
-from diffblocks.registry.trust import UntrustedCodeError, load_class_from_file
+from diffblocks.registry.trust import UntrustedCodeError, load_class_from_file, refuse_repo_code
 
 __all__ = ["LoadOptions", "load_component", "locate_component", "resolve_spec_class"]
 
@@ -140,7 +140,15 @@ def _loader_kwargs(cls: type, spec: ComponentSpec, options: LoadOptions) -> dict
         wanted["variant"] = spec.variant
         if "device" in names:  # our models read tensors straight onto the device
             wanted["device"] = options.device
-    return {k: v for k, v in wanted.items() if v is not None and (k in names or var_kw)}
+    kwargs = {k: v for k, v in wanted.items() if v is not None and (k in names or var_kw)}
+    if not _is_ours(cls) and ("trust_remote_code" in names or var_kw):
+        # Our decision, always explicit: a library left to decide may prompt on stdin.
+        kwargs["trust_remote_code"] = options.trust_remote_code
+    return kwargs
+
+
+def _is_ours(cls: type) -> bool:
+    return cls.__module__.split(".")[0] == "diffblocks"
 
 
 def _place(obj: Any, options: LoadOptions) -> Any:
@@ -186,6 +194,8 @@ def load_component(spec: ComponentSpec, options: LoadOptions | None = None) -> A
     if not callable(getattr(cls, "from_pretrained", None)):
         raise ComponentError(f"{_who(spec)}: class {cls.__qualname__} has no from_pretrained() to load files with")
     kwargs = _loader_kwargs(cls, spec, options)
+    if not _is_ours(cls):
+        refuse_repo_code(root / (spec.subfolder or ""), trust_remote_code=options.trust_remote_code, component=spec.name)
     try:
         obj = _fast_transformers(cls, root, spec, options)
         if obj is None:

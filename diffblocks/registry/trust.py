@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["UntrustedCodeError", "import_untrusted", "load_class_from_file"]
+__all__ = ["UntrustedCodeError", "import_untrusted", "load_class_from_file", "refuse_repo_code"]
 
 
 class UntrustedCodeError(PermissionError):
@@ -87,3 +87,38 @@ def load_class_from_file(
     if not isinstance(cls, type):
         raise TypeError(f"'{class_name}' in '{path}' is not a class")
     return cls
+
+
+# transformers reads ``auto_map`` from these files to import classes from the repo itself.
+_REPO_CODE_CONFIGS = ("*config*.json",)
+_MAX_CONFIG_BYTES = 16 * 1024 * 1024
+
+
+def refuse_repo_code(folder: str | Path, *, trust_remote_code: bool, component: str | None = None) -> None:
+    """Raise before a third-party loader sees a folder whose config asks to run code from it.
+
+    transformers honours an ``auto_map`` entry in ``config.json`` / ``tokenizer_config.json``
+    (and the other ``*config*.json`` files it reads) by importing a ``.py`` file from the
+    folder, and *asks on stdin* when it is not told whether to trust it. We decide first, so
+    nothing is ever prompted and nothing is imported without ``trust_remote_code=True``.
+    """
+    if trust_remote_code:
+        return
+    import json
+
+    root = Path(folder)
+    if not root.is_dir():
+        return
+    for pattern in _REPO_CODE_CONFIGS:
+        for path in sorted(root.glob(pattern)):
+            if not path.is_file() or path.stat().st_size > _MAX_CONFIG_BYTES:
+                continue
+            try:
+                with open(path, "rb") as handle:
+                    document = json.loads(handle.read(_MAX_CONFIG_BYTES))
+            except (OSError, ValueError, RecursionError):
+                continue  # not ours to judge here; the loader reports a broken file
+            if isinstance(document, dict) and document.get("auto_map"):
+                targets = document["auto_map"]
+                shown = sorted(map(str, targets.values()))[:4] if isinstance(targets, dict) else [str(targets)[:80]]
+                raise _refuse(f"the 'auto_map' in '{path}' (code {shown} from that folder)", component)
