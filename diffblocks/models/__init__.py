@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from diffblocks.models.autoencoder_kl import AutoencoderKL
+    from diffblocks.models.controlnet import ControlNetModel
     from diffblocks.models.flux import FluxTransformer2DModel
     from diffblocks.models.modeling import Model, ModelConfig, ModelLoadError
+    from diffblocks.models.t2i_adapter import T2IAdapter
     from diffblocks.models.unet_2d_condition import UNet2DConditionModel
 
 # public name -> module that defines it; other model modules add their line here.
@@ -23,6 +25,8 @@ _LAZY: dict[str, str] = {
     "UNet2DConditionModel": "diffblocks.models.unet_2d_condition",
     "AutoencoderKL": "diffblocks.models.autoencoder_kl",
     "FluxTransformer2DModel": "diffblocks.models.flux",
+    "ControlNetModel": "diffblocks.models.controlnet",
+    "T2IAdapter": "diffblocks.models.t2i_adapter",
 }
 
 __all__ = sorted(_LAZY)

@@ -146,62 +146,53 @@ def _depths(value: int | tuple[int, ...], num_layers: int) -> tuple[int, ...]:
     return (value,) * num_layers if isinstance(value, int) else tuple(value[:num_layers])
 
 
-class UNet2DConditionModel(Model):
-    """Stable Diffusion's denoiser: ``forward(sample, timestep, encoder_hidden_states, ...)``."""
+def _attn_args(cfg: UNet2DConditionConfig, i: int, has_attention: bool, depth: Any, num_layers: int, only: bool) -> AttnArgs | None:
+    if not has_attention:
+        return None
+    return AttnArgs(cfg.heads[i], cfg.per_block("cross_attention_dim")[i], _depths(depth, num_layers),
+                    cfg.use_linear_projection, only, cfg.norm_num_groups, cfg.dropout)
 
-    config_class = UNet2DConditionConfig
-    config: UNet2DConditionConfig
 
-    def __init__(self, config: UNet2DConditionConfig | dict[str, Any] | None = None, **kwargs: Any) -> None:
-        super().__init__(config, **kwargs)
-        cfg = self.config
-        channels = cfg.block_out_channels
-        self.conv_in = nn.Conv2d(cfg.in_channels, channels[0], cfg.conv_in_kernel, padding=(cfg.conv_in_kernel - 1) // 2)
-        self._build_embeddings(cfg)
+def _resnet_args(cfg: UNet2DConditionConfig) -> ResnetArgs:
+    temb = cfg.time_embedding_dim or cfg.block_out_channels[0] * 4
+    return ResnetArgs(temb, cfg.norm_num_groups, cfg.norm_eps, cfg.act_fn, cfg.dropout, cfg.resnet_time_scale_shift)
 
-        # Per-block settings; the up path walks the same lists reversed.
-        temb = cfg.time_embedding_dim or channels[0] * 4
-        res = ResnetArgs(temb, cfg.norm_num_groups, cfg.norm_eps, cfg.act_fn, cfg.dropout, cfg.resnet_time_scale_shift)
-        heads, cross_dims = cfg.heads, cfg.per_block("cross_attention_dim")
-        layers, depths = cfg.per_block("layers_per_block"), cfg.per_block("transformer_layers_per_block")
-        only_cross = cfg.per_block("only_cross_attention")
 
-        def attn(i: int, has_attention: bool, depth: Any, num_layers: int, only: bool) -> AttnArgs | None:
-            if not has_attention:
-                return None
-            return AttnArgs(heads[i], cross_dims[i], _depths(depth, num_layers), cfg.use_linear_projection,
-                            only, cfg.norm_num_groups, cfg.dropout)
+def build_down_blocks(cfg: UNet2DConditionConfig) -> nn.ModuleList:
+    """The encoder half's down blocks (shared by the UNet and ControlNet)."""
+    channels, res = cfg.block_out_channels, _resnet_args(cfg)
+    layers, depths = cfg.per_block("layers_per_block"), cfg.per_block("transformer_layers_per_block")
+    only_cross, last = cfg.per_block("only_cross_attention"), len(channels) - 1
+    return nn.ModuleList(
+        DownBlock(channels[max(i - 1, 0)], channels[i], layers[i], res,
+                  _attn_args(cfg, i, DOWN_BLOCKS[name], depths[i], layers[i], only_cross[i]),
+                  add_downsample=i < last, downsample_padding=cfg.downsample_padding)
+        for i, name in enumerate(cfg.down_block_types)
+    )
 
-        last = len(channels) - 1
-        self.down_blocks = nn.ModuleList(
-            DownBlock(channels[max(i - 1, 0)], channels[i], layers[i], res,
-                      attn(i, DOWN_BLOCKS[name], depths[i], layers[i], only_cross[i]),
-                      add_downsample=i < last, downsample_padding=cfg.downsample_padding)
-            for i, name in enumerate(cfg.down_block_types)
-        )
 
-        self.up_blocks = nn.ModuleList()  # registered before mid_block: diffusers' state-dict order
-        self.mid_block = None
-        if cfg.mid_block_type is not None:
-            mid_only = cfg.mid_block_only_cross_attention
-            if mid_only is None:
-                mid_only = cfg.only_cross_attention if isinstance(cfg.only_cross_attention, bool) else False
-            self.mid_block = MidBlock(channels[-1], res, attn(last, True, depths[-1], 1, mid_only), cfg.mid_block_scale_factor)
+def build_mid_block(cfg: UNet2DConditionConfig) -> MidBlock | None:
+    """The cross-attention middle block, or None (``mid_block_type: null``)."""
+    if cfg.mid_block_type is None:
+        return None
+    only = cfg.mid_block_only_cross_attention
+    if only is None:
+        only = cfg.only_cross_attention if isinstance(cfg.only_cross_attention, bool) else False
+    last = len(cfg.block_out_channels) - 1
+    depth = cfg.per_block("transformer_layers_per_block")[-1]
+    attn = _attn_args(cfg, last, True, depth, 1, only)
+    return MidBlock(cfg.block_out_channels[-1], _resnet_args(cfg), attn, cfg.mid_block_scale_factor)
 
-        up_depths = cfg.reverse_transformer_layers_per_block or tuple(reversed(depths))
-        for i, name in enumerate(cfg.up_block_types):
-            j = last - i  # the matching down-block index
-            self.up_blocks.append(
-                UpBlock(channels[max(j - 1, 0)], channels[min(j + 1, last)], channels[j], layers[j] + 1, res,
-                        attn(j, UP_BLOCKS[name], up_depths[i], layers[j] + 1, only_cross[j]), add_upsample=i < last)
-            )
 
-        self.conv_norm_out = nn.GroupNorm(cfg.norm_num_groups, channels[0], eps=cfg.norm_eps)
-        self.conv_act = activation(cfg.act_fn)
-        self.conv_out = nn.Conv2d(channels[0], cfg.out_channels, cfg.conv_out_kernel, padding=(cfg.conv_out_kernel - 1) // 2)
+class ConditionEmbedding(nn.Module):
+    """The timestep MLP plus class labels (SD 2 upscaler / unCLIP) or SDXL's size-and-text
+    embedding: the (B, time_embed_dim) vector every resnet is conditioned on. The UNet and
+    ControlNet share it, so their attribute names (``time_proj``, ``add_embedding``...) are
+    set on the model itself, as in diffusers' state dicts."""
+
+    config: Any
 
     def _build_embeddings(self, cfg: UNet2DConditionConfig) -> None:
-        """Timestep MLP, plus class labels (SD 2 upscaler / unCLIP) or SDXL's size-and-text embedding."""
         base = cfg.block_out_channels[0]
         temb = cfg.time_embedding_dim or base * 4
         self.time_proj = Timesteps(base, cfg.flip_sin_to_cos, cfg.freq_shift)
@@ -220,6 +211,76 @@ class UNet2DConditionModel(Model):
         if cfg.addition_embed_type == "text_time":
             self.add_time_proj = Timesteps(cfg.addition_time_embed_dim, cfg.flip_sin_to_cos, cfg.freq_shift)
             self.add_embedding = TimestepEmbedding(cfg.projection_class_embeddings_input_dim, temb)
+
+    def embed_conditions(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | float | int,
+        timestep_cond: torch.Tensor | None = None,
+        class_labels: torch.Tensor | None = None,
+        added_cond_kwargs: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """The (B, time_embed_dim) vector every resnet is conditioned on."""
+        if not torch.is_tensor(timestep):
+            dtype = torch.float64 if isinstance(timestep, float) else torch.int64
+            if sample.device.type == "mps":  # no 64-bit on mps
+                dtype = torch.float32 if isinstance(timestep, float) else torch.int32
+            timestep = torch.tensor([timestep], dtype=dtype, device=sample.device)
+        elif timestep.ndim == 0:
+            timestep = timestep[None].to(sample.device)
+        t_emb = self.time_proj(timestep.expand(sample.shape[0])).to(sample.dtype)
+        emb = self.time_embedding(t_emb, timestep_cond)
+
+        if self.class_embedding is not None:
+            if class_labels is None:
+                raise ValueError(f"{type(self).__name__}: this model has a class embedding; pass class_labels")
+            if self.config.class_embed_type == "timestep":
+                class_labels = self.time_proj(class_labels).to(sample.dtype)
+            emb = emb + self.class_embedding(class_labels).to(sample.dtype)
+
+        if self.config.addition_embed_type == "text_time":
+            kwargs = added_cond_kwargs or {}
+            missing = [k for k in ("text_embeds", "time_ids") if k not in kwargs]
+            if missing:
+                raise ValueError(f"{type(self).__name__} (SDXL): added_cond_kwargs is missing {missing}")
+            text_embeds = kwargs["text_embeds"]
+            # time_ids (B, 6): original size, crop offset, target size -> sinusoidal features each.
+            time_embeds = self.add_time_proj(kwargs["time_ids"].flatten()).reshape(text_embeds.shape[0], -1)
+            emb = emb + self.add_embedding(torch.cat([text_embeds, time_embeds], dim=-1).to(emb.dtype))
+        return emb
+
+
+class UNet2DConditionModel(ConditionEmbedding, Model):
+    """Stable Diffusion's denoiser: ``forward(sample, timestep, encoder_hidden_states, ...)``."""
+
+    config_class = UNet2DConditionConfig
+    config: UNet2DConditionConfig
+
+    def __init__(self, config: UNet2DConditionConfig | dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        cfg = self.config
+        channels = cfg.block_out_channels
+        self.conv_in = nn.Conv2d(cfg.in_channels, channels[0], cfg.conv_in_kernel, padding=(cfg.conv_in_kernel - 1) // 2)
+        self._build_embeddings(cfg)
+        self.down_blocks = build_down_blocks(cfg)
+        self.up_blocks = nn.ModuleList()  # registered before mid_block: diffusers' state-dict order
+        self.mid_block = build_mid_block(cfg)
+
+        # The up path walks the per-block settings reversed.
+        res, layers, only_cross = _resnet_args(cfg), cfg.per_block("layers_per_block"), cfg.per_block("only_cross_attention")
+        up_depths = cfg.reverse_transformer_layers_per_block or tuple(reversed(cfg.per_block("transformer_layers_per_block")))
+        last = len(channels) - 1
+        for i, name in enumerate(cfg.up_block_types):
+            j = last - i  # the matching down-block index
+            self.up_blocks.append(
+                UpBlock(channels[max(j - 1, 0)], channels[min(j + 1, last)], channels[j], layers[j] + 1, res,
+                        _attn_args(cfg, j, UP_BLOCKS[name], up_depths[i], layers[j] + 1, only_cross[j]),
+                        add_upsample=i < last)
+            )
+
+        self.conv_norm_out = nn.GroupNorm(cfg.norm_num_groups, channels[0], eps=cfg.norm_eps)
+        self.conv_act = activation(cfg.act_fn)
+        self.conv_out = nn.Conv2d(channels[0], cfg.out_channels, cfg.conv_out_kernel, padding=(cfg.conv_out_kernel - 1) // 2)
 
     @property
     def num_upsamplers(self) -> int:
@@ -300,40 +361,3 @@ class UNet2DConditionModel(Model):
         # 5. Out.
         h = self.conv_out(self.conv_act(self.conv_norm_out(h)))
         return UNet2DConditionOutput(sample=h) if return_dict else (h,)
-
-    def embed_conditions(
-        self,
-        sample: torch.Tensor,
-        timestep: torch.Tensor | float | int,
-        timestep_cond: torch.Tensor | None = None,
-        class_labels: torch.Tensor | None = None,
-        added_cond_kwargs: dict[str, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        """The (B, time_embed_dim) vector every resnet is conditioned on."""
-        if not torch.is_tensor(timestep):
-            dtype = torch.float64 if isinstance(timestep, float) else torch.int64
-            if sample.device.type == "mps":  # no 64-bit on mps
-                dtype = torch.float32 if isinstance(timestep, float) else torch.int32
-            timestep = torch.tensor([timestep], dtype=dtype, device=sample.device)
-        elif timestep.ndim == 0:
-            timestep = timestep[None].to(sample.device)
-        t_emb = self.time_proj(timestep.expand(sample.shape[0])).to(sample.dtype)
-        emb = self.time_embedding(t_emb, timestep_cond)
-
-        if self.class_embedding is not None:
-            if class_labels is None:
-                raise ValueError("UNet2DConditionModel: this UNet has a class embedding; pass class_labels")
-            if self.config.class_embed_type == "timestep":
-                class_labels = self.time_proj(class_labels).to(sample.dtype)
-            emb = emb + self.class_embedding(class_labels).to(sample.dtype)
-
-        if self.config.addition_embed_type == "text_time":
-            kwargs = added_cond_kwargs or {}
-            missing = [k for k in ("text_embeds", "time_ids") if k not in kwargs]
-            if missing:
-                raise ValueError(f"UNet2DConditionModel (SDXL): added_cond_kwargs is missing {missing}")
-            text_embeds = kwargs["text_embeds"]
-            # time_ids (B, 6): original size, crop offset, target size -> sinusoidal features each.
-            time_embeds = self.add_time_proj(kwargs["time_ids"].flatten()).reshape(text_embeds.shape[0], -1)
-            emb = emb + self.add_embedding(torch.cat([text_embeds, time_embeds], dim=-1).to(emb.dtype))
-        return emb

@@ -40,6 +40,8 @@ _DIFFUSERS_MODELS: dict[str, str] = {
     "UNet2DConditionModel": "diffblocks.models:UNet2DConditionModel",
     "AutoencoderKL": "diffblocks.models:AutoencoderKL",
     "FluxTransformer2DModel": "diffblocks.models:FluxTransformer2DModel",
+    "ControlNetModel": "diffblocks.models:ControlNetModel",
+    "T2IAdapter": "diffblocks.models:T2IAdapter",
 }
 
 # Scheduler classes we implement. The authoritative table is diffblocks.schedulers.SCHEDULER_CLASSES
