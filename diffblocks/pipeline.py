@@ -184,6 +184,22 @@ class Pipeline:
             scheduler = name_or_scheduler
         self.components.set("scheduler", scheduler)  # type: ignore[union-attr]
 
+    # -- many images --------------------------------------------------------------------------
+    def generate_many(
+        self, rows: Any, out_dir: str | os.PathLike[str], *, batch_size: int = 1, base_seed: int = 0, **options: Any
+    ) -> Any:
+        """One PNG per row in ``out_dir`` plus ``manifest.jsonl`` and ``grid.png``; resumable.
+
+        ``rows`` are :class:`~diffblocks.batch.BatchRow` s or dicts of prompt-file columns
+        (``{"prompt": ..., "seed": ..., "steps": ...}``); see :func:`diffblocks.batch.generate_many`
+        for the options (``distribution``, ``run_settings``, ``progress``)."""
+        from .batch import BatchRow, generate_many, rows_from_records
+
+        rows = list(rows)
+        if not all(isinstance(r, BatchRow) for r in rows):
+            rows = rows_from_records(rows, base_seed=base_seed)
+        return generate_many(self, rows, out_dir, batch_size=batch_size, **options)
+
     # -- saving -------------------------------------------------------------------------------
     def save_pretrained(self, save_directory: str | os.PathLike[str], *, save_weights: bool = False) -> Path:
         """Write ``graph.json`` and ``modular_model_index.json`` (and, with ``save_weights=True``,

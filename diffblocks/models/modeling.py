@@ -202,8 +202,11 @@ def read_weights(
         for key, tensor in state_dict.items():
             yield key, convert(tensor)
         return
+    target = torch.device(device)
+    # safetensors accepts "cpu" but not "cpu:0" (what accelerate hands each CPU process).
+    where = "cpu" if target.type == "cpu" else str(target)
     try:
-        with safe_open(str(path), framework="pt", device=str(device)) as f:
+        with safe_open(str(path), framework="pt", device=where) as f:
             for key in f.keys():
                 yield key, convert(f.get_tensor(key))
     except (SafetensorError, OSError) as e:

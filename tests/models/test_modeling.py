@@ -198,3 +198,14 @@ def test_meta_construction_skips_only_meta_initialisers() -> None:
     # nn.Linear's default init: uniform within 1/sqrt(fan_in) (uninitialised memory would not be).
     assert real.weight.abs().max() <= 1 / 8 and real.weight.std() > 0.03
     assert torch.nn.init.kaiming_uniform_ is before
+
+
+def test_weights_load_onto_an_indexed_cpu_device(tmp_path: Path) -> None:
+    """accelerate gives each CPU process ``cpu:0``; safetensors only knows ``cpu``."""
+    from diffblocks.models import AutoencoderKL
+
+    vae = AutoencoderKL(block_out_channels=[8], down_block_types=["DownEncoderBlock2D"],
+                        up_block_types=["UpDecoderBlock2D"], norm_num_groups=4, latent_channels=4, layers_per_block=1)
+    vae.save_pretrained(tmp_path)
+    loaded = AutoencoderKL.from_pretrained(tmp_path, device=torch.device("cpu:0"))
+    assert loaded.device.type == "cpu"
