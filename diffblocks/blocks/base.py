@@ -44,7 +44,17 @@ from .ports import (
     port_from_annotation,
 )
 
-__all__ = ["Block", "Result", "config_fields_from", "check_port_names"]
+__all__ = ["Block", "Result", "config_fields_from", "check_port_names", "set_direct_planner"]
+
+#: Compiles one block into something with ``.call(components=, inputs=, progress=)``; the graph
+#: package installs its executor here, so this machinery does not import it.
+_direct_planner: Callable[[Block], Any] | None = None
+
+
+def set_direct_planner(planner: Callable[[Block], Any]) -> None:
+    """Install how ``block(...)`` runs a block on its own (``diffblocks.graph`` does this on import)."""
+    global _direct_planner
+    _direct_planner = planner
 
 
 class Result(dict):
@@ -262,11 +272,11 @@ class Block:
         """
         plan = self.__dict__.get("_direct_plan")
         if plan is None:
-            from ..graph.graph import Graph
-
-            graph = Graph.wrap(self)
-            plan = graph.compile(cache=False)
-            self.__dict__["_direct_plan"] = plan
+            if _direct_planner is None:
+                raise RuntimeError(
+                    f"block {self.label}: calling a block needs the graph executor; import diffblocks.graph first"
+                )
+            plan = self.__dict__["_direct_plan"] = _direct_planner(self)
         return plan.call(components=components, inputs=inputs, progress=False)
 
     def __copy__(self) -> Block:

@@ -31,6 +31,7 @@ from typing import Any
 from .base import Block, _build_config_model, _component_refs, check_port_names, config_fields_from
 from .context import RunContext
 from .ports import MISSING, Output, Outputs, Port, parse_docstring, port_from_annotation
+from .registry import register_block
 
 __all__ = ["FunctionBlock", "block"]
 
@@ -170,8 +171,6 @@ def block(
             description=description,
         )
         if register:
-            from ..registry.blocks import register_block
-
             register_block(made)
         return made
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import torch
 
-from . import _hints
-from .function import block
-from .ports import Outputs
-from .types import PooledEmbeds, PromptEmbeds
+from . import hints as _hints
+from ...blocks.function import block
+from ...blocks.ports import Outputs
+from ...blocks.types import PooledEmbeds, PromptEmbeds
 
 __all__ = ["encode_prompt", "encode_prompt_sdxl", "as_prompt_list"]
 
