@@ -17,7 +17,7 @@ __all__ = ["check_inputs", "resolve_size"]
 @block(
     "check_inputs", version=1,
     components={"unet": _hints.UNET, "vae": _hints.VAE},
-    config={"img2img_strength": 0.8, "inpaint_strength": 1.0, "default_guidance_scale": 7.5, "inpaint_guidance_scale": 7.5},
+    config=["img2img_strength", "inpaint_strength", "default_guidance_scale", "inpaint_guidance_scale"],
 )
 def check_inputs(
     unet: Any,

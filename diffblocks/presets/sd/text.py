@@ -104,7 +104,7 @@ SDXL_OUTPUTS = Outputs(
         "text_encoder": _hints.TEXT_ENCODER, "tokenizer": _hints.TOKENIZER,
         "text_encoder_2": _hints.TEXT_ENCODER_2, "tokenizer_2": _hints.TOKENIZER,
     },
-    config={"force_zeros_for_empty_prompt": True},
+    config=["force_zeros_for_empty_prompt"],
     outputs=SDXL_OUTPUTS,
 )
 def encode_prompt_sdxl(

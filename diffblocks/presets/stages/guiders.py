@@ -94,7 +94,7 @@ def batch_for_guidance(ctx: RunContext, key: str, uncond: torch.Tensor | None, c
 PREPARED = Outputs(sample=Latents, encoder_hidden_states=PromptEmbeds, guidance_active=bool)
 
 
-@block("prepare_guidance", version=2, config={"start": 0.0, "stop": 1.0}, outputs=PREPARED)
+@block("prepare_guidance", version=2, config=["start", "stop"], outputs=PREPARED)
 def prepare_guidance(
     latent_model_input: Latents,
     prompt_embeds: PromptEmbeds,
@@ -157,7 +157,7 @@ def apply_cfg(
     return rescale_noise_cfg(guided, cond, guidance_rescale) if guidance_rescale > 0 else guided
 
 
-@block("apply_cfg_zero_star", version=1, config={"zero_init_steps": 1})
+@block("apply_cfg_zero_star", version=1, config=["zero_init_steps"])
 def apply_cfg_zero_star(
     noise_pred: NoisePred,
     ctx: RunContext,
@@ -191,7 +191,7 @@ def apply_cfg_zero_star(
 @block(
     "apply_apg", version=1,
     components={"scheduler": _hints.SCHEDULER},
-    config={"eta": 1.0, "momentum": None, "norm_threshold": 15.0, "space": "x0"},
+    config=["eta", "momentum", "norm_threshold", "space"],
 )
 def apply_apg(
     scheduler: Any,
