@@ -145,8 +145,12 @@ def _build(family: str) -> Graph:
     inputs = COMMON_INPUTS + (SDXL_INPUTS if sdxl else [])
     fed = {target for _, target in g.edges}
     for name, default in inputs:
-        targets = [f"{node}.{name}" for node, blk in g.nodes.items() if name in blk.inputs and f"{node}.{name}" not in fed]
-        g.expose_input(name, *targets, default=default, description=DESCRIPTIONS[name])
+        nodes = [node for node, blk in g.nodes.items() if name in blk.inputs and f"{node}.{name}" not in fed]
+        ports = [g.nodes[node].inputs[name] for node in nodes]
+        # A default every target port already has is not repeated in the file.
+        same = all(not p.required and type(p.default) is type(default) and p.default == default for p in ports)
+        extra = {} if same else {"default": default}
+        g.expose_input(name, *(f"{node}.{name}" for node in nodes), description=DESCRIPTIONS[name], **extra)
     g.expose_output("images", "postprocess.images")
     g.expose_output("latents", "denoise.latents")
     return g.validate()
