@@ -32,6 +32,7 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
+from .call import Result, call_block
 from .context import RunContext
 from .errors import GraphError, Problem
 from .ports import (
@@ -44,27 +45,7 @@ from .ports import (
     port_from_annotation,
 )
 
-__all__ = ["Block", "Result", "config_fields_from", "check_port_names", "set_direct_planner"]
-
-#: Compiles one block into something with ``.call(components=, inputs=, progress=)``; the graph
-#: package installs its executor here, so this machinery does not import it.
-_direct_planner: Callable[[Block], Any] | None = None
-
-
-def set_direct_planner(planner: Callable[[Block], Any]) -> None:
-    """Install how ``block(...)`` runs a block on its own (``diffblocks.graph`` does this on import)."""
-    global _direct_planner
-    _direct_planner = planner
-
-
-class Result(dict):
-    """Outputs of a block or graph with several outputs: a dict that also allows ``r.latents``."""
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(f"no output {name!r}; outputs are {sorted(self)}") from None
+__all__ = ["Block", "Result", "config_fields_from", "check_port_names"]
 
 
 def _fields_of(holder: Any) -> dict[str, Port]:
@@ -270,18 +251,11 @@ class Block:
 
         Returns the output value when the block has one output, else a ``Result`` dict.
         """
-        plan = self.__dict__.get("_direct_plan")
-        if plan is None:
-            if _direct_planner is None:
-                raise RuntimeError(
-                    f"block {self.label}: calling a block needs the graph executor; import diffblocks.graph first"
-                )
-            plan = self.__dict__["_direct_plan"] = _direct_planner(self)
-        return plan.call(components=components, inputs=inputs, progress=False)
+        return call_block(self, components, inputs)
 
     def __copy__(self) -> Block:
         clone = object.__new__(type(self))
-        clone.__dict__.update({k: v for k, v in self.__dict__.items() if k != "_direct_plan"})
+        clone.__dict__.update(self.__dict__)
         return clone
 
     def __repr__(self) -> str:

@@ -115,7 +115,7 @@ class FunctionBlock(Block):
 
     def __copy__(self) -> FunctionBlock:
         clone = object.__new__(FunctionBlock)
-        clone.__dict__.update({k: v for k, v in self.__dict__.items() if k not in ("_direct_plan", "_bound")})
+        clone.__dict__.update({k: v for k, v in self.__dict__.items() if k != "_bound"})
         return clone
 
 

@@ -6,10 +6,6 @@ from .cache import MemoCache
 from .composites import Loop, Switch
 from .graph import Graph, GraphInput, UnknownBlock
 from .plan import ABORT, STOP, NodeReport, Plan, RunError, RunInterrupted, RunReport, compile_graph
-from ..blocks.base import set_direct_planner
-
-# A block called like a function runs as a one-node graph (without memoisation).
-set_direct_planner(lambda block: Graph.wrap(block).compile(cache=False))
 
 __all__ = [
     "Graph", "GraphInput", "UnknownBlock", "Loop", "Switch", "GraphError", "Problem",
