@@ -9,6 +9,7 @@ from ...blocks.function import block
 from ...blocks.ports import Outputs
 from ...blocks.types import PromptEmbeds
 from ..stages.images import OUTPUT_TYPES, image_size, vae_scale_factor
+from ..stages.prompts import is_prompt
 from . import hints as _hints
 
 __all__ = ["check_inputs", "resolve_size"]
@@ -51,7 +52,7 @@ def check_inputs(
     """
     if prompt is not None and prompt_embeds is not None:
         raise ValueError("give prompt or prompt_embeds, not both")
-    if prompt_embeds is None and not _is_prompt(prompt):
+    if prompt_embeds is None and not is_prompt(prompt):
         raise ValueError(f"prompt is missing or not a string / list of strings (got {type(prompt).__name__})")
     if mask_image is not None and image is None:
         raise ValueError("mask_image was given without image: inpainting needs the image to repaint")
@@ -70,12 +71,6 @@ def check_inputs(
     if guidance_scale is None:
         guidance_scale = inpaint_guidance_scale if inpaint else default_guidance_scale
     return {"height": height, "width": width, "strength": float(strength), "guidance_scale": float(guidance_scale)}
-
-
-def _is_prompt(prompt: Any) -> bool:
-    if isinstance(prompt, str):
-        return True
-    return isinstance(prompt, (list, tuple)) and bool(prompt) and all(isinstance(p, str) for p in prompt)
 
 
 def resolve_size(unet: Any, vae: Any, image: Any, height: int | None, width: int | None) -> tuple[int, int]:
