@@ -16,7 +16,8 @@ from diffblocks.presets import Family, families, list_presets, load_preset, pres
 def test_the_sd_family_table_drives_the_preset_names_and_pipeline_classes():
     sd = families()["sd"]
     assert set(sd.presets) == {"sd15", "sdxl"}
-    assert set(list_presets()) == set(sd.preset_names())
+    assert set(list_presets()) == {name for family in families().values() for name in family.preset_names()}
+    assert {"sd15", "sd15-img2img", "sdxl-inpaint"} <= set(sd.preset_names())
     assert preset_for_pipeline_class("StableDiffusionXLInpaintPipeline") == "sdxl"
     assert preset_for_pipeline_class("StableDiffusionPipeline") == "sd15"
     assert preset_for_pipeline_class("NoSuchPipeline") is None
