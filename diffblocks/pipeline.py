@@ -24,20 +24,11 @@ import torch
 from .blocks.errors import GraphError, Problem
 from .components import MODULAR_INDEX, ComponentsManager, ComponentSpec, write_modular_index
 from .graph import Graph
+from .presets import families, load_preset, preset_for_pipeline_class
 
-__all__ = ["Pipeline", "PipelineOutput", "PRESET_FOR_PIPELINE_CLASS", "GRAPH_FILE"]
+__all__ = ["Pipeline", "PipelineOutput", "GRAPH_FILE"]
 
 GRAPH_FILE = "graph.json"
-
-#: diffusers' pipeline class (``_class_name`` in model_index.json) -> our preset family.
-PRESET_FOR_PIPELINE_CLASS: dict[str, str] = {
-    "StableDiffusionPipeline": "sd15",
-    "StableDiffusionImg2ImgPipeline": "sd15",
-    "StableDiffusionInpaintPipeline": "sd15",
-    "StableDiffusionXLPipeline": "sdxl",
-    "StableDiffusionXLImg2ImgPipeline": "sdxl",
-    "StableDiffusionXLInpaintPipeline": "sdxl",
-}
 
 #: Arguments the pipeline itself takes on top of the graph's inputs.
 CALL_OPTIONS = ("seed", "callback", "progress")
@@ -57,8 +48,6 @@ def _graph_from(preset: str | os.PathLike[str] | Graph) -> Graph:
     path = Path(preset)
     if path.suffix == ".json" and path.is_file():
         return Graph.from_json(path)
-    from .presets import load_preset
-
     return load_preset(str(preset))
 
 
@@ -118,17 +107,15 @@ class Pipeline:
         if local.is_dir() and (local / GRAPH_FILE).is_file():
             return Graph.from_json(local / GRAPH_FILE)
         class_name = index.class_name
-        family = PRESET_FOR_PIPELINE_CLASS.get(class_name or "")
-        if family is None:
-            known = ", ".join(sorted(PRESET_FOR_PIPELINE_CLASS))
+        preset = preset_for_pipeline_class(class_name or "")
+        if preset is None:
+            known = ", ".join(sorted(c for f in families().values() for c in f.pipeline_classes))
             raise GraphError(
                 [Problem("unknown_block", f"{index.path}: no preset for pipeline class {class_name!r}; "
                          f"pass preset=... (a preset name or graph file). Known classes: {known}")],
                 title="cannot pick a preset",
             )
-        from .presets import load_preset
-
-        return load_preset(family)
+        return load_preset(preset)
 
     # -- running -----------------------------------------------------------------------------
     @property

@@ -13,7 +13,7 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     assert blocks, "the README should show a Python example"
     # Its blocks register names globally; run it in a fresh registry namespace.
-    from diffblocks.registry import blocks as registry
+    from diffblocks.blocks import registry
 
     monkeypatch.setattr(registry, "_BLOCKS", dict(registry._BLOCKS))
     script = tmp_path / "example.py"

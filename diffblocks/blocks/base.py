@@ -32,6 +32,7 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
+from .call import Result, call_block
 from .context import RunContext
 from .errors import GraphError, Problem
 from .ports import (
@@ -45,16 +46,6 @@ from .ports import (
 )
 
 __all__ = ["Block", "Result", "config_fields_from", "check_port_names"]
-
-
-class Result(dict):
-    """Outputs of a block or graph with several outputs: a dict that also allows ``r.latents``."""
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(f"no output {name!r}; outputs are {sorted(self)}") from None
 
 
 def _fields_of(holder: Any) -> dict[str, Port]:
@@ -260,18 +251,11 @@ class Block:
 
         Returns the output value when the block has one output, else a ``Result`` dict.
         """
-        plan = self.__dict__.get("_direct_plan")
-        if plan is None:
-            from ..graph.graph import Graph
-
-            graph = Graph.wrap(self)
-            plan = graph.compile(cache=False)
-            self.__dict__["_direct_plan"] = plan
-        return plan.call(components=components, inputs=inputs, progress=False)
+        return call_block(self, components, inputs)
 
     def __copy__(self) -> Block:
         clone = object.__new__(type(self))
-        clone.__dict__.update({k: v for k, v in self.__dict__.items() if k != "_direct_plan"})
+        clone.__dict__.update(self.__dict__)
         return clone
 
     def __repr__(self) -> str:

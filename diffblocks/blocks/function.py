@@ -14,7 +14,8 @@
 * parameters are inputs (annotation = port type, default = default; ``Input(default, "text")``
   or ``Annotated[T, "text"]`` or the docstring's ``Args:`` give descriptions);
 * parameters named in ``components={...}`` receive components from the provider;
-* parameters named in ``config={...}`` receive static config (set when placed in a graph);
+* parameters named in ``config=[...]`` receive static config (set when placed in a graph); the
+  signature's default is the default (``config={"k": 2.0}`` also works, and must agree with it);
 * a parameter annotated ``RunContext`` receives the run context;
 * the return annotation is the output: a type (one output, named by ``output_name=``, else after
   the single input of that same type, else ``"output"``) or ``Outputs(a=T, b=U)`` for several;
@@ -31,6 +32,7 @@ from typing import Any
 from .base import Block, _build_config_model, _component_refs, check_port_names, config_fields_from
 from .context import RunContext
 from .ports import MISSING, Output, Outputs, Port, parse_docstring, port_from_annotation
+from .registry import register_block
 
 __all__ = ["FunctionBlock", "block"]
 
@@ -59,12 +61,12 @@ class FunctionBlock(Block):
         summary, arg_docs, out_docs = parse_docstring(fn.__doc__)
         self.description = description if description is not None else summary
         self.components = _component_refs(owner, components)
-        self.config_fields = config_fields_from(owner, config)
+        params = inspect.signature(fn).parameters
+        self.config_fields = config_fields_from(owner, _config_with_signature_defaults(owner, fn, params, config))
         try:
             hints = inspect.get_annotations(fn, eval_str=True)
         except Exception as exc:
             raise TypeError(f"block {owner}: cannot evaluate annotations: {exc}") from exc
-        params = inspect.signature(fn).parameters
         self.context_param = None
         inputs: dict[str, Port] = {}
         for pname, param in params.items():
@@ -113,8 +115,33 @@ class FunctionBlock(Block):
 
     def __copy__(self) -> FunctionBlock:
         clone = object.__new__(FunctionBlock)
-        clone.__dict__.update({k: v for k, v in self.__dict__.items() if k not in ("_direct_plan", "_bound")})
+        clone.__dict__.update({k: v for k, v in self.__dict__.items() if k != "_bound"})
         return clone
+
+
+def _config_with_signature_defaults(owner: str, fn: Callable[..., Any], params: Mapping[str, inspect.Parameter], config: Any) -> Any:
+    """Config names (a list) take their defaults from the signature; a dict default must agree
+    with the signature's (a value given twice that differs is an error, not a silent choice)."""
+    if isinstance(config, (list, tuple, set, frozenset)):
+        defaults = {}
+        for cname in config:
+            param = params.get(cname)
+            if param is None:
+                raise TypeError(f"block {owner}: config {cname!r} is not a parameter of {fn.__name__}()")
+            if param.default is param.empty:
+                raise TypeError(f"block {owner}: config parameter {cname!r} of {fn.__name__}() needs a default value")
+            defaults[cname] = param.default
+        return defaults
+    if isinstance(config, Mapping):
+        for cname, value in config.items():
+            param = params.get(cname)
+            given = value.default if isinstance(value, Port) else value
+            if param is not None and param.default is not param.empty and given is not MISSING and param.default != given:
+                raise TypeError(
+                    f"block {owner}: config {cname!r} defaults to {given!r} in config= but to {param.default!r} in "
+                    f"{fn.__name__}()'s signature; declare it once (config=[{cname!r}] takes the signature's)"
+                )
+    return config
 
 
 def _outputs_from(owner: str, spec: Any, output_name: str | None, docs: dict[str, str]) -> dict[str, Port]:
@@ -170,8 +197,6 @@ def block(
             description=description,
         )
         if register:
-            from ..registry.blocks import register_block
-
             register_block(made)
         return made
 

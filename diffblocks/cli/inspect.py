@@ -10,7 +10,7 @@ from typing import Any
 
 from ..blocks.errors import GraphError
 from ..graph.graph import Graph
-from ..graph import presets as preset_files
+from .. import presets
 
 __all__ = ["register", "resolve_graph_path", "load_target"]
 
@@ -35,17 +35,6 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_schema)
 
 
-def _preset_api() -> tuple[Any, Any]:
-    """``(list_presets, load_preset)``: the ``diffblocks.presets`` package's when it is there
-    (it adds workflow names such as ``sd15-img2img``), else the plain JSON files'."""
-    try:
-        from .. import presets as api
-
-        return api.list_presets, api.load_preset
-    except (ImportError, AttributeError):
-        return (lambda: list(preset_files.list_presets())), preset_files.load_preset
-
-
 def resolve_graph_path(target: str) -> Path | None:
     """A path if ``target`` is an existing file or looks like one; ``None`` for a preset name."""
     path = Path(target)
@@ -59,10 +48,7 @@ def load_target(target: str) -> Graph:
     path = resolve_graph_path(target)
     if path is not None:
         return Graph.from_json(path)
-    names, load = _preset_api()
-    if target not in names():
-        preset_files.preset_path(target)  # raises GraphError with suggestions
-    return load(target)
+    return presets.load_preset(target)  # GraphError with suggestions for an unknown name
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -92,21 +78,23 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
-    names = list(_preset_api()[0]())
-    files = preset_files.list_presets()
+    names = presets.list_presets()
     if not names:
         print("no presets found")
         return 0
     width = max(len(n) for n in names)
     for name in names:
-        about = _description(files[name]) if name in files else _workflow_description(name, files)
-        print(f"{name:<{width}}  {about}")
+        print(f"{name:<{width}}  {_about(name)}")
     return 0
 
 
-def _workflow_description(name: str, files: dict[str, Path]) -> str:
+def _about(name: str) -> str:
+    """A preset's one-line description: its file's, or for ``<preset>-<workflow>`` a sentence."""
+    path = presets.preset_file(name)
+    if path.stem == name:
+        return _description(path)
     family, _, workflow = name.rpartition("-")
-    return f"{family} with the {workflow} workflow selected" if family in files else ""
+    return f"{family} with the {workflow} workflow selected"
 
 
 def _description(path: Path) -> str:

@@ -19,6 +19,10 @@ def _as_graph(block: Block, name: str) -> Graph:
     return block if isinstance(block, Graph) else Graph.wrap(block, name)
 
 
+def _run_alone(block: Block, components: Mapping[str, Any] | None, inputs: Mapping[str, Any]) -> Any:
+    return Graph.wrap(block).compile(cache=False).call(components=components, inputs=inputs, progress=False)
+
+
 class Loop(Block):
     """Run ``body`` once per element of the input ``over``.
 
@@ -124,6 +128,10 @@ class Loop(Block):
                     )
                 )
         return found
+
+    def __call__(self, components: Mapping[str, Any] | None = None, **inputs: Any) -> Any:
+        """Run alone, like a function (as a one-node graph, without memoisation)."""
+        return _run_alone(self, components, inputs)
 
     def __repr__(self) -> str:
         return f"<Loop {self.name!r} over {self.over} item {self.item} carry {self.carry}>"
@@ -286,6 +294,10 @@ class Switch(Block):
                 else:
                     seen[name] = (branch, port)
         return found
+
+    def __call__(self, components: Mapping[str, Any] | None = None, **inputs: Any) -> Any:
+        """Run alone, like a function (as a one-node graph, without memoisation)."""
+        return _run_alone(self, components, inputs)
 
     def __repr__(self) -> str:
         return f"<Switch {self.name!r} branches {list(self.branches)}>"

@@ -137,7 +137,7 @@ def to_text(graph: Graph) -> str:
     """Inputs, nodes (ports, types, config, components), outputs, and needed components."""
     lines = [f"Graph {graph.name!r}: {len(graph.nodes)} nodes, {len(graph._edges)} edges"]
     if graph.description:
-        lines.append(f"  {graph.description}")
+        lines.extend(f"  {line}" for line in graph.description.splitlines())
     _text_body(graph, lines, "")
     comps = graph.required_components()
     if comps:

@@ -390,10 +390,15 @@ class Graph(EditingMixin, Block):
         return graph_to_document(self)
 
     def to_json(self, indent: int | None = 2) -> str:
-        """The graph as versioned JSON text (exact round-trip with ``from_json``)."""
+        """The graph as versioned JSON text (exact round-trip with ``from_json``); small objects and
+        arrays stay on one line (``indent=None``: all on one line)."""
         document = self.to_dict()
         try:
-            return json.dumps(document, indent=indent, ensure_ascii=False, allow_nan=False)
+            if indent is None:
+                return json.dumps(document, ensure_ascii=False, allow_nan=False)
+            from .jsonfmt import dumps_compact
+
+            return dumps_compact(document, indent=indent)
         except ValueError as exc:  # NaN / infinity in a config or default
             raise GraphError([Problem("bad_config", f"cannot be written as JSON: {exc}")], title=f"graph {self.name!r} cannot be saved") from None
 

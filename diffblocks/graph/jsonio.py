@@ -415,9 +415,7 @@ def _node_dict(blk: Block, problems: list[Problem], path: str) -> dict[str, Any]
         problems.append(Problem("unknown_block", f"block {blk.label} is not registered; register it (or @block(name)) to save the graph", path))
         return {}
     if not isinstance(blk, UnknownBlock):
-        from ..registry.blocks import get_block
-
-        from ..registry.blocks import _origin
+        from ..registry.blocks import block_origin, get_block
 
         try:
             registered = get_block(blk.name)
@@ -425,7 +423,7 @@ def _node_dict(blk: Block, problems: list[Problem], path: str) -> dict[str, Any]
             registered = None
         if registered is None:
             problems.append(Problem("unknown_block", f"block {blk.label} is not registered; register it to save the graph", path))
-        elif _origin(registered) != _origin(blk):
+        elif block_origin(registered) != block_origin(blk):
             problems.append(Problem("unknown_block", f"block {blk.label} is not the block registered as {blk.name!r}", path))
     node: dict[str, Any] = {"block": blk.name}
     if not isinstance(blk, UnknownBlock):

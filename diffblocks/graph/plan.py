@@ -18,8 +18,7 @@ from typing import Any
 import torch
 
 from ..blocks.base import Result
-from ..blocks.errors import GraphError, Problem
-from ..blocks.types import validate_value
+from ..blocks.call import check_inputs
 from .cache import KeyParts, MemoCache, component_fingerprint, fingerprint
 from .graph import Graph
 from .report import NodeReport, RunReport
@@ -73,31 +72,7 @@ class Plan:
 
     def check_inputs(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         """Validate user values at the graph boundary (pydantic); ``GraphError`` lists every problem."""
-        problems = []
-        checked = {}
-        for name, value in inputs.items():
-            port = self.inputs.get(name)
-            if port is None:
-                import difflib
-
-                close = difflib.get_close_matches(name, list(self.inputs), n=2)
-                hint = f"; did you mean {' or '.join(close)}?" if close else f"; inputs are {', '.join(self.inputs) or 'none'}"
-                problems.append(Problem("bad_input", f"unknown input {name!r}{hint}", port=name))
-                continue
-            if value is None and not port.required:
-                if port.default is None:
-                    checked[name] = None
-                continue  # None means "not given": the input keeps its default
-            try:
-                checked[name] = validate_value(port.type, value)
-            except ValueError as exc:
-                problems.append(Problem("bad_input", f"input {name} {exc}", port=name))
-        for name, port in self.inputs.items():
-            if port.required and name not in inputs:
-                problems.append(Problem("bad_input", f"required input {name} ({port.type_name}) is missing", port=name))
-        if problems:
-            raise GraphError(problems, title=f"bad inputs for graph {self.graph.name!r}")
-        return checked
+        return check_inputs(self.inputs, inputs, f"bad inputs for graph {self.graph.name!r}")
 
     def run(
         self,

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from diffblocks.cli import build_parser, main
-from diffblocks.graph.presets import PRESET_PATH_ENV, list_presets, load_preset
+from diffblocks.presets import list_presets, load_preset
+from diffblocks.presets.files import PRESET_PATH_ENV
 
 from . import helpers as h
 

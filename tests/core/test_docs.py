@@ -11,7 +11,7 @@ def test_blocks_guide_runs(capsys):
     snippets = re.findall(r"```python\n(.*?)```", text, flags=re.S)
     assert len(snippets) >= 8
     namespace: dict = {"__name__": "docs_blocks_guide"}
-    from diffblocks.registry.blocks import _BLOCKS
+    from diffblocks.blocks.registry import _BLOCKS
 
     before = set(_BLOCKS)
     try:

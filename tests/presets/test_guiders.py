@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from diffblocks.blocks.guiders import (
+from diffblocks.presets.stages.guiders import (
     apply_apg, apply_cfg, apply_cfg_zero_star, prepare_guidance, prepare_unguided, project_guidance, rescale_noise_cfg,
 )
 from diffblocks.graph import Graph, Loop

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffblocks.blocks.images import postprocess_images, preprocess_image, preprocess_mask
+from diffblocks.presets.stages.images import postprocess_images, preprocess_image, preprocess_mask
 
 from .parity import sample_image, sample_mask
 

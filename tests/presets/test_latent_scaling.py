@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import torch
 
-from diffblocks.blocks.vae import sample_image_latents, to_vae_latents
+from diffblocks.presets.stages.vae import sample_image_latents, to_vae_latents
 
 
 def _vae(**config):

@@ -26,12 +26,12 @@ def _builder():
 
 
 def test_checked_in_json_equals_generator():
-    assert _builder().main(["--check"]) == 0, "diffblocks/presets/*.json are stale: run python tools/build_presets.py"
+    assert _builder().main(["--check"]) == 0, "diffblocks/presets/*/*.json are stale: run python tools/build_presets.py"
 
 
 @pytest.mark.parametrize("family", ["sd15", "sdxl"])
 def test_preset_file_round_trips_and_declares_components(family):
-    path = ROOT / "diffblocks" / "presets" / f"{family}.json"
+    path = ROOT / "diffblocks" / "presets" / "sd" / f"{family}.json"
     graph = Graph.from_json(path)
     assert graph.to_json() + "\n" == path.read_text(encoding="utf-8")
     expected = {"unet", "vae", "text_encoder", "tokenizer", "scheduler"}

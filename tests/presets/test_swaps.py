@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from diffblocks.blocks import Latents, RunContext, block
-from diffblocks.blocks.images import postprocess_images
-from diffblocks.blocks.vae import to_vae_latents
+from diffblocks.presets.stages.images import postprocess_images
+from diffblocks.presets.stages.vae import to_vae_latents
 from diffblocks.graph import GraphError
 from diffblocks.presets import load_preset
 
@@ -147,7 +147,7 @@ def test_missing_or_mistyped_prompt(sd):
 
 
 def test_half_precision_vae_decodes_upcast_when_force_upcast(sd):
-    from diffblocks.blocks.vae import decode_latents
+    from diffblocks.presets.stages.vae import decode_latents
 
     import copy
 

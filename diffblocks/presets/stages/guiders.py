@@ -17,16 +17,19 @@ Per-run state (APG's momentum) lives in ``ctx.state``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-from .context import RunContext
-from .function import block
-from . import _hints
-from .ports import Outputs
-from .types import Latents, NoisePred, PooledEmbeds, PromptEmbeds, TimeIds, Timestep
+from ...blocks.context import RunContext
+from ...blocks.function import block
+from . import hints as _hints
+from ...blocks.ports import Outputs
+from ...blocks.types import Latents, NoisePred, PromptEmbeds, Timestep
+from ...schedulers.prediction import Prediction, prediction_for
 
 __all__ = [
-    "rescale_noise_cfg", "cfg_zero_star_scale", "project_guidance", "guidance_in_range",
+    "rescale_noise_cfg", "cfg_zero_star_scale", "project_guidance", "guidance_in_range", "batch_for_guidance",
     "prepare_guidance", "prepare_unguided", "apply_cfg", "apply_cfg_zero_star", "apply_apg",
 ]
 
@@ -75,8 +78,9 @@ def guidance_in_range(ctx: RunContext, start: float, stop: float) -> bool:
 
 
 # ---- prepare: one batched pass, or one conditional pass --------------------------------------
-def _batched(ctx: RunContext, key: str, uncond: torch.Tensor | None, cond: torch.Tensor | None) -> torch.Tensor | None:
-    """``cat([uncond, cond])``, made once per run: the embeddings are the same object every step."""
+def batch_for_guidance(ctx: RunContext, key: str, uncond: torch.Tensor | None, cond: torch.Tensor | None) -> torch.Tensor | None:
+    """``cat([uncond, cond])`` (zeros for a missing ``uncond``), made once per run and cached in
+    ``ctx.state[key]``: the embeddings are the same objects every step."""
     if cond is None:
         return None
     hit = ctx.state.get(key)
@@ -87,27 +91,23 @@ def _batched(ctx: RunContext, key: str, uncond: torch.Tensor | None, cond: torch
     return joined
 
 
-PREPARED = Outputs(
-    sample=Latents, encoder_hidden_states=PromptEmbeds, text_embeds=PooledEmbeds | None,
-    time_ids=TimeIds | None, guidance_active=bool,
-)
+PREPARED = Outputs(sample=Latents, encoder_hidden_states=PromptEmbeds, guidance_active=bool)
 
 
-@block("prepare_guidance", version=1, config={"start": 0.0, "stop": 1.0}, outputs=PREPARED)
+@block("prepare_guidance", version=2, config=["start", "stop"], outputs=PREPARED)
 def prepare_guidance(
     latent_model_input: Latents,
     prompt_embeds: PromptEmbeds,
     negative_prompt_embeds: PromptEmbeds | None,
     ctx: RunContext,
     guidance_scale: float = 7.5,
-    pooled_prompt_embeds: PooledEmbeds | None = None,
-    negative_pooled_prompt_embeds: PooledEmbeds | None = None,
-    add_time_ids: TimeIds | None = None,
-    negative_add_time_ids: TimeIds | None = None,
     start: float = 0.0,
     stop: float = 1.0,
 ) -> dict:
     """Batch [uncond, cond] inputs for one denoiser call when guidance is on at this step.
+
+    A family whose denoiser takes more conditioning (SDXL's pooled embeddings and time ids)
+    batches it in its own block from ``guidance_active`` (see ``batch_for_guidance``).
 
     Args:
         start: first step with guidance, as a fraction of the loop.
@@ -115,33 +115,25 @@ def prepare_guidance(
     """
     active = guidance_scale > 1.0 and guidance_in_range(ctx, start, stop)
     if not active:
-        return {"sample": latent_model_input, "encoder_hidden_states": prompt_embeds,
-                "text_embeds": pooled_prompt_embeds, "time_ids": add_time_ids, "guidance_active": False}
+        return {"sample": latent_model_input, "encoder_hidden_states": prompt_embeds, "guidance_active": False}
     if negative_prompt_embeds is None:
         raise ValueError("prepare_guidance: guidance_scale > 1 needs negative_prompt_embeds")
     return {
         "sample": torch.cat([latent_model_input] * 2),
-        "encoder_hidden_states": _batched(ctx, "embeds", negative_prompt_embeds, prompt_embeds),
-        "text_embeds": _batched(ctx, "pooled", negative_pooled_prompt_embeds, pooled_prompt_embeds),
-        "time_ids": _batched(ctx, "time_ids", negative_add_time_ids if negative_add_time_ids is not None else add_time_ids, add_time_ids),
+        "encoder_hidden_states": batch_for_guidance(ctx, "embeds", negative_prompt_embeds, prompt_embeds),
         "guidance_active": True,
     }
 
 
-@block("prepare_unguided", version=1, outputs=PREPARED)
+@block("prepare_unguided", version=2, outputs=PREPARED)
 def prepare_unguided(
     latent_model_input: Latents,
     prompt_embeds: PromptEmbeds,
     negative_prompt_embeds: PromptEmbeds | None = None,
     guidance_scale: float = 1.0,
-    pooled_prompt_embeds: PooledEmbeds | None = None,
-    negative_pooled_prompt_embeds: PooledEmbeds | None = None,
-    add_time_ids: TimeIds | None = None,
-    negative_add_time_ids: TimeIds | None = None,
 ) -> dict:
     """No guidance: one conditional denoiser pass per step (negative inputs are ignored)."""
-    return {"sample": latent_model_input, "encoder_hidden_states": prompt_embeds,
-            "text_embeds": pooled_prompt_embeds, "time_ids": add_time_ids, "guidance_active": False}
+    return {"sample": latent_model_input, "encoder_hidden_states": prompt_embeds, "guidance_active": False}
 
 
 # ---- combine ---------------------------------------------------------------------------------
@@ -165,7 +157,7 @@ def apply_cfg(
     return rescale_noise_cfg(guided, cond, guidance_rescale) if guidance_rescale > 0 else guided
 
 
-@block("apply_cfg_zero_star", version=1, config={"zero_init_steps": 1})
+@block("apply_cfg_zero_star", version=1, config=["zero_init_steps"])
 def apply_cfg_zero_star(
     noise_pred: NoisePred,
     ctx: RunContext,
@@ -177,7 +169,8 @@ def apply_cfg_zero_star(
     zero_init_steps: int = 1,
 ) -> NoisePred:
     """CFG-Zero*: scale the unconditional prediction by s* before CFG; zero prediction for the
-    first ``zero_init_steps`` steps.
+    first ``zero_init_steps`` steps. Works on the raw predictions (as the paper, written for flow
+    matching, and diffusers do), so it needs no prediction-type conversion.
 
     Args:
         zero_init_steps: steps at the start whose prediction is zeroed.
@@ -198,10 +191,10 @@ def apply_cfg_zero_star(
 @block(
     "apply_apg", version=1,
     components={"scheduler": _hints.SCHEDULER},
-    config={"eta": 1.0, "momentum": None, "norm_threshold": 15.0, "space": "x0"},
+    config=["eta", "momentum", "norm_threshold", "space"],
 )
 def apply_apg(
-    scheduler,
+    scheduler: Any,
     noise_pred: NoisePred,
     ctx: RunContext,
     guidance_active: bool = False,
@@ -217,8 +210,8 @@ def apply_apg(
     """Adaptive projected guidance (APG).
 
     With ``space="x0"`` (the paper's choice) the predictions are mapped to the denoised estimate
-    x0 through the scheduler's alphas and ``latent_model_input`` (the variance-preserving input the
-    denoiser saw), guided there, and mapped back; ``space="noise_pred"`` guides the raw
+    x0 through the scheduler's prediction type and ``latent_model_input`` (the input the denoiser
+    saw), guided there, and mapped back (epsilon, v, sample and flow predictions); ``space="noise_pred"`` guides the raw
     predictions (what diffusers' APG guider does).
 
     Args:
@@ -244,21 +237,36 @@ def apply_apg(
     return rescale_noise_cfg(guided, cond, guidance_rescale) if guidance_rescale > 0 else guided
 
 
-def _x0_maps(scheduler, sample: torch.Tensor | None, t: torch.Tensor | None, like: torch.Tensor):
-    """Linear maps prediction <-> x0 at timestep ``t`` for epsilon / v prediction, given the
-    variance-preserving sample x_t = sqrt(a) x0 + sqrt(1 - a) eps the denoiser saw."""
+def _x0_maps(scheduler: Any, sample: torch.Tensor | None, t: torch.Tensor | None, like: torch.Tensor):
+    """Maps prediction <-> x0 at timestep ``t``, through the scheduler's own prediction type
+    (``prediction_for(...).to_denoised``), given the sample the denoiser saw: the variance-
+    preserving x_t = alpha x0 + sigma eps (k-diffusion samplers scale their input to it), or the
+    flow-matching x_t = (1 - sigma) x0 + sigma noise."""
     if sample is None or t is None:
         raise ValueError("apply_apg(space='x0') needs latent_model_input and t; connect them or use space='noise_pred'")
     x = sample[:, : like.shape[1]]  # inpainting UNets see extra mask channels; x_t is the first ones
+    prediction = scheduler_prediction(scheduler)
+    alpha, sigma = _signal_and_noise(scheduler, prediction, float(t))
+    # to_denoised is affine in the model output, m -> offset + slope * m: invert it the same way.
+    offset = prediction.to_denoised(torch.zeros_like(x), x, alpha, sigma)
+    slope = float(prediction.to_denoised(torch.ones(()), torch.zeros(()), alpha, sigma))
+    return (lambda m: prediction.to_denoised(m, x, alpha, sigma)), (lambda x0: (x0 - offset) / slope)
+
+
+def scheduler_prediction(scheduler: Any) -> Prediction:
+    """What ``scheduler``'s model predicts: its ``prediction_type``; flow-matching schedulers
+    (which have no such setting) predict the flow."""
+    default = "flow_prediction" if not hasattr(scheduler, "alphas_cumprod") else "epsilon"
+    return prediction_for(scheduler.config.get("prediction_type") or default, type(scheduler).__name__)
+
+
+def _signal_and_noise(scheduler: Any, prediction: Prediction, t: float) -> tuple[float, float]:
+    """(alpha_t, sigma_t) of x_t = alpha_t x0 + sigma_t noise at training timestep ``t``."""
+    if prediction.name == "flow_prediction":
+        sigma = t / scheduler.config["num_train_timesteps"]  # flow timesteps are sigma * num_train_timesteps
+        return 1.0 - sigma, sigma
     table = scheduler.alphas_cumprod
-    pos = float(t)
-    lo = min(int(pos), len(table) - 1)
+    lo = min(int(t), len(table) - 1)
     hi = min(lo + 1, len(table) - 1)
-    alpha = float(table[lo] + (pos - lo) * (table[hi] - table[lo]))  # fractional timesteps interpolate
-    a, s = alpha**0.5, (1 - alpha) ** 0.5
-    kind = scheduler.config.get("prediction_type", "epsilon")
-    if kind == "epsilon":
-        return (lambda eps: (x - s * eps) / a), (lambda x0: (x - a * x0) / s)
-    if kind == "v_prediction":
-        return (lambda v: a * x - s * v), (lambda x0: (a * x - x0) / s)
-    raise ValueError(f"apply_apg(space='x0') supports epsilon and v_prediction, not {kind!r}")
+    alpha_bar = float(table[lo] + (t - lo) * (table[hi] - table[lo]))  # fractional timesteps interpolate
+    return alpha_bar**0.5, (1 - alpha_bar) ** 0.5

@@ -10,24 +10,13 @@ from typing import Any
 
 import torch
 
-from . import _hints
-from .function import block
-from .ports import Outputs
-from .types import PooledEmbeds, PromptEmbeds
+from ..stages.prompts import as_prompt_list
+from . import hints as _hints
+from ...blocks.function import block
+from ...blocks.ports import Outputs
+from ...blocks.types import PooledEmbeds, PromptEmbeds
 
-__all__ = ["encode_prompt", "encode_prompt_sdxl", "as_prompt_list"]
-
-
-def as_prompt_list(prompt: str | list[str] | None, name: str, batch: int | None = None) -> list[str]:
-    """A prompt (or list) as a list; a single string is repeated to ``batch`` when given."""
-    if prompt is None:
-        raise ValueError(f"{name} is missing: pass a string or a list of strings")
-    if isinstance(prompt, str):
-        return [prompt] * (batch or 1)
-    prompts = list(prompt)
-    if batch is not None and len(prompts) != batch:
-        raise ValueError(f"{name} has {len(prompts)} entries but prompt has {batch}; give one per prompt")
-    return prompts
+__all__ = ["encode_prompt", "encode_prompt_sdxl"]
 
 
 def _token_ids(tokenizer: Any, prompts: list[str], length: int | None = None) -> torch.Tensor:
@@ -104,7 +93,7 @@ SDXL_OUTPUTS = Outputs(
         "text_encoder": _hints.TEXT_ENCODER, "tokenizer": _hints.TOKENIZER,
         "text_encoder_2": _hints.TEXT_ENCODER_2, "tokenizer_2": _hints.TOKENIZER,
     },
-    config={"force_zeros_for_empty_prompt": True},
+    config=["force_zeros_for_empty_prompt"],
     outputs=SDXL_OUTPUTS,
 )
 def encode_prompt_sdxl(

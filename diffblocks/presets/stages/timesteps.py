@@ -11,12 +11,12 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from ..schedulers.base import SchedulerState
-from . import _hints
-from .context import RunContext
-from .function import block
-from .ports import Outputs
-from .types import Timesteps
+from ...schedulers.base import SchedulerState
+from . import hints as _hints
+from ...blocks.context import RunContext
+from ...blocks.function import block
+from ...blocks.ports import Outputs
+from ...blocks.types import Timesteps
 
 __all__ = ["set_timesteps", "run_state"]
 

@@ -13,11 +13,11 @@ from typing import Any, Iterator
 
 import torch
 
-from ..noise import randn_tensor
-from . import _hints
-from .function import block
-from .ports import Outputs
-from .types import Images, Latents, Mask, SemanticTensor
+from ...noise import randn_tensor
+from . import hints as _hints
+from ...blocks.function import block
+from ...blocks.ports import Outputs
+from ...blocks.types import Images, Latents, Mask, SemanticTensor
 
 __all__ = [
     "LatentMoments", "encode_image", "sample_image_latents", "decode_latents", "decode_latents_tiled", "to_vae_latents",
