@@ -35,8 +35,9 @@ def save_flux(folder: Path, *, guidance_embeds: bool, scheduler: dict[str, Any],
     parts = flux_components(seed, tokenizer_dir=folder.parent / f"{folder.name}-t5")
     if guidance_embeds:
         torch.manual_seed(seed + 10)
-        parts["transformer"] = diffusers.FluxTransformer2DModel.from_config(
-            {**parts["transformer"].config, "guidance_embeds": True})
+        # diffusers' from_config drops keys listed in _use_default_values: pass public keys only.
+        config = {k: v for k, v in parts["transformer"].config.items() if not k.startswith("_")}
+        parts["transformer"] = diffusers.FluxTransformer2DModel(**{**config, "guidance_embeds": True})
     # Random (not zero) output projections, so every block's weights change the image.
     torch.manual_seed(seed + 11)
     with torch.no_grad():
