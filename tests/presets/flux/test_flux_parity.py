@@ -173,3 +173,18 @@ def test_two_runs_in_a_row_match_fresh_runs(dev_dir, dev_pipe):
     assert report.nodes["encode_prompt"].status == "hit"  # a new seed re-used the prompt encoding
     np.testing.assert_array_equal(first, again)
     np.testing.assert_array_equal(second, ours(dev_dir)(**inputs, seed=2).images)
+
+
+def test_from_pretrained_with_the_flux_graph_saves_and_reloads(dev_dir, tmp_path):
+    """``preset=`` takes the builder's graph; a saved pipeline (graph.json + modular index) reads
+    back the Flux graph from its file and draws the same image."""
+    from diffblocks.pipeline import Pipeline
+
+    pipe = Pipeline.from_pretrained(dev_dir, preset=build_flux_graph("text2img"))
+    inputs = {"prompt": PROMPT, "num_inference_steps": 2, "height": 32, "width": 32, "output_type": "np",
+              "progress": False, "seed": 4}
+    image = pipe(**inputs).images
+    saved = pipe.save_pretrained(tmp_path / "saved")
+    again = Pipeline.from_pretrained(saved)
+    assert again.graph.name == "flux-text2img"
+    np.testing.assert_array_equal(again(**inputs).images, image)
