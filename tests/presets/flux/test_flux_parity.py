@@ -149,7 +149,7 @@ def test_img2img_true_cfg(dev_dir):
     graph = build_flux_graph("img2img")
     graph.replace("denoise/guider", "prepare_true_cfg")
     assert_close(*run_both(dev_dir, "img2img", graph=graph, prompt=PROMPT, negative_prompt="grass",
-                           true_cfg_scale=3.0, image=sample_image(), strength=0.8, num_inference_steps=3))
+                           true_cfg_scale=3.0, image=sample_image(40, 56), strength=0.8, num_inference_steps=3))
 
 
 def test_pruned_workflow_graphs_run_like_the_family_graph(dev_dir, dev_pipe):
@@ -188,3 +188,17 @@ def test_from_pretrained_with_the_flux_graph_saves_and_reloads(dev_dir, tmp_path
     again = Pipeline.from_pretrained(saved)
     assert again.graph.name == "flux-text2img"
     np.testing.assert_array_equal(again(**inputs).images, image)
+
+
+def test_true_cfg_with_embeddings_given_and_generator_list(schnell_dir):
+    pipe = diffusers_pipeline(schnell_dir, "text2img")
+    embeds, pooled, _ = pipe.encode_prompt("a photo of a dog", None, max_sequence_length=12)
+    negative, negative_pooled, _ = pipe.encode_prompt("grass", None, max_sequence_length=12)
+    graph = build_flux_graph("text2img")
+    graph.replace("denoise/guider", "prepare_true_cfg")
+    inputs = {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled, "negative_prompt_embeds": negative,
+              "negative_pooled_prompt_embeds": negative_pooled, "true_cfg_scale": 2.5, "num_inference_steps": 2,
+              "height": 32, "width": 32, "output_type": "np"}
+    theirs = pipe(**inputs, generator=[torch.Generator().manual_seed(7)]).images
+    images = ours(schnell_dir, graph)(**inputs, generator=[torch.Generator().manual_seed(7)], progress=False).images
+    assert_close(np.asarray(images), np.asarray(theirs))
