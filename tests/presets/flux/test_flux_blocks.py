@@ -120,6 +120,7 @@ def test_graph_round_trips_through_json():
         again = Graph.from_json(text)
         assert again.to_json() == text
         assert again.name == ("flux" if workflow is None else f"flux-{workflow}")
+    assert "predict_flow" in build_flux_graph().to_mermaid()  # the picture reaches into the loop body
 
 
 def test_graph_declares_the_flux_components_and_serves_both_pipeline_classes():
