@@ -19,6 +19,7 @@ Example (the whole load path: index -> components -> graph)::
 
 from __future__ import annotations
 
+from ...blocks.base import Block
 from ...blocks.images import postprocess_images, preprocess_image
 from ...blocks.latents import prepare_image_latents, prepare_latents
 from ...blocks.vae import decode_latents, encode_image
@@ -61,7 +62,7 @@ FLUX_INPUTS: list[tuple[str, object, str]] = [
 ]
 
 
-def _branch(name: str, prepare: object) -> Graph:
+def _branch(name: str, prepare: Block) -> Graph:
     """A workflow branch: ``prepare`` (unpacked starting latents) then 2x2 packing; every other
     input exposed under its own name."""
     g = Graph(name)

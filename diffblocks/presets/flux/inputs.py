@@ -53,9 +53,9 @@ def check_inputs_flux(
     """
     if prompt_embeds is None and not _is_prompt(prompt):
         raise ValueError(f"prompt is missing or not a string / list of strings (got {type(prompt).__name__})")
-    for name, value in (("prompt", prompt), ("prompt_2", prompt_2)):
-        if value is not None and prompt_embeds is not None:
-            raise ValueError(f"give {name} or prompt_embeds, not both")
+    for text_name, text in (("prompt", prompt), ("prompt_2", prompt_2)):
+        if text is not None and prompt_embeds is not None:
+            raise ValueError(f"give {text_name} or prompt_embeds, not both")
     if negative_prompt is not None and negative_prompt_embeds is not None:
         raise ValueError("give negative_prompt or negative_prompt_embeds, not both")
     for given, pooled, prefix in ((prompt_embeds, pooled_prompt_embeds, ""),

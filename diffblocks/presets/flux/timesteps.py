@@ -58,12 +58,11 @@ def set_timesteps_flux(
         strength: fraction of the schedule to run (1: all of it, from pure noise).
     """
     steps = len(sigmas) if sigmas is not None else num_inference_steps
-    if sigmas is None:
-        sigmas = np.linspace(1.0, 1 / steps, steps)
+    levels = np.linspace(1.0, 1 / steps, steps) if sigmas is None else sigmas
     options = {}
     if scheduler.config.get("use_dynamic_shifting", False):
         options["mu"] = shift_mu(scheduler.config, image_seq_len(vae, height, width))
-    state = scheduler.new_state(sigmas=sigmas, **options)
+    state = scheduler.new_state(sigmas=levels, **options)
     # diffusers' Flux img2img keeps the fraction before flooring (SD floors the kept count instead).
     start = int(max(steps - min(steps * strength, steps), 0)) * scheduler.order
     timesteps = state.timesteps[start:]
