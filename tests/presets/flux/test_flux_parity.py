@@ -202,3 +202,14 @@ def test_true_cfg_with_embeddings_given_and_generator_list(schnell_dir):
     theirs = pipe(**inputs, generator=[torch.Generator().manual_seed(7)]).images
     images = ours(schnell_dir, graph)(**inputs, generator=[torch.Generator().manual_seed(7)], progress=False).images
     assert_close(np.asarray(images), np.asarray(theirs))
+
+
+def test_given_latents_and_generator_list(dev_dir, dev_pipe):
+    packed = torch.randn(2, 256, 4, generator=torch.Generator().manual_seed(9))
+    inputs = {"prompt": PROMPT, "num_inference_steps": 2, "height": 32, "width": 32, "output_type": "np",
+              "num_images_per_prompt": 2}
+    pipe = diffusers_pipeline(dev_dir, "text2img")
+    for extra in ({"latents": packed}, {"generator": [torch.Generator().manual_seed(s) for s in (1, 2)]}):
+        theirs = pipe(**inputs, **extra).images
+        extra = {k: v if k != "generator" else [torch.Generator().manual_seed(s) for s in (1, 2)] for k, v in extra.items()}
+        assert_close(np.asarray(dev_pipe(**inputs, **extra, progress=False).images), np.asarray(theirs))
