@@ -1,6 +1,6 @@
 """Pipelines end to end: ours vs diffusers' classic and modular pipelines on identical weights.
 
-    python bench/pipelines.py                       # tiny + mid, SD and SDXL, CPU, 1 thread
+    python bench/pipelines.py                       # tiny + mid, SD, SDXL and Flux, CPU, 1 thread
     python bench/pipelines.py --quick               # tiny only, few repeats (the smoke test)
     python bench/pipelines.py --device cuda --dtype float16 --threads 4
 
@@ -11,8 +11,15 @@ folder with the same prompt, seed, steps, image size and guidance scale (CFG on)
 * ``ours``: ``diffblocks.Pipeline.from_pretrained`` (memoisation OFF, so every run does all the
   work; a second figure, "ours, memo on", repeats the call with the cache on and a new seed each
   time, so the prompt encoding is reused as the executor is designed to do);
-* ``classic``: ``StableDiffusionPipeline`` / ``StableDiffusionXLPipeline``;
-* ``modular`` (SDXL only): ``StableDiffusionXLAutoBlocks().init_pipeline(folder)``.
+* ``classic``: ``StableDiffusionPipeline`` / ``StableDiffusionXLPipeline`` / ``FluxPipeline``;
+* ``modular`` (SDXL and Flux): ``StableDiffusionXLAutoBlocks()`` / ``FluxAutoBlocks()``
+  ``.init_pipeline(folder)``.
+
+Flux is a dev-style model (guidance embedding, dynamically shifted schedule): ``--guidance`` is
+its embedded guidance, one transformer pass per step on every side; our side runs the graph of
+``diffblocks.presets.flux.build_flux_graph``. In the per-step table "UNet" is the transformer,
+and since no Flux pipeline calls ``scale_model_input`` the loop window starts at the first
+transformer call.
 
 A child does one warm-up run, then ``--repeats`` timed runs (best kept; ``--rounds`` alternating
 process rounds, best kept again: a shared machine only ever adds time). Then one instrumented run
@@ -44,8 +51,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "a photo of a cat on the grass"
-KINDS = ("sd", "sdxl")
-LIBRARIES = {"sd": ("ours", "classic"), "sdxl": ("ours", "classic", "modular")}
+KINDS = ("sd", "sdxl", "flux")
+LIBRARIES = {"sd": ("ours", "classic"), "sdxl": ("ours", "classic", "modular"), "flux": ("ours", "classic", "modular")}
 #: Image side in pixels per size (tiny VAE scales by 2, mid VAE by 8: latents 32x32 and 24x24).
 IMAGE_SIDE = {"tiny": 64, "mid": 192}
 DEFAULT_REPEATS = {"tiny": 5, "mid": 2}
@@ -72,6 +79,15 @@ MID_VAE: dict[str, Any] = {
     "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
 }
 MID_CLIP = {"intermediate_size": 3072, "num_hidden_layers": 4, "vocab_size": 1000, "max_position_embeddings": 77}
+# Flux at a fraction of FLUX.1-dev (19 + 38 blocks of 24 heads x 128): 2 + 4 blocks of 4 heads x 64,
+# a 16-channel VAE (64 packed channels), T5 of width 512 and CLIP of width 768 (the real pooled width).
+MID_FLUX: dict[str, Any] = {
+    "patch_size": 1, "in_channels": 64, "num_layers": 2, "num_single_layers": 4, "attention_head_dim": 64,
+    "num_attention_heads": 4, "joint_attention_dim": 512, "pooled_projection_dim": 768, "guidance_embeds": True,
+    "axes_dims_rope": [16, 24, 24],
+}
+MID_T5 = {"vocab_size": 1000, "d_model": 512, "d_kv": 64, "d_ff": 1024, "num_layers": 4, "num_heads": 8,
+          "relative_attention_num_buckets": 32, "decoder_start_token_id": 0, "pad_token_id": 0, "eos_token_id": 1}
 
 
 # -- building the folders (parent process; diffusers is the reference here) ---------------------
@@ -110,9 +126,42 @@ def _mid_pipeline(kind: str) -> Any:
     return diffusers.StableDiffusionXLPipeline(**parts)
 
 
+def _mid_flux_pipeline(workdir: Path) -> Any:
+    import diffusers
+    import torch
+    from transformers import T5Config, T5EncoderModel
+
+    from tests.components.tiny_pipelines import clip_tokenizer, t5_tokenizer
+    from tests.presets.flux.helpers import DEV_SCHEDULER
+
+    torch.manual_seed(0)
+    parts = {
+        "transformer": diffusers.FluxTransformer2DModel(**MID_FLUX),
+        "vae": diffusers.AutoencoderKL(**{**MID_VAE, "latent_channels": 16, "use_quant_conv": False,
+                                          "use_post_quant_conv": False, "shift_factor": 0.1159,
+                                          "scaling_factor": 0.3611}),
+        "text_encoder": _clip(768, 12, projection=False), "tokenizer": clip_tokenizer(),
+        "text_encoder_2": T5EncoderModel(T5Config(**MID_T5)),
+        "tokenizer_2": t5_tokenizer(Path(tempfile.mkdtemp(prefix="t5tok-", dir=workdir))),
+        "scheduler": diffusers.FlowMatchEulerDiscreteScheduler(**DEV_SCHEDULER),
+    }
+    return diffusers.FluxPipeline(**parts)
+
+
+def _tiny_flux_pipeline(workdir: Path) -> Any:
+    import diffusers
+
+    from tests.presets.flux.helpers import DEV_SCHEDULER, save_flux
+
+    folder = save_flux(Path(tempfile.mkdtemp(prefix="flux-tiny-", dir=workdir)) / "flux", guidance_embeds=True,
+                       scheduler=DEV_SCHEDULER)
+    return diffusers.FluxPipeline.from_pretrained(str(folder))
+
+
 def pipeline_folder(workdir: Path, size: str, kind: str) -> Path:
     """The saved pipeline for (size, kind), built on first use; the name carries a config digest."""
-    recipe = json.dumps([size, kind, MID_UNET_SD, MID_UNET_SDXL, MID_VAE, MID_CLIP], sort_keys=True)
+    recipe = json.dumps([size, kind, MID_UNET_SD, MID_UNET_SDXL, MID_VAE, MID_CLIP]
+                        + ([MID_FLUX, MID_T5] if kind == "flux" else []), sort_keys=True)
     folder = workdir / f"{kind}-{size}-{hashlib.sha1(recipe.encode()).hexdigest()[:10]}"
     if (folder / "model_index.json").is_file():
         return folder
@@ -120,8 +169,11 @@ def pipeline_folder(workdir: Path, size: str, kind: str) -> Path:
         sys.path.insert(0, str(ROOT))
     from tests.components.tiny_pipelines import build_pipeline
 
-    pipe = build_pipeline(kind) if size == "tiny" else _mid_pipeline(kind)
     workdir.mkdir(parents=True, exist_ok=True)
+    if kind == "flux":
+        pipe = _tiny_flux_pipeline(workdir) if size == "tiny" else _mid_flux_pipeline(workdir)
+    else:
+        pipe = build_pipeline(kind) if size == "tiny" else _mid_pipeline(kind)
     tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=workdir))
     pipe.save_pretrained(str(tmp))
     try:
@@ -159,7 +211,8 @@ class LoopProbe:
     def wrap_loop(self, unet: Any, scheduler: Any) -> None:
         """Time the denoise loop's three calls: the UNet forward and the scheduler's scale and step."""
         self.wrap(unet, "forward", "unet")
-        self.wrap(scheduler, "scale_model_input", "scale")
+        if hasattr(scheduler, "scale_model_input"):  # diffusers' flow-match scheduler has none
+            self.wrap(scheduler, "scale_model_input", "scale")
         self.wrap(scheduler, "step", "step")
 
     def restore(self) -> None:
@@ -169,9 +222,10 @@ class LoopProbe:
 
     def summary(self, steps: int) -> dict[str, float]:
         s = self.spans
-        if not (s["unet"] and s["scale"] and s["step"]):
+        if not (s["unet"] and s["step"]):
             raise RuntimeError(f"the probe saw no denoise loop (calls: { {k: len(v) for k, v in s.items()} })")
-        window = s["step"][-1][1] - s["scale"][0][0]
+        # Flux pipelines never call scale_model_input: their loop starts at the transformer.
+        window = s["step"][-1][1] - (s["scale"] or s["unet"])[0][0]
         total = lambda key: sum(b - a for a, b in s[key])  # noqa: E731
         unet, sched = total("unet"), total("scale") + total("step")
         return {
@@ -186,20 +240,35 @@ class LoopProbe:
 
 
 def _load(library: str, kind: str, folder: str, device: str, dtype: Any, guidance: float) -> tuple[Any, Any, Any]:
-    """(pipeline, unet, scheduler) for ``library``."""
+    """(pipeline, denoiser, scheduler) for ``library``."""
+    denoiser = "transformer" if kind == "flux" else "unet"
     if library == "ours":
         from diffblocks import Pipeline
 
-        pipe = Pipeline.from_pretrained(folder, torch_dtype=dtype, device=device)
+        preset = None
+        if kind == "flux":  # until the Flux family is registered for from_pretrained's index lookup
+            from diffblocks.presets.flux import build_flux_graph
+
+            preset = build_flux_graph()
+        pipe = Pipeline.from_pretrained(folder, preset=preset, torch_dtype=dtype, device=device)
         pipe.graph.cache.enabled = False
-        return pipe, pipe.components["unet"], pipe.components["scheduler"]
+        return pipe, pipe.components[denoiser], pipe.components["scheduler"]
     if library == "classic":
         import diffusers
 
-        cls = diffusers.StableDiffusionPipeline if kind == "sd" else diffusers.StableDiffusionXLPipeline
-        pipe = cls.from_pretrained(folder, torch_dtype=dtype).to(device)
+        classes = {"sd": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline", "flux": "FluxPipeline"}
+        pipe = getattr(diffusers, classes[kind]).from_pretrained(folder, torch_dtype=dtype).to(device)
         pipe.set_progress_bar_config(disable=True)
-        return pipe, pipe.unet, pipe.scheduler
+        return pipe, getattr(pipe, denoiser), pipe.scheduler
+    if kind == "flux":
+        from diffusers.modular_pipelines.flux import FluxAutoBlocks
+
+        pipe = FluxAutoBlocks().init_pipeline(folder)
+        pipe.load_components(names=["text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "transformer",
+                                    "vae", "scheduler"], torch_dtype=dtype)
+        pipe.to(device)
+        _quiet(pipe._blocks)
+        return pipe, pipe.transformer, pipe.scheduler
     from diffusers.guiders import ClassifierFreeGuidance
     from diffusers.modular_pipelines.stable_diffusion_xl import StableDiffusionXLAutoBlocks
 
@@ -224,11 +293,12 @@ def _quiet(blocks: Any) -> None:
 def _null_unet_overhead(run: Callable[[], Any], unet: Any, scheduler: Any, clock: Callable[[], float],
                         sync: Callable[[], None], steps: int, tries: int = 2) -> float:
     """Non-UNet time per step with the UNet's forward replaced by ``zeros_like(sample)``: the
-    framework's own cost without the big forward evicting the CPU caches between steps."""
+    framework's own cost without the big forward evicting the CPU caches between steps. (Flux
+    transformers are called with ``hidden_states=`` by keyword.)"""
     import torch
 
     own = vars(unet).get("forward")
-    unet.forward = lambda sample, *args, **kwargs: (torch.zeros_like(sample),)
+    unet.forward = lambda *args, **kwargs: (torch.zeros_like(args[0] if args else kwargs["hidden_states"]),)
     best = float("inf")
     try:
         for _ in range(tries):
@@ -258,6 +328,8 @@ def _caller(library: str, pipe: Any, opts: dict[str, Any]) -> Callable[[int], An
     generator = lambda seed: torch.Generator("cpu").manual_seed(seed)  # noqa: E731
     if library == "classic":
         return lambda seed: pipe(**common, generator=generator(seed), guidance_scale=opts["guidance"]).images
+    if opts["kind"] == "flux":  # embedded guidance is an input of modular Flux
+        return lambda seed: pipe(**common, generator=generator(seed), guidance_scale=opts["guidance"], output="images")
     return lambda seed: pipe(**common, generator=generator(seed), output="images")  # guidance: the guider component
 
 
@@ -387,7 +459,7 @@ def print_tables(rows: list[tuple[str, str, dict[str, dict[str, float]], dict[st
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="tiny,mid", help="comma list of tiny, mid")
-    parser.add_argument("--kinds", default="sd,sdxl", help="comma list of sd, sdxl")
+    parser.add_argument("--kinds", default="sd,sdxl,flux", help="comma list of sd, sdxl, flux")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--threads", type=int, default=1,
