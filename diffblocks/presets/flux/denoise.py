@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
-from ...blocks.denoise import step_scheduler
+from ..stages.denoise import step_scheduler
 from ...blocks.function import block
-from ...blocks.guiders import apply_cfg
+from ..stages.guiders import apply_cfg
 from ...blocks.types import LatentIds, Latents, NoisePred, PooledEmbeds, PromptEmbeds, TextIds, Timestep
 from ...graph import Graph, Loop
 from . import guiders, hints

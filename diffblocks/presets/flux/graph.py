@@ -20,9 +20,9 @@ Example (the whole load path: index -> components -> graph)::
 from __future__ import annotations
 
 from ...blocks.base import Block
-from ...blocks.images import postprocess_images, preprocess_image
-from ...blocks.latents import prepare_image_latents, prepare_latents
-from ...blocks.vae import decode_latents, encode_image
+from ..stages.images import postprocess_images, preprocess_image
+from ..stages.latents import prepare_image_latents, prepare_latents
+from ..stages.vae import decode_latents, encode_image
 from ...graph import Graph, Switch
 from .denoise import flux_denoise_loop
 from .inputs import check_inputs_flux

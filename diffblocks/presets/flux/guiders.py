@@ -21,7 +21,7 @@ import torch
 
 from ...blocks.context import RunContext
 from ...blocks.function import block
-from ...blocks.guiders import _batched  # cat([uncond, cond]) once per run
+from ..stages.guiders import batch_for_guidance as _batched  # cat([uncond, cond]) once per run
 from ...blocks.ports import Outputs
 from ...blocks.types import Latents, PooledEmbeds, PromptEmbeds
 from . import hints

@@ -3,13 +3,14 @@ that names a component declares the same type: validation rejects two hints for 
 
 from __future__ import annotations
 
-from ...blocks import _hints
+from ..stages import hints as _hints
+from ..sd import hints as _sd_hints
 
 TRANSFORMER = "diffusers.FluxTransformer2DModel"
 VAE = _hints.VAE
 SCHEDULER = _hints.SCHEDULER
-TEXT_ENCODER = _hints.TEXT_ENCODER
-TOKENIZER = _hints.TOKENIZER
+TEXT_ENCODER = _sd_hints.TEXT_ENCODER
+TOKENIZER = _sd_hints.TOKENIZER
 TEXT_ENCODER_2 = "transformers.T5EncoderModel"
 TOKENIZER_2 = "transformers.T5TokenizerFast"
 

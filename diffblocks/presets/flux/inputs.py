@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from ...blocks.function import block
-from ...blocks.images import OUTPUT_TYPES, _is_prompt, vae_scale_factor
+from ..stages.images import OUTPUT_TYPES, vae_scale_factor
+from ..stages.prompts import is_prompt as _is_prompt
 from ...blocks.ports import Outputs
 from ...blocks.types import PooledEmbeds, PromptEmbeds
 from . import hints

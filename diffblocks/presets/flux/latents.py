@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from ...blocks.function import block
-from ...blocks.images import vae_scale_factor
+from ..stages.images import vae_scale_factor
 from ...blocks.types import LatentIds, Latents, PromptEmbeds
 from . import hints
 

@@ -14,7 +14,7 @@ import torch
 
 from ...blocks.function import block
 from ...blocks.ports import Outputs
-from ...blocks.text import as_prompt_list
+from ..stages.prompts import as_prompt_list
 from ...blocks.types import PooledEmbeds, PromptEmbeds, TextIds
 from . import hints
 

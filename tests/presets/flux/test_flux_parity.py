@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from diffblocks.pipeline import Pipeline
 from diffblocks.presets.flux import build_flux_graph
 from diffblocks.presets.flux.timesteps import shift_mu
 
@@ -213,3 +214,24 @@ def test_given_latents_and_generator_list(dev_dir, dev_pipe):
         theirs = pipe(**inputs, **extra).images
         extra = {k: v if k != "generator" else [torch.Generator().manual_seed(s) for s in (1, 2)] for k, v in extra.items()}
         assert_close(np.asarray(dev_pipe(**inputs, **extra, progress=False).images), np.asarray(theirs))
+
+
+@pytest.mark.parametrize("preset", [None, "flux-img2img"])
+def test_from_pretrained_picks_the_flux_preset_from_the_index(dev_dir, preset):
+    """FluxPipeline's index selects the registered family; an explicit workflow preset still wins."""
+    pipe = Pipeline.from_pretrained(dev_dir, preset=preset)
+    assert pipe.graph.name == (preset or "flux")
+    workflow = "img2img" if preset else "text2img"
+    extra = {"image": sample_image(), "strength": 0.6} if preset else {}
+    assert_close(*run_both(dev_dir, workflow, pipe=pipe, prompt=PROMPT, **extra))
+
+
+def test_diffblocks_run_on_a_flux_folder(dev_dir, tmp_path):
+    from diffblocks.cli import main
+    from diffblocks.cli.run import read_png_metadata
+
+    out = tmp_path / "flux.png"
+    code = main(["run", "--model", str(dev_dir), "--prompt", "a cat", "--steps", "2", "--height", "32",
+                 "--width", "32", "--out", str(out), "--quiet"])
+    assert code == 0 and out.is_file()
+    assert '"name": "flux"' in read_png_metadata(out)["graph"]
