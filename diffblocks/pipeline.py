@@ -24,6 +24,7 @@ import torch
 from .blocks.errors import GraphError, Problem
 from .components import MODULAR_INDEX, ComponentsManager, ComponentSpec, write_modular_index
 from .graph import Graph
+from .sharing import graph_for_pipeline, push_pipeline
 
 __all__ = ["Pipeline", "PipelineOutput", "PRESET_FOR_PIPELINE_CLASS", "GRAPH_FILE"]
 
@@ -107,16 +108,16 @@ class Pipeline:
         source = os.fspath(path_or_repo)
         manager = components or ComponentsManager(torch_dtype=torch_dtype, device=device, **manager_kwargs)
         index = manager.add_from_index(source, revision=revision)
-        graph = _graph_from(preset) if preset is not None else cls._graph_for_index(source, index)
+        graph = _graph_from(preset) if preset is not None else cls._graph_for_index(source, index, manager, revision)
         _apply_index_config(graph, manager.config)
         graph.validate(components=manager)
         return cls(graph, manager, source=source)
 
     @staticmethod
-    def _graph_for_index(source: str, index: Any) -> Graph:
-        local = Path(source).expanduser()
-        if local.is_dir() and (local / GRAPH_FILE).is_file():
-            return Graph.from_json(local / GRAPH_FILE)
+    def _graph_for_index(source: str, index: Any, manager: ComponentsManager, revision: str | None) -> Graph:
+        shared = graph_for_pipeline(source, manager, revision)  # graph.json of the folder / repo
+        if shared is not None:
+            return shared
         class_name = index.class_name
         family = PRESET_FOR_PIPELINE_CLASS.get(class_name or "")
         if family is None:
@@ -212,6 +213,12 @@ class Pipeline:
         tmp.write_text(self.graph.to_json() + "\n", encoding="utf-8")
         tmp.replace(out / GRAPH_FILE)
         return out
+
+    def push_to_hub(self, repo_id: str, *, weights: bool = False, **options: Any) -> str:
+        """Push ``graph.json`` + ``modular_model_index.json`` pinned to the commits the weights come
+        from (the weights too with ``weights=True``) and a model card, as ONE commit; options:
+        commit_message, private, token, branch. Returns the commit sha."""
+        return push_pipeline(self, repo_id, weights=weights, **options)
 
     def __repr__(self) -> str:
         return f"Pipeline(graph={self.graph.name!r}, source={self.source!r}, components={sorted(self.components)})"
