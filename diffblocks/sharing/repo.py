@@ -190,6 +190,7 @@ def save_graph(graph: Graph, save_directory: str | os.PathLike[str], *, code_roo
     out = Path(save_directory)
     files = graph_files(graph, os.fspath(save_directory), code_root=code_root)
     for rel, data in files.items():
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(out / rel, data)
     return out
 

@@ -232,17 +232,23 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, data, {"ETag": f'"{digest}"', "Content-Length": str(len(data))})
 
 
+    def _error(self, status: int, message: bytes, code: str, **extra: object) -> None:
+        """An error the way the Hub's API answers: JSON body, X-Error-Code header."""
+        body = json.dumps({"error": message.decode(), **extra}).encode()
+        self._send(status, body, {"Content-Type": "application/json"}, error_code=code)
+
     # -- uploads ------------------------------------------------------------------------------
     def _create_repo(self, payload: dict) -> None:
         hub = self.server.hub
         repo_id = f"{payload['organization']}/{payload['name']}" if payload.get("organization") else payload["name"]
         if repo_id in hub.repos:
-            self._send(409, b"You already created this model repo", error_code="RepoExists")
+            # The Hub's 409 still names the repo's url, which create_repo(exist_ok=True) returns.
+            self._error(409, b"You already created this model repo", "RepoExists", url=f"{hub.url}/{repo_id}")
             return
         private = payload.get("visibility") == "private" or bool(payload.get("private"))
         token = (self.headers.get("Authorization") or "").removeprefix("Bearer ") or None
         if private and token is None:
-            self._send(401, b"a private repo needs a token", error_code="Unauthorized")
+            self._error(401, b"a private repo needs a token", "Unauthorized")
             return
         hub.add_repo(repo_id, {".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"},
                      private_token=token if private else None)
@@ -251,13 +257,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _validate_yaml(self, payload: dict) -> None:
         content = str(payload.get("content", ""))
         if content.startswith("---") and "\n---" not in content[3:]:
-            self._send(400, b"the YAML front matter is not closed", error_code="BadRequest")
+            self._error(400, b"the YAML front matter is not closed", "BadRequest")
             return
         self._json({"errors": [], "warnings": []})
 
     def _branch(self, repo: FixtureRepo, branch: str, payload: dict) -> None:
         if branch in repo.branches:
-            self._send(409, b"branch already exists", error_code="BranchExists")
+            self._error(409, b"branch already exists", "BranchExists")
             return
         sha = self._rev(repo, payload.get("startingPoint") or "main")
         if sha is not None:
@@ -280,16 +286,16 @@ class _Handler(BaseHTTPRequestHandler):
         hub = self.server.hub
         if hub.fail_commits > 0:
             hub.fail_commits -= 1
-            self._send(500, b"internal error while committing", error_code="InternalError")
+            self._error(500, b"internal error while committing", "InternalError")
             return
         if revision not in repo.branches:
-            self._send(404, b"branch not found", error_code="RevisionNotFound")
+            self._error(404, b"branch not found", "RevisionNotFound")
             return
         lines = [json.loads(line) for line in body.splitlines() if line.strip()]
         header = lines[0]["value"] if lines and lines[0].get("key") == "header" else {}
         parent = header.get("parentCommit")
         if parent is not None and parent != repo.branches[revision]:
-            self._send(412, b"parent commit is not the head of the branch", error_code="PreconditionFailed")
+            self._error(412, b"parent commit is not the head of the branch", "PreconditionFailed")
             return
         files = dict(repo.commits[repo.branches[revision]])
         for item in lines[1:]:
@@ -302,7 +308,7 @@ class _Handler(BaseHTTPRequestHandler):
                 prefix = value["path"].rstrip("/") + "/"
                 files = {p: d for p, d in files.items() if not p.startswith(prefix)}
             else:  # lfsFile & co: this server only hands out "regular" uploads
-                self._send(400, f"unsupported commit operation {key!r}".encode(), error_code="BadRequest")
+                self._error(400, f"unsupported commit operation {key!r}".encode(), "BadRequest")
                 return
         sha = repo.commit(files, branch=revision)
         repo.messages[sha] = str(header.get("summary", ""))
