@@ -80,12 +80,16 @@ def custom_block_names(document: GraphDocument) -> list[str]:
     return found
 
 
-def check_code_paths(paths: Sequence[str], root: Path | None, listing: Sequence[str] | None = None) -> list[str]:
+def check_code_paths(
+    paths: Sequence[str], root: Path | None, listing: Sequence[str] | None = None, *, links_within: Path | None = None
+) -> list[str]:
     """The ``code`` paths, checked to stay inside the repo: relative, no ``..``, ``.py`` files
     that exist (in ``root``, or in the repo ``listing`` when the files are not downloaded yet).
-    One ``GraphError`` lists every bad path."""
+    A link must lead inside ``root`` (or ``links_within``: a Hub cache's snapshot files are links
+    to its blob folder). One ``GraphError`` lists every bad path."""
     problems: list[Problem] = []
     base = root.resolve() if root is not None else None
+    allowed = links_within.resolve() if links_within is not None else base
     for i, raw in enumerate(paths):
         where = f"code[{i}]"
         pure = PurePosixPath(raw)
@@ -102,7 +106,7 @@ def check_code_paths(paths: Sequence[str], root: Path | None, listing: Sequence[
             problems.append(Problem("bad_json", f"code file {raw!r} is not in the repo", json_path=where))
         elif base is not None:
             target = (base / raw).resolve()
-            if not target.is_relative_to(base):
+            if not (target.is_relative_to(base) or (allowed is not None and target.is_relative_to(allowed))):
                 problems.append(Problem("bad_json", f"code path {raw!r} leads outside the repo (a link?)", json_path=where))
             elif not target.is_file():
                 problems.append(Problem("bad_json", f"code file {raw!r} does not exist in {base}", json_path=where))
@@ -123,7 +127,9 @@ def refusal_message(document: GraphDocument, source: str) -> str:
     )
 
 
-def import_graph_code(document: GraphDocument, root: Path, *, trust_remote_code: bool, source: str) -> list[str]:
+def import_graph_code(
+    document: GraphDocument, root: Path, *, trust_remote_code: bool, source: str, links_within: Path | None = None
+) -> list[str]:
     """Import the ``code`` files of ``document`` from ``root`` (the repo folder at one commit).
 
     Without ``trust_remote_code`` this raises :class:`UntrustedCodeError` naming the blocks, the
@@ -131,7 +137,7 @@ def import_graph_code(document: GraphDocument, root: Path, *, trust_remote_code:
     """
     if not document.code:
         return []
-    check_code_paths(document.code, root)
+    check_code_paths(document.code, root, links_within=links_within)
     if not trust_remote_code:
         raise UntrustedCodeError(refusal_message(document, source))
     modules = []

@@ -52,6 +52,7 @@ class GraphOrigin:
     folder: Path
     repo: str | None = None
     commit: str | None = None
+    links_within: Path | None = None  # a Hub cache snapshot's files link into its blob folder
 
 
 _ORIGINS: "weakref.WeakKeyDictionary[Graph, GraphOrigin]" = weakref.WeakKeyDictionary()
@@ -68,6 +69,7 @@ def load_graph_file(
     trust_remote_code: bool = False,
     root: str | os.PathLike[str] | None = None,
     source: str | None = None,
+    links_within: Path | None = None,
 ) -> Graph:
     """Read a graph file whose ``code`` paths are relative to ``root`` (default: its folder).
 
@@ -81,7 +83,7 @@ def load_graph_file(
     text = read_text_bounded(path, LIMITS["max_file_bytes"], what="graph file")
     document = parse_document(text)
     if document is not None:
-        import_graph_code(document, folder, trust_remote_code=trust_remote_code, source=where)
+        import_graph_code(document, folder, trust_remote_code=trust_remote_code, source=where, links_within=links_within)
         missing = unknown_block_error(document, folder, where)
         if missing is not None:
             raise missing
@@ -137,8 +139,10 @@ def _hub_graph(repo: str, commit: str, *, trust_remote_code: bool, **hub: object
         if not trust_remote_code:
             raise UntrustedCodeError(refusal_message(document, source))
         folder = snapshot_download_pinned(repo, revision=commit, allow_patterns=[GRAPH_FILE, *document.code], **hub)  # type: ignore[arg-type]
-    graph = load_graph_file(folder / GRAPH_FILE, trust_remote_code=trust_remote_code, root=folder, source=source)
-    _ORIGINS[graph] = GraphOrigin(folder, repo, commit)
+    # The cache's snapshot files are links into the repo's blob folder: .../models--org--name/blobs.
+    graph = load_graph_file(folder / GRAPH_FILE, trust_remote_code=trust_remote_code, root=folder, source=source,
+                            links_within=folder.parent.parent)
+    _ORIGINS[graph] = GraphOrigin(folder, repo, commit, folder.parent.parent)
     return graph
 
 
@@ -155,12 +159,13 @@ def _code_files(graph: Graph, code_root: str | os.PathLike[str] | None) -> dict[
         return {}
     origin = graph_origin(graph)
     root = Path(code_root) if code_root is not None else (origin.folder if origin else None)
+    links = origin.links_within if origin is not None and code_root is None else None
     if root is None:
         raise GraphRepoError(
             f"graph {graph.name!r} names code files {graph.code} but was not loaded from a folder or repo; "
             "pass code_root= (the folder they are relative to)"
         )
-    check_code_paths(graph.code, root)
+    check_code_paths(graph.code, root, links_within=links)
     return {p: read_bytes_bounded(root / p, what="code file") for p in graph.code}
 
 
