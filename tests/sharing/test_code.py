@@ -164,3 +164,51 @@ def test_component_code_from_another_repo_needs_trust(hub, tmp_path):
     with pytest.raises(ComponentError):
         Pipeline.from_pretrained("org/graph-only", trust_remote_code=True)()  # trusted: imported, then fails to load
     assert marker.exists()
+
+
+def _cfg_copy_code(marker) -> str:
+    """Repo code registering a copy of the shipped CFG block as 'share_cfg' (and writing a marker)."""
+    return (
+        "import copy\nfrom pathlib import Path\n"
+        f"Path({str(marker)!r}).write_text('imported')\n"
+        "from diffblocks.registry import get_block, register_block\n"
+        "blk = copy.copy(get_block('apply_cfg'))\nblk.name = 'share_cfg'\nregister_block(blk)\n"
+    )
+
+
+def test_cli_run_and_replay_of_a_folder_with_code_need_the_flag_every_time(tiny_sd, tmp_path, monkeypatch):
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    from diffblocks.cli import main
+    from diffblocks.presets import load_preset
+    from diffblocks.registry import blocks as registry
+
+    marker = tmp_path / "marker"
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "blocks.py").write_text(_cfg_copy_code(marker))
+    doc = json.loads(load_preset("sd15").to_json())
+    doc["graph"]["nodes"]["denoise"]["loop"]["body"]["nodes"]["guidance"]["block"] = "share_cfg"
+    doc["code"] = ["blocks.py"]
+    (repo / "graph.json").write_text(json.dumps(doc))
+    out = tmp_path / "img.png"
+    argv = ["run", str(repo), "--model", str(tiny_sd), "--prompt", "a cat", "--steps", "2", "--out", str(out), "--quiet"]
+    with pytest.raises(SystemExit, match="share_cfg.*blocks.py.*--trust-remote-code"):
+        main(argv)
+    assert not marker.exists() and not out.exists()
+    assert main(argv + ["--trust-remote-code"]) == 0 and marker.exists()
+
+    # A fresh process: the block and its module are gone; the replay must import the code again.
+    marker.unlink()
+    monkeypatch.setattr(registry, "_BLOCKS", {k: v for k, v in registry._BLOCKS.items() if k != "share_cfg"})
+    for name in [m for m in sys.modules if m.startswith("diffblocks_remote_blocks_")]:
+        monkeypatch.delitem(sys.modules, name)
+    with pytest.raises(SystemExit, match="trust"):
+        main(["run", "--replay", str(out), "--quiet"])
+    assert not marker.exists()
+    assert main(["run", "--replay", str(out), "--quiet", "--trust-remote-code"]) == 0 and marker.exists()
+    with Image.open(out) as a, Image.open(tmp_path / "img-replay.png") as b:
+        assert np.array_equal(np.asarray(a), np.asarray(b))
