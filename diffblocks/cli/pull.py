@@ -40,7 +40,8 @@ def pull_repo(repo_id: str, out: str | Path, *, revision: str | None = None, tok
     snapshot = snapshot_download_pinned(repo_id, revision=commit, token=token)
     document = parse_document(read_text_bounded(snapshot / GRAPH_FILE, what="graph file"))
     if document is not None and document.code:
-        check_code_paths(document.code, snapshot)
+        # Snapshot files are links into the cache's blob folder, two levels up.
+        check_code_paths(document.code, snapshot, files, links_within=snapshot.parent.parent)
     with atomic_folder(out) as work:
         for path in sorted(snapshot.rglob("*")):
             if path.is_file():

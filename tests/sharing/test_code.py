@@ -212,3 +212,70 @@ def test_cli_run_and_replay_of_a_folder_with_code_need_the_flag_every_time(tiny_
     assert main(["run", "--replay", str(out), "--quiet", "--trust-remote-code"]) == 0 and marker.exists()
     with Image.open(out) as a, Image.open(tmp_path / "img-replay.png") as b:
         assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+INDEX = json.dumps({"_class_name": "ModularPipeline"}).encode()
+
+
+def _coded_repo(hub, marker, name="share_paths", factor=3.0):
+    return hub.add_repo("org/coded", {"graph.json": custom_graph_json(name, ["blocks.py"]).encode(),
+                                      "blocks.py": code_file(marker, name, factor).encode(),
+                                      "modular_model_index.json": INDEX})
+
+
+def _untrusted_paths(tmp_path):
+    from diffblocks import Pipeline
+    from diffblocks.cli import main
+
+    def cli_run():
+        main(["run", "org/coded", "--prompt", "x", "--out", str(tmp_path / "o.png"), "--quiet"])
+
+    return {
+        "Graph.from_pretrained(repo)": lambda: Graph.from_pretrained("org/coded"),
+        "Pipeline.from_pretrained(repo)": lambda: Pipeline.from_pretrained("org/coded"),
+        "diffblocks run REPO": cli_run,
+    }
+
+
+@pytest.mark.parametrize("path", ["Graph.from_pretrained(repo)", "Pipeline.from_pretrained(repo)", "diffblocks run REPO"])
+def test_no_path_imports_repo_code_without_trust(hub, tmp_path, path):
+    marker = tmp_path / "marker"
+    _coded_repo(hub, marker)
+    with pytest.raises((UntrustedCodeError, SystemExit), match=r"share_paths.*blocks\.py.*trust"):
+        _untrusted_paths(tmp_path)[path]()
+    assert not marker.exists() and "blocks.py" not in hub.downloaded()
+
+
+def test_pull_and_push_never_import_code(hub, tmp_path, capsys):
+    from diffblocks.cli import main
+
+    marker = tmp_path / "marker"
+    _coded_repo(hub, marker)
+    out = tmp_path / "pulled"
+    assert main(["pull", "org/coded", "--out", str(out)]) == 0
+    assert (out / "blocks.py").is_file() and not marker.exists()
+    assert "['blocks.py']" in capsys.readouterr().err
+    before = len(hub.requests)
+    assert main(["push", str(out), "org/again"]) == 1  # validating it would need the code: refused
+    assert "trust_remote_code=True" in capsys.readouterr().err
+    assert not marker.exists() and "org/again" not in hub.repos and len(hub.requests) == before
+    assert main(["push", str(out), "org/again", "--trust-remote-code"]) == 0 and marker.exists()
+    pushed = hub.repos["org/again"]
+    assert set(pushed.commits[pushed.branches["main"]]) >= {"graph.json", "blocks.py", "modular_model_index.json", "README.md"}
+
+
+def test_pipeline_code_is_pinned_to_the_index_commit(hub, tmp_path):
+    from diffblocks import Pipeline
+
+    first_marker, second_marker = tmp_path / "first", tmp_path / "second"
+    repo = _coded_repo(hub, first_marker, "share_pinned", 3.0)
+    first = repo.branches["main"]
+
+    def move(r):
+        if r.branches["main"] == first:
+            r.commit({**r.commits[first], "blocks.py": code_file(second_marker, "share_pinned", 100.0).encode()})
+
+    hub.after_info = move
+    pipe = Pipeline.from_pretrained("org/coded", trust_remote_code=True)
+    assert repo.branches["main"] != first
+    assert pipe(x=1.0).outputs["x"] == 6.0 and first_marker.exists() and not second_marker.exists()
