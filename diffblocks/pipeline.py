@@ -24,11 +24,10 @@ import torch
 from .blocks.errors import GraphError, Problem
 from .components import MODULAR_INDEX, ComponentsManager, ComponentSpec, write_modular_index
 from .graph import Graph
-from .sharing import graph_for_pipeline, push_pipeline
+from .sharing import GRAPH_FILE, graph_for_pipeline, push_pipeline
 
 __all__ = ["Pipeline", "PipelineOutput", "PRESET_FOR_PIPELINE_CLASS", "GRAPH_FILE"]
 
-GRAPH_FILE = "graph.json"
 
 #: diffusers' pipeline class (``_class_name`` in model_index.json) -> our preset family.
 PRESET_FOR_PIPELINE_CLASS: dict[str, str] = {

@@ -37,13 +37,14 @@ def _default(value: Any) -> str:
 
 
 def example_inputs(graph: Graph) -> dict[str, Any]:
-    """Values for the graph's required inputs that the card's snippet passes (a prompt for
-    ``prompt``, ``1.0`` for a float, ...); inputs of other types are left out."""
+    """Values for the graph's required inputs (and ``prompt``, always worth showing) that the
+    card's snippet passes: a sentence for a string, ``1.0`` for a float, ...; inputs of other
+    types are left out."""
     out: dict[str, Any] = {}
     for name, port in graph.inputs.items():
-        if not port.required:
+        if not port.required and name != "prompt":
             continue
-        value = _EXAMPLES.get(port.type_name)
+        value = _EXAMPLES["str"] if name == "prompt" else _EXAMPLES.get(port.type_name)
         if value is not None:
             out[name] = value
     return out

@@ -169,9 +169,12 @@ def _mentions(root: Path | None, name: str, skip: Sequence[str]) -> list[str]:
     return hits
 
 
-def unknown_block_error(document: GraphDocument, root: Path | None, source: str) -> GraphError | None:
-    """A ``GraphError`` for every block name still unregistered, saying where it might come from;
-    None when every name is registered."""
+def unknown_block_error(
+    document: GraphDocument, root: Path | None, source: str, other_files: Sequence[str] | None = None
+) -> GraphError | None:
+    """A ``GraphError`` for every block name still unregistered, saying where it might come from
+    (``other_files``: the repo's file list when only part of it was downloaded); None when every
+    name is registered."""
     problems: list[Problem] = []
     for path, name in graph_block_names(document.graph):
         predicate = path.endswith(":predicate")
@@ -180,8 +183,11 @@ def unknown_block_error(document: GraphDocument, root: Path | None, source: str)
         what = "Switch predicate" if predicate else "block"
         hints = []
         mentioned = _mentions(root, name, document.code)
+        unlisted = sorted(f for f in other_files or () if f.endswith(".py") and f not in document.code)
         if mentioned:
             hints.append(f"the repo file(s) {mentioned} mention it: add them to the graph's \"code\" list")
+        elif unlisted:
+            hints.append(f"the repo holds Python file(s) {unlisted[:10]} that the graph's \"code\" list does not name")
         if document.code:
             hints.append(f"none of the graph's code files {list(document.code)} registers it")
         hints.append("a plugin package registers blocks through the entry-point group 'diffblocks.blocks' "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,12 +70,13 @@ def load_graph_file(
     root: str | os.PathLike[str] | None = None,
     source: str | None = None,
     links_within: Path | None = None,
+    other_files: Sequence[str] | None = None,
 ) -> Graph:
     """Read a graph file whose ``code`` paths are relative to ``root`` (default: its folder).
 
     The code files are imported (only with ``trust_remote_code=True``) before the graph is
     built, so the blocks they register resolve; a block still unknown afterwards is reported
-    with where it might come from.
+    with where it might come from (``other_files``: the repo's file list, for hints).
     """
     path = Path(path)
     folder = Path(root) if root is not None else path.parent
@@ -84,10 +85,16 @@ def load_graph_file(
     document = parse_document(text)
     if document is not None:
         import_graph_code(document, folder, trust_remote_code=trust_remote_code, source=where, links_within=links_within)
-        missing = unknown_block_error(document, folder, where)
-        if missing is not None:
-            raise missing
-    graph = load_graph(path, trust_remote_code=trust_remote_code)
+    try:
+        graph = load_graph(path, trust_remote_code=trust_remote_code)
+    except GraphError as err:
+        hints = unknown_block_error(document, folder, where, other_files) if document is not None else None
+        if hints is None:
+            raise
+        # Every problem at once: the file's own, with each unknown block explained.
+        named = {p.message for p in err.problems if p.kind == "unknown_block" and "no block registered" in p.message}
+        kept = [p for p in err.problems if p.message not in named]
+        raise GraphError(hints.problems + kept, title=err.title) from None
     _ORIGINS[graph] = GraphOrigin(folder.resolve())
     return graph
 
@@ -141,7 +148,7 @@ def _hub_graph(repo: str, commit: str, *, trust_remote_code: bool, **hub: object
         folder = snapshot_download_pinned(repo, revision=commit, allow_patterns=[GRAPH_FILE, *document.code], **hub)  # type: ignore[arg-type]
     # The cache's snapshot files are links into the repo's blob folder: .../models--org--name/blobs.
     graph = load_graph_file(folder / GRAPH_FILE, trust_remote_code=trust_remote_code, root=folder, source=source,
-                            links_within=folder.parent.parent)
+                            links_within=folder.parent.parent, other_files=files)
     _ORIGINS[graph] = GraphOrigin(folder, repo, commit, folder.parent.parent)
     return graph
 

@@ -279,3 +279,16 @@ def test_pipeline_code_is_pinned_to_the_index_commit(hub, tmp_path):
     pipe = Pipeline.from_pretrained("org/coded", trust_remote_code=True)
     assert repo.branches["main"] != first
     assert pipe(x=1.0).outputs["x"] == 6.0 and first_marker.exists() and not second_marker.exists()
+
+
+def test_an_unknown_block_in_a_hub_repo_points_at_its_unlisted_python_files(hub, tmp_path):
+    marker = tmp_path / "marker"
+    doc = json.loads(custom_graph_json("share_nowhere", []))
+    doc["graph"]["outputs"]["y"] = "nope.y"  # a second, unrelated problem is reported too
+    hub.add_repo("org/forgot", {"graph.json": json.dumps(doc).encode(),
+                                "extra/blocks.py": code_file(marker, "share_nowhere").encode()})
+    with pytest.raises(GraphError) as err:
+        Graph.from_pretrained("org/forgot", trust_remote_code=True)
+    text = str(err.value)
+    assert "'share_nowhere'" in text and "['extra/blocks.py']" in text and "nope" in text
+    assert not marker.exists() and "extra/blocks.py" not in hub.downloaded()

@@ -97,3 +97,15 @@ def test_run_a_repo_then_replay_after_the_branch_moved(hub, preset_repo, tmp_pat
     assert np.array_equal(_pixels(tmp_path / "cat-replay.png"), _pixels(out))
     graph_gets = [p for m, p, _ in hub.requests if m == "GET" and p.endswith("/graph.json")]
     assert graph_gets and all(f"/resolve/{first}/" in p for p in graph_gets)
+
+
+def test_the_preset_card_snippet_runs(hub, preset_repo, capsys):
+    import re
+
+    _, _, sha = preset_repo
+    card = hub.repos["org/my-preset"].commits[sha]["README.md"].decode()
+    (snippet,) = re.findall(r"```python\n(.*?)```", card, flags=re.S)
+    assert "Pipeline.from_pretrained('org/my-preset')" in snippet and "prompt=" in snippet
+    # As written except for the step count (the preset's default of 50 would take seconds here).
+    exec(compile(snippet.replace("seed=0", "seed=0, num_inference_steps=2"), "README.md", "exec"), {})
+    assert "images" in capsys.readouterr().out
