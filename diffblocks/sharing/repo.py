@@ -18,7 +18,7 @@ from ..blocks.errors import GraphError
 from ..fileio import atomic_write_bytes, read_bytes_bounded, read_text_bounded
 from ..graph import Graph
 from ..graph.jsonio import LIMITS, load_graph
-from ..hub import list_repo_files_pinned, resolve_commit, snapshot_download_pinned, upload_files
+from ..hub import HubError, list_repo_files_pinned, resolve_commit, snapshot_download_pinned, upload_files
 from ..registry.trust import UntrustedCodeError
 from .card import model_card
 from .code import check_code_paths, import_graph_code, parse_document, refusal_message, unknown_block_error
@@ -86,7 +86,7 @@ def load_graph_file(
     if document is not None:
         import_graph_code(document, folder, trust_remote_code=trust_remote_code, source=where, links_within=links_within)
     try:
-        graph = load_graph(path, trust_remote_code=trust_remote_code)
+        graph = load_graph(path)  # the code is imported; import paths in block names stay refused
     except GraphError as err:
         hints = unknown_block_error(document, folder, where, other_files) if document is not None else None
         if hints is None:
@@ -156,9 +156,12 @@ def _hub_graph(repo: str, commit: str, *, trust_remote_code: bool, **hub: object
 def repo_graph(repo: str, commit: str, *, trust_remote_code: bool, **hub: object) -> Graph | None:
     """The graph of Hub ``repo`` at ``commit``, or None when the repo holds no ``graph.json``."""
     files = list_repo_files_pinned(repo, commit, **hub)  # type: ignore[arg-type]
-    if files is not None and GRAPH_FILE not in files:
+    if files is not None:
+        return _hub_graph(repo, commit, trust_remote_code=trust_remote_code, **hub) if GRAPH_FILE in files else None
+    try:  # offline and never listed: a graph.json in the cache is the answer
+        return _hub_graph(repo, commit, trust_remote_code=trust_remote_code, **hub)
+    except HubError:
         return None
-    return _hub_graph(repo, commit, trust_remote_code=trust_remote_code, **hub)
 
 
 def _code_files(graph: Graph, code_root: str | os.PathLike[str] | None) -> dict[str, bytes]:
