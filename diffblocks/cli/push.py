@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from ..components import MODULAR_INDEX
+from ..components.index import IndexFileError, read_modular_index
 from ..fileio import FileReadError, read_bytes_bounded
 from ..hub import HubError
 from ..registry.trust import UntrustedCodeError
-from ..sharing import GRAPH_FILE, GraphRepoError, load_graph_file, push_graph
+from ..sharing import CARD_FILE, GRAPH_FILE, GraphRepoError, load_graph_file, model_card, push_graph
 
 __all__ = ["register", "cmd_push"]
 
@@ -39,12 +40,15 @@ def cmd_push(args: argparse.Namespace) -> int:
     path = target / GRAPH_FILE if target.is_dir() else target
     try:
         graph = load_graph_file(path, trust_remote_code=args.trust_remote_code)
-        extra = {}
-        if (path.parent / MODULAR_INDEX).is_file():
-            extra[MODULAR_INDEX] = read_bytes_bounded(path.parent / MODULAR_INDEX, what="index file")
+        extra: dict[str, bytes] = {}
+        index = path.parent / MODULAR_INDEX
+        if index.is_file():
+            extra[MODULAR_INDEX] = read_bytes_bounded(index, what="index file")
+            specs = read_modular_index(index, source=args.repo_id).specs
+            extra[CARD_FILE] = model_card(graph, args.repo_id, specs=specs, pipeline=True).encode()
         sha = push_graph(graph, args.repo_id, commit_message=args.message, private=args.private or None,
                          token=args.token, branch=args.branch, extra_files=extra)
-    except (GraphRepoError, HubError, UntrustedCodeError, FileReadError) as err:
+    except (GraphRepoError, HubError, UntrustedCodeError, FileReadError, IndexFileError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(f"pushed {path} to {args.repo_id} (branch {args.branch or 'main'}) at commit {sha}")

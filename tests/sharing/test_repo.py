@@ -109,3 +109,15 @@ def test_cli_push_and_pull(hub, tmp_path, capsys):
     assert f"commit {sha}" in capsys.readouterr().out
     assert Graph.from_pretrained(out)(x=1.0) == 4.0
     assert "## Inputs" in (out / "README.md").read_text()
+
+
+def test_a_pulled_graph_loads_offline_from_the_cache(hub, monkeypatch):
+    from huggingface_hub import constants
+
+    sha = numeric(2.0).push_to_hub("org/numeric")
+    assert Graph.from_pretrained("org/numeric")(x=1.0) == 4.0
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    served = len(hub.requests)
+    offline = Graph.from_pretrained("org/numeric")
+    assert offline(x=1.0) == 4.0 and graph_origin(offline).commit == sha and len(hub.requests) == served
