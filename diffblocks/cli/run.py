@@ -150,9 +150,6 @@ def read_png_metadata(path: str | Path) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..graph import Graph
-    from ..pipeline import _graph_from
-
     if args.replay:
         meta = read_png_metadata(args.replay)
         if meta["version"] != __version__:

@@ -13,6 +13,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..blocks.errors import GraphError
 from ..fileio import atomic_write_bytes, read_bytes_bounded, read_text_bounded
@@ -105,7 +106,7 @@ def graph_from_pretrained(
     revision: str | None = None,
     trust_remote_code: bool = False,
     token: str | bool | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
+    cache_dir: str | Path | None = None,
     local_files_only: bool = False,
 ) -> Graph:
     """Load the graph of a local folder (or graph file) or of a Hub repo at one commit.
@@ -124,28 +125,29 @@ def graph_from_pretrained(
                                  "save one with graph.save_pretrained(folder)")
         return load_graph_file(local / GRAPH_FILE, trust_remote_code=trust_remote_code)
     repo = os.fspath(repo_id_or_dir)
-    hub = {"cache_dir": cache_dir, "local_files_only": local_files_only, "token": token}
-    commit = resolve_commit(repo, revision=revision, **hub)
-    return _hub_graph(repo, commit, trust_remote_code=trust_remote_code, **hub)
+    commit = resolve_commit(repo, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
+    return _hub_graph(repo, commit, trust_remote_code=trust_remote_code, cache_dir=cache_dir,
+                      local_files_only=local_files_only, token=token)
 
 
-def _hub_graph(repo: str, commit: str, *, trust_remote_code: bool, **hub: object) -> Graph:
+def _hub_graph(repo: str, commit: str, *, trust_remote_code: bool, **hub: Any) -> Graph:
+    """``hub``: cache_dir, local_files_only, token (as for :func:`diffblocks.hub.resolve_commit`)."""
     source = f"repo '{repo}' at commit {commit}"
-    files = list_repo_files_pinned(repo, commit, **hub)  # type: ignore[arg-type]
+    files = list_repo_files_pinned(repo, commit, **hub)
     if files is not None and GRAPH_FILE not in files:
         shown = sorted(files)[:20]
         raise GraphRepoError(
             f"{source} holds no {GRAPH_FILE}, so it is not a diffblocks graph repo (its files: {shown}). "
             "For a model repo, use Pipeline.from_pretrained(repo), which picks a preset from its index."
         )
-    folder = snapshot_download_pinned(repo, revision=commit, allow_patterns=[GRAPH_FILE], **hub)  # type: ignore[arg-type]
+    folder = snapshot_download_pinned(repo, revision=commit, allow_patterns=[GRAPH_FILE], **hub)
     document = parse_document(read_text_bounded(folder / GRAPH_FILE, LIMITS["max_file_bytes"], what="graph file"))
     if document is not None and document.code:
         # Checked against the listing and refused *before* any code file is downloaded.
         check_code_paths(document.code, None, listing=files)
         if not trust_remote_code:
             raise UntrustedCodeError(refusal_message(document, source))
-        folder = snapshot_download_pinned(repo, revision=commit, allow_patterns=[GRAPH_FILE, *document.code], **hub)  # type: ignore[arg-type]
+        folder = snapshot_download_pinned(repo, revision=commit, allow_patterns=[GRAPH_FILE, *document.code], **hub)
     # The cache's snapshot files are links into the repo's blob folder: .../models--org--name/blobs.
     graph = load_graph_file(folder / GRAPH_FILE, trust_remote_code=trust_remote_code, root=folder, source=source,
                             links_within=folder.parent.parent, other_files=files)
@@ -153,9 +155,9 @@ def _hub_graph(repo: str, commit: str, *, trust_remote_code: bool, **hub: object
     return graph
 
 
-def repo_graph(repo: str, commit: str, *, trust_remote_code: bool, **hub: object) -> Graph | None:
+def repo_graph(repo: str, commit: str, *, trust_remote_code: bool, **hub: Any) -> Graph | None:
     """The graph of Hub ``repo`` at ``commit``, or None when the repo holds no ``graph.json``."""
-    files = list_repo_files_pinned(repo, commit, **hub)  # type: ignore[arg-type]
+    files = list_repo_files_pinned(repo, commit, **hub)
     if files is not None:
         return _hub_graph(repo, commit, trust_remote_code=trust_remote_code, **hub) if GRAPH_FILE in files else None
     try:  # offline and never listed: a graph.json in the cache is the answer
