@@ -204,6 +204,10 @@ def upload_files(
     from huggingface_hub import CommitOperationAdd
     from huggingface_hub.errors import HfHubHTTPError
 
+    try:  # the HTTP client huggingface_hub 2.x uses: a dropped connection raises its errors
+        from httpx2 import HTTPError as TransportError
+    except ImportError:  # pragma: no cover - older huggingface_hub
+        TransportError = OSError  # type: ignore[assignment,misc]
     if not files:
         raise ValueError(f"nothing to upload to '{repo_id}'")
     if is_offline():
@@ -225,5 +229,11 @@ def upload_files(
     except HfHubHTTPError as err:
         raise HubError(
             f"push to '{repo_id}' (branch '{target}') failed at '{step}'; nothing was committed: {err}"
+        ) from err
+    except (TransportError, OSError) as err:
+        # No answer: the Hub applied the commit whole or not at all, but we cannot tell which.
+        raise HubError(
+            f"push to '{repo_id}' (branch '{target}') lost the connection at '{step}' ({err}); the Hub applies "
+            "a commit whole or not at all, so no half-made commit exists: look at the branch before pushing again"
         ) from err
     return str(info.oid)

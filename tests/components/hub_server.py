@@ -20,8 +20,8 @@ And for uploads (``create_repo``, ``create_branch``, ``create_commit`` / ``uploa
 * ``POST /api/models/{repo}/preupload/{rev}``: every file is uploaded "regular" (inline,
   base64), so no LFS or Xet negotiation happens; ``oid`` lets the client skip unchanged files;
 * ``POST /api/models/{repo}/commit/{rev}``: the ndjson commit, applied all at once or not at
-  all; ``HubServer.fail_commits`` makes the next N commit calls fail with a 500 (a network
-  error mid-push).
+  all; ``HubServer.fail_commits`` makes the next N commit calls fail with a 500, or with the
+  connection dropped unanswered when ``fail_mode = "drop"`` (a network error mid-push).
 
 It never sends Xet headers, so the client takes the plain HTTP path. Repos are held in
 memory as a list of commits; ``FixtureRepo.commit`` moves a branch, which is how the
@@ -34,6 +34,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -286,6 +287,10 @@ class _Handler(BaseHTTPRequestHandler):
         hub = self.server.hub
         if hub.fail_commits > 0:
             hub.fail_commits -= 1
+            if hub.fail_mode == "drop":  # the connection breaks: no answer at all
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
             self._error(500, b"internal error while committing", "InternalError")
             return
         if revision not in repo.branches:
@@ -352,7 +357,8 @@ class HubServer:
         # Called (under the lock) after each model-info answer: lets a test move a branch
         # between the revision look-up and the file downloads.
         self.after_info: Callable[[FixtureRepo], None] | None = None
-        self.fail_commits = 0  # the next N commit calls answer 500 and change nothing
+        self.fail_commits = 0  # the next N commit calls fail and change nothing:
+        self.fail_mode = "500"  # ... with a 500 answer, or "drop": the connection closes unanswered
         self.lock = threading.RLock()
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.hub = self

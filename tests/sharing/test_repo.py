@@ -60,12 +60,13 @@ def test_an_invalid_graph_is_refused_before_any_upload(hub, tmp_path):
     assert hub.repos == {} and hub.requests == []
 
 
-def test_a_failed_commit_leaves_no_half_made_commit(hub):
+@pytest.mark.parametrize("mode", ["500", "drop"])
+def test_a_failed_commit_leaves_no_half_made_commit(hub, mode):
     first = numeric(2.0).push_to_hub("org/numeric")
     repo = hub.repos["org/numeric"]
     before = dict(repo.commits)
-    hub.fail_commits = 1
-    with pytest.raises(HubError, match="nothing was committed"):
+    hub.fail_commits, hub.fail_mode = 1, mode
+    with pytest.raises(HubError, match="nothing was committed|no half-made commit"):
         numeric(9.0).push_to_hub("org/numeric")
     assert repo.branches["main"] == first and repo.commits == before
     assert Graph.from_pretrained("org/numeric")(x=1.0) == 4.0
