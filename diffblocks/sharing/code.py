@@ -10,8 +10,9 @@ so :func:`import_graph_code` refuses, *before any file is read*, unless the call
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from ..blocks.errors import GraphError, Problem
 from ..graph.jsonio import BlockNode, GraphDocument, GraphNode, GraphSpec, LoopNode, SwitchNode
@@ -140,15 +141,50 @@ def import_graph_code(
     check_code_paths(document.code, root, links_within=links_within)
     if not trust_remote_code:
         raise UntrustedCodeError(refusal_message(document, source))
+    # Blocks a repo file registered earlier (another commit of this repo, say) give way to this
+    # commit's files; they come back if this import fails.
+    stale = _unregister_remote(custom_block_names(document))
     modules = []
-    for raw in document.code:
-        try:
-            module = load_module_from_file(root / raw, trust_remote_code=True, refusal=refusal_message(document, source))
-        except ValueError as err:  # register_block refusing a name another file already took
-            raise GraphError([Problem("unknown_block", f"code file {raw!r} of {source}: {err}",
-                                      json_path="code")], title="cannot register the repo's blocks") from None
-        modules.append(module.__name__)
+    try:
+        for raw in document.code:
+            try:
+                module = load_module_from_file(root / raw, trust_remote_code=True, refusal=refusal_message(document, source))
+            except ValueError as err:  # register_block refusing a name a shipped block already took
+                raise GraphError([Problem("unknown_block", f"code file {raw!r} of {source}: {err}",
+                                          json_path="code")], title="cannot register the repo's blocks") from None
+            _reregister(module, stale)
+            modules.append(module.__name__)
+    except BaseException:
+        _restore(stale)
+        raise
     return modules
+
+
+def _unregister_remote(names: Sequence[str]) -> dict[str, Any]:
+    """Unregister the blocks among ``names`` that repo files registered; returns them by name."""
+    from ..registry.blocks import _BLOCKS, unregister_block
+
+    taken = {n: _BLOCKS[n] for n in names if n in _BLOCKS and (_is_registered(n, False)[1] or "").startswith(REMOTE_MODULE_PREFIX)}
+    for name in taken:
+        unregister_block(name)
+    return taken
+
+
+def _reregister(module: Any, names: Mapping[str, Any]) -> None:
+    """A module imported before (same bytes) is not run again: register its blocks from its globals."""
+    from ..blocks.base import Block
+    from ..registry.blocks import _BLOCKS, register_block
+
+    for value in vars(module).values():
+        if isinstance(value, Block) and value.name in names and value.name not in _BLOCKS:
+            register_block(value)
+
+
+def _restore(blocks: Mapping[str, Any]) -> None:
+    from ..registry.blocks import _BLOCKS
+
+    for name, blk in blocks.items():
+        _BLOCKS[name] = blk
 
 
 def _mentions(root: Path | None, name: str, skip: Sequence[str]) -> list[str]:

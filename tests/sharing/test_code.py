@@ -292,3 +292,15 @@ def test_an_unknown_block_in_a_hub_repo_points_at_its_unlisted_python_files(hub,
     text = str(err.value)
     assert "'share_nowhere'" in text and "['extra/blocks.py']" in text and "nope" in text
     assert not marker.exists() and "extra/blocks.py" not in hub.downloaded()
+
+
+def test_two_commits_of_one_repo_in_one_process_each_get_their_own_code(hub, tmp_path):
+    marker = tmp_path / "marker"
+    repo = hub.add_repo("org/evolving", {"graph.json": custom_graph_json("share_evolving", ["blocks.py"]).encode(),
+                                         "blocks.py": code_file(marker, "share_evolving", 3.0).encode()})
+    first = repo.branches["main"]
+    second = repo.commit({**repo.commits[first], "blocks.py": code_file(marker, "share_evolving", 5.0).encode()})
+    v1 = Graph.from_pretrained("org/evolving", revision=first, trust_remote_code=True)
+    v2 = Graph.from_pretrained("org/evolving", revision=second, trust_remote_code=True)
+    again = Graph.from_pretrained("org/evolving", revision=first, trust_remote_code=True)  # module cached: not rerun
+    assert (v1(x=1.0), v2(x=1.0), again(x=1.0), v1(x=1.0)) == (6.0, 10.0, 6.0, 6.0)
