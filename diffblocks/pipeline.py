@@ -100,8 +100,9 @@ class Pipeline:
         """Build a pipeline for a model folder or Hub repo.
 
         The graph is ``preset`` when given (a preset name such as ``"sd15"`` or
-        ``"sd15-img2img"``, a graph JSON file, or a Graph); else the ``graph.json`` saved beside a
-        ``modular_model_index.json``; else the preset for the index's pipeline class. The graph is
+        ``"sd15-img2img"``, a graph JSON file, or a Graph); else the ``graph.json`` of the folder or
+        Hub repo (at the commit its index was read from; a graph repo's ``code`` files are imported
+        only with ``trust_remote_code=True``); else the preset for the index's pipeline class. The graph is
         validated against the declared components before anything is loaded.
         """
         source = os.fspath(path_or_repo)

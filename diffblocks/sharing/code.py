@@ -57,15 +57,20 @@ def graph_block_names(spec: GraphSpec, prefix: str = "") -> Iterator[tuple[str, 
                     stack.append((body, f"{path}/{branch}/"))
 
 
+def _implementation_module(obj: Any) -> str:
+    """The module defining a registered block or predicate (a function block: its function's)."""
+    fn = getattr(obj, "fn", None)
+    return str(getattr(fn if fn is not None else type(obj), "__module__", "") or "")
+
+
 def _is_registered(name: str, predicate: bool) -> tuple[bool, str | None]:
     """(registered?, module that registered it)."""
-    from ..registry.blocks import _origin, get_block, get_predicate
+    from ..registry.blocks import get_block, get_predicate
 
     try:
         if predicate:
-            fn = get_predicate(name)
-            return True, getattr(fn, "__module__", None)
-        return True, _origin(get_block(name))[0]
+            return True, str(getattr(get_predicate(name), "__module__", ""))
+        return True, _implementation_module(get_block(name))
     except GraphError:
         return False, None
 
@@ -162,29 +167,32 @@ def import_graph_code(
 
 def _unregister_remote(names: Sequence[str]) -> dict[str, Any]:
     """Unregister the blocks among ``names`` that repo files registered; returns them by name."""
-    from ..registry.blocks import _BLOCKS, unregister_block
+    from ..registry.blocks import get_block, unregister_block
 
-    taken = {n: _BLOCKS[n] for n in names if n in _BLOCKS and (_is_registered(n, False)[1] or "").startswith(REMOTE_MODULE_PREFIX)}
-    for name in taken:
-        unregister_block(name)
+    taken = {}
+    for name in names:
+        known, module = _is_registered(name, False)
+        if known and (module or "").startswith(REMOTE_MODULE_PREFIX):
+            taken[name] = get_block(name)
+            unregister_block(name)
     return taken
 
 
 def _reregister(module: Any, names: Mapping[str, Any]) -> None:
     """A module imported before (same bytes) is not run again: register its blocks from its globals."""
     from ..blocks.base import Block
-    from ..registry.blocks import _BLOCKS, register_block
+    from ..registry.blocks import register_block
 
     for value in vars(module).values():
-        if isinstance(value, Block) and value.name in names and value.name not in _BLOCKS:
+        if isinstance(value, Block) and value.name in names and not _is_registered(value.name, False)[0]:
             register_block(value)
 
 
 def _restore(blocks: Mapping[str, Any]) -> None:
-    from ..registry.blocks import _BLOCKS
+    from ..registry.blocks import register_block
 
     for name, blk in blocks.items():
-        _BLOCKS[name] = blk
+        register_block(blk, name=name, replace=True)
 
 
 def _mentions(root: Path | None, name: str, skip: Sequence[str]) -> list[str]:

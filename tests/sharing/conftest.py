@@ -3,8 +3,10 @@ registry per test (repo code registers blocks), and small graph repos with custo
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,14 +14,23 @@ from tests.components.conftest import _isolate, hub, reference_fallbacks, tiny_r
 from tests.sharing import numeric  # noqa: F401  (registers the share_* numeric blocks)
 
 
+def _registry_store() -> Any:
+    """The module holding the name -> block dicts (``diffblocks.blocks.registry`` once the
+    registry is split into machinery and discovery; ``diffblocks.registry.blocks`` before)."""
+    from diffblocks.registry import blocks
+
+    return blocks if hasattr(blocks, "_BLOCKS") else importlib.import_module("diffblocks.blocks.registry")
+
+
 @pytest.fixture(autouse=True)
 def _fresh_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Blocks registered by a repo's code disappear after the test."""
-    from diffblocks.registry import blocks as registry
+    from diffblocks.registry import blocks
 
-    registry.list_blocks()  # discover built-ins once, outside the snapshot
-    monkeypatch.setattr(registry, "_BLOCKS", dict(registry._BLOCKS))
-    monkeypatch.setattr(registry, "_PREDICATES", dict(registry._PREDICATES))
+    blocks.list_blocks()  # discover built-ins once, outside the snapshot
+    store = _registry_store()
+    monkeypatch.setattr(store, "_BLOCKS", dict(store._BLOCKS))
+    monkeypatch.setattr(store, "_PREDICATES", dict(store._PREDICATES))
     yield
 
 

@@ -203,7 +203,7 @@ def test_cli_run_and_replay_of_a_folder_with_code_need_the_flag_every_time(tiny_
 
     # A fresh process: the block and its module are gone; the replay must import the code again.
     marker.unlink()
-    monkeypatch.setattr(registry, "_BLOCKS", {k: v for k, v in registry._BLOCKS.items() if k != "share_cfg"})
+    registry.unregister_block("share_cfg")
     for name in [m for m in sys.modules if m.startswith("diffblocks_remote_blocks_")]:
         monkeypatch.delitem(sys.modules, name)
     with pytest.raises(SystemExit, match="trust"):
