@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "list_repo_files_pinned",
     "resolve_commit",
     "snapshot_download_pinned",
+    "upload_files",
 ]
 
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
@@ -183,3 +184,56 @@ def snapshot_download_pinned(
     except HfHubHTTPError as err:
         raise HubError(f"download of {_describe(repo_id, revision)} (commit {commit}) failed: {err}") from err
     return Path(path)
+
+
+def upload_files(
+    repo_id: str,
+    files: Mapping[str, bytes | str | Path],
+    *,
+    commit_message: str,
+    private: bool | None = None,
+    token: str | bool | None = None,
+    branch: str | None = None,
+) -> str:
+    """Upload ``files`` ({path in repo: bytes or local file}) to ``repo_id`` as ONE commit.
+
+    The repo is created when missing (``private`` applies then), and ``branch`` too (from
+    ``main``). The Hub applies a commit whole or not at all, so a failure leaves the branch
+    where it was. Returns the new commit sha.
+    """
+    from huggingface_hub import CommitOperationAdd
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:  # the HTTP client huggingface_hub 2.x uses: a dropped connection raises its errors
+        from httpx2 import HTTPError as TransportError
+    except ImportError:  # pragma: no cover - older huggingface_hub
+        TransportError = OSError  # type: ignore[assignment,misc]
+    if not files:
+        raise ValueError(f"nothing to upload to '{repo_id}'")
+    if is_offline():
+        raise HubError(f"cannot push to '{repo_id}': offline mode is on (HF_HUB_OFFLINE); nothing was uploaded")
+    target = branch or "main"
+    api = _api(token)
+    step = "create the repo"
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True, token=token)
+        if target != "main":
+            step = f"create the branch '{target}'"
+            api.create_branch(repo_id, branch=target, exist_ok=True, token=token)
+        step = "commit"
+        operations = [
+            CommitOperationAdd(path_in_repo=path, path_or_fileobj=data if isinstance(data, bytes) else str(data))
+            for path, data in sorted(files.items())
+        ]
+        info = api.create_commit(repo_id, operations, commit_message=commit_message, revision=target, token=token)
+    except HfHubHTTPError as err:
+        raise HubError(
+            f"push to '{repo_id}' (branch '{target}') failed at '{step}'; nothing was committed: {err}"
+        ) from err
+    except (TransportError, OSError) as err:
+        # No answer: the Hub applied the commit whole or not at all, but we cannot tell which.
+        raise HubError(
+            f"push to '{repo_id}' (branch '{target}') lost the connection at '{step}' ({err}); the Hub applies "
+            "a commit whole or not at all, so no half-made commit exists: look at the branch before pushing again"
+        ) from err
+    return str(info.oid)

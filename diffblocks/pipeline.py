@@ -25,10 +25,10 @@ from .blocks.errors import GraphError, Problem
 from .components import MODULAR_INDEX, ComponentsManager, ComponentSpec, write_modular_index
 from .graph import Graph
 from .presets import families, load_preset, preset_for_pipeline_class
+from .sharing import GRAPH_FILE, graph_for_pipeline, push_pipeline
 
 __all__ = ["Pipeline", "PipelineOutput", "GRAPH_FILE"]
 
-GRAPH_FILE = "graph.json"
 
 #: Arguments the pipeline itself takes on top of the graph's inputs.
 CALL_OPTIONS = ("seed", "callback", "progress")
@@ -89,23 +89,24 @@ class Pipeline:
         """Build a pipeline for a model folder or Hub repo.
 
         The graph is ``preset`` when given (a preset name such as ``"sd15"`` or
-        ``"sd15-img2img"``, a graph JSON file, or a Graph); else the ``graph.json`` saved beside a
-        ``modular_model_index.json``; else the preset for the index's pipeline class. The graph is
+        ``"sd15-img2img"``, a graph JSON file, or a Graph); else the ``graph.json`` of the folder or
+        Hub repo (at the commit its index was read from; a graph repo's ``code`` files are imported
+        only with ``trust_remote_code=True``); else the preset for the index's pipeline class. The graph is
         validated against the declared components before anything is loaded.
         """
         source = os.fspath(path_or_repo)
         manager = components or ComponentsManager(torch_dtype=torch_dtype, device=device, **manager_kwargs)
         index = manager.add_from_index(source, revision=revision)
-        graph = _graph_from(preset) if preset is not None else cls._graph_for_index(source, index)
+        graph = _graph_from(preset) if preset is not None else cls._graph_for_index(source, index, manager, revision)
         _apply_index_config(graph, manager.config)
         graph.validate(components=manager)
         return cls(graph, manager, source=source)
 
     @staticmethod
-    def _graph_for_index(source: str, index: Any) -> Graph:
-        local = Path(source).expanduser()
-        if local.is_dir() and (local / GRAPH_FILE).is_file():
-            return Graph.from_json(local / GRAPH_FILE)
+    def _graph_for_index(source: str, index: Any, manager: ComponentsManager, revision: str | None) -> Graph:
+        shared = graph_for_pipeline(source, manager, revision)  # graph.json of the folder / repo
+        if shared is not None:
+            return shared
         class_name = index.class_name
         preset = preset_for_pipeline_class(class_name or "")
         if preset is None:
@@ -215,6 +216,12 @@ class Pipeline:
         tmp.write_text(self.graph.to_json() + "\n", encoding="utf-8")
         tmp.replace(out / GRAPH_FILE)
         return out
+
+    def push_to_hub(self, repo_id: str, *, weights: bool = False, **options: Any) -> str:
+        """Push ``graph.json`` + ``modular_model_index.json`` pinned to the commits the weights come
+        from (the weights too with ``weights=True``) and a model card, as ONE commit; options:
+        commit_message, private, token, branch. Returns the commit sha."""
+        return push_pipeline(self, repo_id, weights=weights, **options)
 
     def __repr__(self) -> str:
         return f"Pipeline(graph={self.graph.name!r}, source={self.source!r}, components={sorted(self.components)})"

@@ -17,7 +17,13 @@ from ..blocks.errors import GraphError
 __all__ = ["main", "build_parser", "SUBCOMMAND_MODULES"]
 
 #: Modules that contribute sub-commands; a missing one is skipped.
-SUBCOMMAND_MODULES = ("diffblocks.cli.inspect", "diffblocks.cli.run", "diffblocks.cli.batch")
+SUBCOMMAND_MODULES = (
+    "diffblocks.cli.inspect",
+    "diffblocks.cli.run",
+    "diffblocks.cli.push",
+    "diffblocks.cli.pull",
+    "diffblocks.cli.batch",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from .run_hub import add_hub_arguments, graph_for_run, replay_graph
 
 __all__ = ["register", "DEFAULT_MODEL", "default_model_path", "read_png_metadata", "png_metadata_keys"]
 
@@ -34,8 +35,8 @@ def default_model_path() -> Path:
 
 def register(sub: Any) -> None:
     p = sub.add_parser("run", help="generate an image from a preset or graph file")
-    p.add_argument("graph", nargs="?", default=None, metavar="PRESET|GRAPH.json",
-                   help="preset name (sd15, sd15-img2img, sdxl, ...) or graph file; default: from the model's index")
+    p.add_argument("graph", nargs="?", default=None, metavar="PRESET|GRAPH.json|REPO_ID|DIR",
+                   help="preset name (sd15, sd15-img2img, sdxl, ...), graph file, or graph repo / folder; default: from the model's index")
     p.add_argument("--model", default=None, help="model folder or Hub repo id (default: the shipped tiny-shapes model)")
     p.add_argument("--prompt", default=None)
     p.add_argument("--negative-prompt", default=None)
@@ -54,6 +55,7 @@ def register(sub: Any) -> None:
                    "with --replay, IMAGE-replay.png")
     p.add_argument("--replay", default=None, metavar="IMAGE.png", help="re-run the graph and inputs stored in a PNG")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_hub_arguments(p)
     p.set_defaults(func=cmd_run)
 
 
@@ -96,14 +98,14 @@ def _load_image(path: str | None) -> Any:
         raise SystemExit(f"error: cannot read image {path}: {err}") from None
 
 
-def generate(settings: dict[str, Any], graph: Any = None, *, progress: bool = True) -> tuple[list[Any], Any]:
+def generate(settings: dict[str, Any], graph: Any = None, *, progress: bool = True, **load: Any) -> tuple[list[Any], Any]:
     """Run one generation from ``settings`` (see `_settings`); returns (PIL images, pipeline)."""
     import torch
 
     from ..pipeline import Pipeline
 
     dtype = getattr(torch, _DTYPES[settings.get("dtype") or "float32"])
-    pipe = Pipeline.from_pretrained(_model_path(settings["model"]), preset=graph, torch_dtype=dtype)
+    pipe = Pipeline.from_pretrained(_model_path(settings["model"]), preset=graph, torch_dtype=dtype, revision=settings.get("revision"), **load)
     if settings.get("scheduler"):
         pipe.set_scheduler(settings["scheduler"])
     call = {k: settings[k] for k in ("prompt", "negative_prompt", "num_inference_steps", "guidance_scale",
@@ -148,14 +150,11 @@ def read_png_metadata(path: str | Path) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..graph import Graph
-    from ..pipeline import _graph_from
-
     if args.replay:
         meta = read_png_metadata(args.replay)
         if meta["version"] != __version__:
             print(f"note: {args.replay} was made by diffblocks {meta['version']}, this is {__version__}", file=sys.stderr)
-        settings, graph = meta["inputs"], Graph.from_json(meta["graph"])
+        settings, graph = meta["inputs"], replay_graph(meta, args)
         replay = Path(args.replay)
         out = Path(args.out) if args.out else replay.with_name(replay.stem + "-replay.png")
     else:
@@ -163,9 +162,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             print("error: --prompt is required (or --replay IMAGE.png)", file=sys.stderr)
             return 2
         settings = _settings(args)
-        graph = _graph_from(args.graph) if args.graph else None
+        graph = graph_for_run(args, settings)
         out = Path(args.out or "out.png")
-    images, pipe = generate(settings, graph, progress=not args.quiet)
+    images, pipe = generate(settings, graph, progress=not args.quiet, trust_remote_code=args.trust_remote_code)
     for path in _save(images, out, pipe.graph.to_json(), settings):
         print(path)
     return 0

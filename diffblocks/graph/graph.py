@@ -90,6 +90,7 @@ class Graph(EditingMixin, Block):
         self.config = {}
         self.config_overrides = {}
         self.json_paths: dict[str, str] = {}
+        self.code: list[str] = []  # repo files registering custom blocks (see diffblocks.sharing)
         self._memo: dict[str, tuple[int, Any]] = {}
         self._cache: Any = None
 
@@ -419,6 +420,28 @@ class Graph(EditingMixin, Block):
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
 
+    def save_pretrained(self, save_directory: str | Path, *, code_root: str | Path | None = None) -> Path:
+        """Write ``graph.json``, a generated ``README.md`` model card and the ``code`` files (see docs/sharing.md)."""
+        from ..sharing import save_graph
+
+        return save_graph(self, save_directory, code_root=code_root)
+
+    @classmethod
+    def from_pretrained(cls, repo_id_or_dir: str | Path, revision: str | None = None,
+                        trust_remote_code: bool = False, **hub: Any) -> Graph:
+        """Load a graph repo: a local folder, or a Hub repo at ``revision`` resolved to one commit.
+        Its ``code`` files are imported only with ``trust_remote_code=True``."""
+        from ..sharing import graph_from_pretrained
+
+        return graph_from_pretrained(repo_id_or_dir, revision=revision, trust_remote_code=trust_remote_code, **hub)
+
+    def push_to_hub(self, repo_id: str, **options: Any) -> str:
+        """Upload as ONE commit (repo created if needed); options: commit_message, private, token,
+        branch, code_root. Returns the commit sha."""
+        from ..sharing import push_graph
+
+        return push_graph(self, repo_id, **options)
+
     def to_mermaid(self) -> str:
         from .export import to_mermaid
 
@@ -439,6 +462,7 @@ class Graph(EditingMixin, Block):
         clone = Graph(self.name, self.description)
         clone.nodes, clone._edges, clone._inputs, clone._outputs = self._snapshot()
         clone.json_paths = dict(self.json_paths)
+        clone.code = list(self.code)
         clone._cache = self.cache  # copies (and selected graphs) share memoised results
         return clone
 

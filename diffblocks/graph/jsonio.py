@@ -14,7 +14,10 @@
                "outputs": {"image": "decode.image"}}}
 
 A file names registered blocks and their config, never import paths: ``"pkg.mod:fn"`` is
-refused (``trust_remote_code`` is the future hook for that, and it is off).
+refused (``trust_remote_code`` is the future hook for that, and it is off). A graph shared as a
+repo may list, in a top-level ``"code": ["blocks.py"]``, Python files of that repo that register
+its blocks; they are imported only by ``diffblocks.sharing`` and only with
+``trust_remote_code=True``. Here the list is only checked (relative paths inside the repo) and kept.
 """
 
 from __future__ import annotations
@@ -136,6 +139,13 @@ NodeSpec = Annotated[
 ]
 
 
+#: A repo-relative ``.py`` path: no absolute path, no ``..`` or hidden segment, no backslash.
+CodePath = Annotated[
+    str,
+    StringConstraints(pattern=r"^([A-Za-z0-9_][A-Za-z0-9_.\-]*/)*[A-Za-z0-9_][A-Za-z0-9_.\-]*\.py$", max_length=300),
+]
+
+
 class GraphDocument(_Strict):
     """A diffblocks graph file."""
 
@@ -143,6 +153,11 @@ class GraphDocument(_Strict):
     format: Literal["diffblocks.graph"]
     version: Literal[1]
     graph: GraphSpec
+    code: list[CodePath] = Field(
+        default_factory=list, max_length=64,
+        description="Python files of the graph's repo (relative paths) that register its blocks; "
+        "imported only with trust_remote_code=True",
+    )
 
 
 GraphSpec.model_rebuild()
@@ -284,6 +299,7 @@ def graph_from_document(document: Any, source: str = "graph document", trust_rem
     graph = _build(spec.graph, "graph", problems, counter, trust_remote_code)
     if counter[0] > LIMITS["max_nodes"]:
         raise _fail(f"{counter[0]} nodes (limit {LIMITS['max_nodes']})", source=source)
+    graph.code = list(spec.code)
     problems.extend(graph.problems())
     if problems:
         raise GraphError(problems, title=f"invalid {source}")
@@ -361,7 +377,10 @@ def graph_to_document(graph: Graph) -> dict[str, Any]:
     body = _graph_dict(graph, problems, "")
     if problems:
         raise GraphError(problems, title=f"graph {graph.name!r} cannot be saved")
-    return {"format": FORMAT, "version": VERSION, "graph": body}
+    document = {"format": FORMAT, "version": VERSION, "graph": body}
+    if getattr(graph, "code", None):
+        document["code"] = list(graph.code)
+    return document
 
 
 def _graph_dict(graph: Graph, problems: list[Problem], prefix: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["UntrustedCodeError", "import_untrusted", "load_class_from_file", "refuse_repo_code"]
+__all__ = ["UntrustedCodeError", "import_untrusted", "load_class_from_file", "load_module_from_file", "refuse_repo_code"]
 
 
 class UntrustedCodeError(PermissionError):
@@ -66,6 +66,29 @@ def load_class_from_file(
         raise _refuse(f"'{class_name}' from the repository file '{path}'", component)
     if not path.is_file():
         raise FileNotFoundError(f"component '{component}': remote code file '{path}' does not exist")
+    module = load_module_from_file(path, trust_remote_code=True, refusal=str(path))
+    try:
+        cls = getattr(module, class_name)
+    except AttributeError as err:
+        raise ImportError(f"'{path}' defines no class '{class_name}'") from err
+    if not isinstance(cls, type):
+        raise TypeError(f"'{class_name}' in '{path}' is not a class")
+    return cls
+
+
+def load_module_from_file(path: str | Path, *, trust_remote_code: bool, refusal: str) -> Any:
+    """Import one Python file (e.g. a graph repo's block definitions) and return the module.
+
+    Without ``trust_remote_code`` this raises :class:`UntrustedCodeError` with ``refusal`` as its
+    message before the file is even read. The module is named after the file's content hash, so
+    two repos' ``blocks.py`` never shadow one another and importing the same bytes twice runs
+    them once.
+    """
+    path = Path(path)
+    if not trust_remote_code:
+        raise UntrustedCodeError(refusal)
+    if not path.is_file():
+        raise FileNotFoundError(f"remote code file '{path}' does not exist")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     mod_name = f"diffblocks_remote_{path.stem}_{digest}"
     module = sys.modules.get(mod_name)
@@ -80,13 +103,7 @@ def load_class_from_file(
         except BaseException:
             del sys.modules[mod_name]
             raise
-    try:
-        cls = getattr(module, class_name)
-    except AttributeError as err:
-        raise ImportError(f"'{path}' defines no class '{class_name}'") from err
-    if not isinstance(cls, type):
-        raise TypeError(f"'{class_name}' in '{path}' is not a class")
-    return cls
+    return module
 
 
 # transformers reads ``auto_map`` from these files to import classes from the repo itself.

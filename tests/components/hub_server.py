@@ -1,7 +1,7 @@
 """A tiny stand-in for the Hugging Face Hub's download API, served on 127.0.0.1.
 
 It implements exactly the endpoints huggingface_hub 2.4 calls for ``snapshot_download`` /
-``hf_hub_download`` / ``resolve_revision``:
+``hf_hub_download`` / ``resolve_revision`` / ``list_repo_files``:
 
 * ``GET /api/models/{repo}`` and ``/api/models/{repo}/revision/{rev}``: model info with
   ``sha`` and ``siblings``;
@@ -11,6 +11,18 @@ It implements exactly the endpoints huggingface_hub 2.4 calls for ``snapshot_dow
   answer with a 302 to ``/_lfs/{sha256}`` carrying ``X-Linked-Etag`` / ``X-Linked-Size``,
   as the real Hub redirects to its CDN.
 
+And for uploads (``create_repo``, ``create_branch``, ``create_commit`` / ``upload_folder``):
+
+* ``POST /api/repos/create``: a new repo whose ``main`` holds ``.gitattributes`` (as the Hub's);
+  409 when it exists;
+* ``POST /api/models/{repo}/branch/{branch}``: a branch from ``startingPoint`` (default ``main``);
+* ``POST /api/validate-yaml``: checks that a model card's front matter is closed;
+* ``POST /api/models/{repo}/preupload/{rev}``: every file is uploaded "regular" (inline,
+  base64), so no LFS or Xet negotiation happens; ``oid`` lets the client skip unchanged files;
+* ``POST /api/models/{repo}/commit/{rev}``: the ndjson commit, applied all at once or not at
+  all; ``HubServer.fail_commits`` makes the next N commit calls fail with a 500, or with the
+  connection dropped unanswered when ``fail_mode = "drop"`` (a network error mid-push).
+
 It never sends Xet headers, so the client takes the plain HTTP path. Repos are held in
 memory as a list of commits; ``FixtureRepo.commit`` moves a branch, which is how the
 revision-pinning test changes a repo between two calls. Every request is logged in
@@ -19,8 +31,10 @@ revision-pinning test changes a repo between two calls. Every request is logged 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,6 +69,7 @@ class FixtureRepo:
     commits: dict[str, dict[str, bytes]] = field(default_factory=dict)
     branches: dict[str, str] = field(default_factory=dict)
     private_token: str | None = None  # when set, requests must carry "Bearer <token>"
+    messages: dict[str, str] = field(default_factory=dict)  # commit sha -> commit message
 
     def commit(self, files: dict[str, bytes], branch: str = "main") -> str:
         """Record a commit holding exactly ``files``, point ``branch`` at it, return its sha."""
@@ -120,6 +135,29 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802
         self._route()
+
+    def do_POST(self) -> None:  # noqa: N802
+        url = urlsplit(self.path)
+        parts = [unquote(p) for p in url.path.strip("/").split("/")]
+        self.server.hub.record("POST", url.path, self.headers.get("Authorization"))
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        with self.server.hub.lock:
+            if parts == ["api", "repos", "create"]:
+                return self._create_repo(json.loads(body or b"{}"))
+            if parts == ["api", "validate-yaml"]:
+                return self._validate_yaml(json.loads(body or b"{}"))
+            if parts[:2] == ["api", "models"] and len(parts) >= 6:
+                repo = self._repo(parts[2] + "/" + parts[3])
+                if repo is None:
+                    return None
+                action, revision = parts[4], "/".join(parts[5:])
+                if action == "preupload":
+                    return self._preupload(repo, revision, json.loads(body or b"{}"))
+                if action == "commit":
+                    return self._commit(repo, revision, body)
+                if action == "branch":
+                    return self._branch(repo, revision, json.loads(body or b"{}"))
+        self._send(404, b"no such endpoint", error_code="EntryNotFound")
 
     def _route(self) -> None:
         url = urlsplit(self.path)
@@ -195,6 +233,94 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, data, {"ETag": f'"{digest}"', "Content-Length": str(len(data))})
 
 
+    def _error(self, status: int, message: bytes, code: str, **extra: object) -> None:
+        """An error the way the Hub's API answers: JSON body, X-Error-Code header."""
+        body = json.dumps({"error": message.decode(), **extra}).encode()
+        self._send(status, body, {"Content-Type": "application/json"}, error_code=code)
+
+    # -- uploads ------------------------------------------------------------------------------
+    def _create_repo(self, payload: dict) -> None:
+        hub = self.server.hub
+        repo_id = f"{payload['organization']}/{payload['name']}" if payload.get("organization") else payload["name"]
+        if repo_id in hub.repos:
+            # The Hub's 409 still names the repo's url, which create_repo(exist_ok=True) returns.
+            self._error(409, b"You already created this model repo", "RepoExists", url=f"{hub.url}/{repo_id}")
+            return
+        private = payload.get("visibility") == "private" or bool(payload.get("private"))
+        token = (self.headers.get("Authorization") or "").removeprefix("Bearer ") or None
+        if private and token is None:
+            self._error(401, b"a private repo needs a token", "Unauthorized")
+            return
+        hub.add_repo(repo_id, {".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"},
+                     private_token=token if private else None)
+        self._json({"url": f"{hub.url}/{repo_id}", "name": repo_id})
+
+    def _validate_yaml(self, payload: dict) -> None:
+        content = str(payload.get("content", ""))
+        if content.startswith("---") and "\n---" not in content[3:]:
+            self._error(400, b"the YAML front matter is not closed", "BadRequest")
+            return
+        self._json({"errors": [], "warnings": []})
+
+    def _branch(self, repo: FixtureRepo, branch: str, payload: dict) -> None:
+        if branch in repo.branches:
+            self._error(409, b"branch already exists", "BranchExists")
+            return
+        sha = self._rev(repo, payload.get("startingPoint") or "main")
+        if sha is not None:
+            repo.branches[branch] = sha
+            self._json({})
+
+    def _preupload(self, repo: FixtureRepo, revision: str, payload: dict) -> None:
+        sha = repo.resolve(revision)
+        current = repo.commits.get(sha, {}) if sha else {}
+        files = []
+        for item in payload.get("files", []):
+            old = current.get(item["path"])
+            entry = {"path": item["path"], "uploadMode": "regular", "shouldIgnore": False}
+            if old is not None:
+                entry["oid"] = _git_blob_sha(old)
+            files.append(entry)
+        self._json({"files": files, "commitOid": sha})
+
+    def _commit(self, repo: FixtureRepo, revision: str, body: bytes) -> None:
+        hub = self.server.hub
+        if hub.fail_commits > 0:
+            hub.fail_commits -= 1
+            if hub.fail_mode == "drop":  # the connection breaks: no answer at all
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            self._error(500, b"internal error while committing", "InternalError")
+            return
+        if revision not in repo.branches:
+            self._error(404, b"branch not found", "RevisionNotFound")
+            return
+        lines = [json.loads(line) for line in body.splitlines() if line.strip()]
+        header = lines[0]["value"] if lines and lines[0].get("key") == "header" else {}
+        parent = header.get("parentCommit")
+        if parent is not None and parent != repo.branches[revision]:
+            self._error(412, b"parent commit is not the head of the branch", "PreconditionFailed")
+            return
+        files = dict(repo.commits[repo.branches[revision]])
+        for item in lines[1:]:
+            key, value = item.get("key"), item.get("value", {})
+            if key == "file":
+                files[value["path"]] = base64.b64decode(value["content"])
+            elif key == "deletedFile":
+                files.pop(value["path"], None)
+            elif key == "deletedFolder":
+                prefix = value["path"].rstrip("/") + "/"
+                files = {p: d for p, d in files.items() if not p.startswith(prefix)}
+            else:  # lfsFile & co: this server only hands out "regular" uploads
+                self._error(400, f"unsupported commit operation {key!r}".encode(), "BadRequest")
+                return
+        sha = repo.commit(files, branch=revision)
+        repo.messages[sha] = str(header.get("summary", ""))
+        self._json({"commitUrl": f"{hub.url}/{repo.repo_id}/commit/{sha}", "commitOid": sha,
+                    "pullRequestUrl": None})
+
+
 def _tree(files: dict[str, bytes], under: str, recursive: bool) -> list[dict]:
     prefix = under.rstrip("/") + "/" if under else ""
     entries: dict[str, dict] = {}
@@ -231,6 +357,8 @@ class HubServer:
         # Called (under the lock) after each model-info answer: lets a test move a branch
         # between the revision look-up and the file downloads.
         self.after_info: Callable[[FixtureRepo], None] | None = None
+        self.fail_commits = 0  # the next N commit calls fail and change nothing:
+        self.fail_mode = "500"  # ... with a 500 answer, or "drop": the connection closes unanswered
         self.lock = threading.RLock()
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.hub = self
