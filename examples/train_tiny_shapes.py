@@ -45,6 +45,7 @@ from diffblocks.shapes.targets import CaptionMeans
 from diffblocks.shapes.threads import ThreadPicker
 from diffblocks.shapes.tokenizer import build_tokenizer, save_tokenizer
 
+from diffblocks.formats import DIFFUSERS_FORMAT_VERSION
 from diffblocks.models import AutoencoderKL, UNet2DConditionModel
 from diffblocks.schedulers import DDIMScheduler, DDPMScheduler
 
@@ -380,7 +381,7 @@ def save_pipeline(folder: Path, vae, text_encoder, unet, tokenizer, schedule: di
     DDIMScheduler(**inference_scheduler_config(schedule)).save_pretrained(folder / "scheduler")
     index = {
         "_class_name": "StableDiffusionPipeline",
-        "_diffusers_version": "0.42.1",
+        "_diffusers_version": DIFFUSERS_FORMAT_VERSION,
         "feature_extractor": [None, None],
         "image_encoder": [None, None],
         "requires_safety_checker": False,

@@ -25,7 +25,10 @@ _LAZY: dict[str, str] = {
     "FluxTransformer2DModel": "diffblocks.models.flux",
 }
 
-__all__ = sorted(_LAZY)
+# The model classes a component's ("diffusers", <class>) type hint resolves to (the registry reads this).
+COMPONENT_CLASSES: tuple[str, ...] = ("UNet2DConditionModel", "AutoencoderKL", "FluxTransformer2DModel")
+
+__all__ = sorted([*_LAZY, "COMPONENT_CLASSES"])
 
 
 def __getattr__(name: str) -> Any:

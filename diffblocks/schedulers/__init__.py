@@ -1,6 +1,6 @@
 """Samplers: one small file per scheduler on a shared base; configs are diffusers' scheduler_config.json.
 
-`SCHEDULER_CLASSES` maps diffusers class names to ours (the component registry uses it);
+`SCHEDULER_CLASSES` maps diffusers class names to ours (the names are listed once, in `catalog`);
 `scheduler_from_name("DPM++ 2M Karras", base_config)` picks a sampler by its A1111/ComfyUI name.
 
     scheduler = EulerDiscreteScheduler.from_pretrained("path/to/sd15")      # reads scheduler/scheduler_config.json
@@ -15,40 +15,31 @@ that state in `scheduler.state`.
 """
 
 from .base import Scheduler, SchedulerConfig, SchedulerConfigError, SchedulerNotReadyError, SchedulerOutput, SchedulerState
+from .catalog import COMFYUI_ALIASES, SAMPLER_NAMES, SCHEDULER_NAMES
 from .ddim import DDIMScheduler
 from .ddpm import DDPMScheduler
 from .dpmsolver_multistep import DPMSolverMultistepScheduler
+from .dpmsolver_sde import DPMSolverSDEScheduler
 from .euler import EulerDiscreteScheduler
 from .euler_ancestral import EulerAncestralDiscreteScheduler
 from .flow_match_euler import FlowMatchEulerDiscreteScheduler, calculate_shift
 from .heun import HeunDiscreteScheduler
 from .lms import LMSDiscreteScheduler
-from .names import SAMPLER_NAMES, scheduler_from_name
+from .names import scheduler_from_name
 from .pndm import PNDMScheduler
 from .unipc_multistep import UniPCMultistepScheduler
 
-SCHEDULER_CLASSES: dict[str, type[Scheduler]] = {
-    cls.__name__: cls
-    for cls in (
-        DDPMScheduler,
-        DDIMScheduler,
-        PNDMScheduler,
-        LMSDiscreteScheduler,
-        EulerDiscreteScheduler,
-        EulerAncestralDiscreteScheduler,
-        HeunDiscreteScheduler,
-        DPMSolverMultistepScheduler,
-        UniPCMultistepScheduler,
-        FlowMatchEulerDiscreteScheduler,
-    )
-}
+# Built from the catalog's names: a name listed there without a class here fails at import.
+SCHEDULER_CLASSES: dict[str, type[Scheduler]] = {name: globals()[name] for name in SCHEDULER_NAMES}
 
 __all__ = [
+    "COMFYUI_ALIASES",
     "SAMPLER_NAMES",
     "SCHEDULER_CLASSES",
     "DDIMScheduler",
     "DDPMScheduler",
     "DPMSolverMultistepScheduler",
+    "DPMSolverSDEScheduler",
     "EulerAncestralDiscreteScheduler",
     "EulerDiscreteScheduler",
     "FlowMatchEulerDiscreteScheduler",

@@ -20,11 +20,10 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import torch
 
-from ..noise import randn_tensor  # noqa: F401  (re-exported: samplers draw through it)
+from diffblocks.formats import DIFFUSERS_FORMAT_VERSION
+from diffblocks.noise import randn_tensor  # noqa: F401  (re-exported: samplers draw through it)
 
 CONFIG_NAME = "scheduler_config.json"
-# The diffusers release whose scheduler_config.json format we read and write.
-DIFFUSERS_FORMAT_VERSION = "0.42.1"
 
 # Values accepted for keys shared by many schedulers; a class narrows or widens them in `choices`.
 COMMON_CHOICES: dict[str, tuple[Any, ...]] = {

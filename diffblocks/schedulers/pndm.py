@@ -57,6 +57,11 @@ class PNDMScheduler(Scheduler):
             prk = np.array([], dtype=np.int64)
             plms = np.concatenate([steps[:-1], steps[-2:-1], steps[-1:]])[::-1]
         else:
+            if n < self.pndm_order:
+                raise ValueError(
+                    f"PNDMScheduler: the Runge-Kutta warm-up needs num_inference_steps >= {self.pndm_order} (got {n}); "
+                    "use more steps or skip_prk_steps=True (PLMS)"
+                )
             # each of the last 3 strides is split in two halves, visited t, t-h, t-h, t-2h (RK4)
             half = self.num_train_timesteps // n // 2
             prk = np.array(steps[-self.pndm_order :]).repeat(2) + np.tile(np.array([0, half]), self.pndm_order)
