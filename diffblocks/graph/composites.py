@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
-from ..blocks.base import Block
-from ..blocks.errors import Problem
-from ..blocks.ports import MISSING, ComponentRef, Port
-from ..blocks.types import is_compatible, type_name
-from .graph import Graph
+from diffblocks.blocks.base import Block
+from diffblocks.blocks.errors import Problem
+from diffblocks.blocks.ports import MISSING, ComponentRef, Port
+from diffblocks.blocks.types import is_compatible, type_name
+from diffblocks.graph.graph import Graph
 
 __all__ = ["Loop", "Switch"]
 
@@ -229,7 +229,7 @@ class Switch(Block):
     def pick(self, present: Mapping[str, Any]) -> str:
         """The branch that runs when the inputs in ``present`` (name -> value) are given."""
         if self.predicate is not None:
-            from ..registry.blocks import get_predicate
+            from diffblocks.registry.blocks import get_predicate
 
             branch = get_predicate(self.predicate)(dict(present))
             if branch not in self.branches:
@@ -252,7 +252,7 @@ class Switch(Block):
         if self.predicate is not None:
             if self.when:
                 found.append(Problem("bad_structure", "give either when= or predicate=, not both"))
-            from ..registry.blocks import UnknownBlockError, get_predicate
+            from diffblocks.registry.blocks import UnknownBlockError, get_predicate
 
             try:
                 get_predicate(self.predicate)

@@ -8,13 +8,13 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from ..blocks.base import Block
-from ..blocks.errors import GraphError, Problem
-from ..blocks.ports import Port
-from . import _state
+from diffblocks.blocks.base import Block
+from diffblocks.blocks.errors import GraphError, Problem
+from diffblocks.blocks.ports import Port
+from diffblocks.graph import _state
 
 if TYPE_CHECKING:
-    from .graph import Graph
+    from diffblocks.graph.graph import Graph
 
 __all__ = ["EditingMixin", "problem_key"]
 
@@ -56,8 +56,8 @@ class EditingMixin:
         """The graph holding node ``path`` and the node's name there. A path walks into
         composites: ``"denoise/guide"`` (or ``"denoise.guide"``) is node ``guide`` of loop
         ``denoise``'s body; ``"start/img2img/scale"`` is inside branch ``img2img`` of a Switch."""
-        from .composites import Loop, Switch
-        from .graph import Graph
+        from diffblocks.graph.composites import Loop, Switch
+        from diffblocks.graph.graph import Graph
 
         parts = re.split(r"[/.]", path)
         graph: Any = self
@@ -136,7 +136,7 @@ class EditingMixin:
         node.output -> target. ``input``/``output`` default to the port of the same name as the
         edge's ends, else the node's only input / output. With a path (``"denoise/boost"``)
         the node goes into that composite, and the edge is named in its terms."""
-        from .graph import split_ref
+        from diffblocks.graph.graph import split_ref
 
         inner, name = self.locate(node)
         if inner is not self:
@@ -167,7 +167,7 @@ class EditingMixin:
             raise GraphError([Problem("unknown_port", f"no node named {node!r}{hint}", node)])
 
     def _snapshot(self) -> tuple[Any, ...]:
-        from .graph import GraphInput
+        from diffblocks.graph.graph import GraphInput
 
         return (
             dict(self.nodes),

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from ..blocks.base import Block
-from .composites import Loop, Switch
-from .graph import Graph, UnknownBlock
+from diffblocks.blocks.base import Block
+from diffblocks.graph.composites import Loop, Switch
+from diffblocks.graph.graph import Graph, UnknownBlock
 
 __all__ = ["to_mermaid", "to_dot", "to_text"]
 

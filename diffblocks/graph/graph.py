@@ -11,14 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..blocks.base import Block
-from ..blocks.errors import GraphError, Problem
-from ..blocks.ports import MISSING, PORT_NAME, ComponentRef, Port
-from . import _state
-from .editing import EditingMixin, problem_key
+from diffblocks.blocks.base import Block
+from diffblocks.blocks.errors import GraphError, Problem
+from diffblocks.blocks.ports import MISSING, PORT_NAME, ComponentRef, Port
+from diffblocks.graph import _state
+from diffblocks.graph.editing import EditingMixin, problem_key
 
 if TYPE_CHECKING:
-    from .plan import Plan
+    from diffblocks.graph.plan import Plan
 
 __all__ = ["Graph", "GraphInput", "UnknownBlock", "split_ref"]
 
@@ -105,7 +105,7 @@ class Graph(EditingMixin, Block):
 
     def _resolve(self, node: str, block: Block | str, config: Mapping[str, Any] | None) -> Block:
         if isinstance(block, str):
-            from ..registry.blocks import get_block
+            from diffblocks.registry.blocks import get_block
 
             try:
                 block = get_block(block)
@@ -276,7 +276,7 @@ class Graph(EditingMixin, Block):
         return self._cached("identity", compute)
 
     def _edge_problems(self, src: tuple[str, str], dst: tuple[str, str]) -> list[Problem]:
-        from .validate import edge_problems
+        from diffblocks.graph.validate import edge_problems
 
         return edge_problems(self, src, dst)
 
@@ -299,11 +299,11 @@ class Graph(EditingMixin, Block):
 
     def problems(self, components: Mapping[str, Any] | None = None) -> list[Problem]:
         """Every problem of the graph (empty when valid); ``components`` also checks presence."""
-        from .validate import graph_problems
+        from diffblocks.graph.validate import graph_problems
 
         found = self._cached("problems", lambda: graph_problems(self))
         if components is not None:
-            from .validate import component_problems
+            from diffblocks.graph.validate import component_problems
 
             found = found + component_problems(self, components)
         return found
@@ -339,7 +339,7 @@ class Graph(EditingMixin, Block):
         outputs: Any = None,
     ) -> Graph:
         """Auto-wire blocks by port name; see ``compose.sequential``."""
-        from .compose import sequential
+        from diffblocks.graph.compose import sequential
 
         return sequential(steps, name=name, rename=rename, outputs=outputs, graph_cls=cls)
 
@@ -347,7 +347,7 @@ class Graph(EditingMixin, Block):
 
     def select(self, **present: Any) -> Graph:
         """The graph that would run given these inputs: every Switch replaced by its chosen branch."""
-        from .select import select
+        from diffblocks.graph.select import select
 
         return select(self, present)
 
@@ -355,7 +355,7 @@ class Graph(EditingMixin, Block):
     def cache(self) -> Any:
         """The memo cache shared by this graph's plans (survives edits and recompiles)."""
         if self._cache is None:
-            from .cache import MemoCache
+            from diffblocks.graph.cache import MemoCache
 
             self._cache = MemoCache()
         return self._cache
@@ -366,7 +366,7 @@ class Graph(EditingMixin, Block):
 
     def compile(self, cache: Any = None) -> Plan:
         """Validate and compile into a ``Plan`` (cached until the graph changes)."""
-        from .plan import compile_graph
+        from diffblocks.graph.plan import compile_graph
 
         if cache is None:
             return self._cached("plan", lambda: compile_graph(self, cache=self.cache))
@@ -385,7 +385,7 @@ class Graph(EditingMixin, Block):
         raise TypeError("a Graph runs through its compiled plan")
 
     def to_dict(self) -> dict[str, Any]:
-        from .jsonio import graph_to_document
+        from diffblocks.graph.jsonio import graph_to_document
 
         return graph_to_document(self)
 
@@ -401,13 +401,13 @@ class Graph(EditingMixin, Block):
     def from_json(cls, text_or_path: str | Path, trust_remote_code: bool = False) -> Graph:
         """Load a graph from JSON text or a file path. ``GraphError`` lists every problem.
         (``trust_remote_code`` is the hook for import paths in files; none are honoured yet.)"""
-        from .jsonio import load_graph
+        from diffblocks.graph.jsonio import load_graph
 
         return load_graph(text_or_path, trust_remote_code=trust_remote_code)
 
     @classmethod
     def from_dict(cls, document: Mapping[str, Any]) -> Graph:
-        from .jsonio import graph_from_document
+        from diffblocks.graph.jsonio import graph_from_document
 
         return graph_from_document(document)
 
@@ -415,18 +415,18 @@ class Graph(EditingMixin, Block):
         Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
 
     def to_mermaid(self) -> str:
-        from .export import to_mermaid
+        from diffblocks.graph.export import to_mermaid
 
         return to_mermaid(self)
 
     def to_dot(self) -> str:
-        from .export import to_dot
+        from diffblocks.graph.export import to_dot
 
         return to_dot(self)
 
     def summary(self) -> str:
         """A readable text summary: inputs, nodes with ports/types/components, outputs."""
-        from .export import to_text
+        from diffblocks.graph.export import to_text
 
         return to_text(self)
 

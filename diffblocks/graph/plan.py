@@ -17,13 +17,13 @@ from typing import Any
 
 import torch
 
-from ..blocks.base import Result
-from ..blocks.errors import GraphError, Problem
-from ..blocks.types import validate_value
-from .cache import KeyParts, MemoCache, component_fingerprint, fingerprint
-from .graph import Graph
-from .report import NodeReport, RunReport
-from .steps import ABORT, STOP, RunError, RunInterrupted, _Compiler, _Flag, _LoopStep, _run_steps, _Runtime, _SwitchStep
+from diffblocks.blocks.base import Result
+from diffblocks.blocks.errors import GraphError, Problem
+from diffblocks.blocks.types import validate_value
+from diffblocks.graph.cache import KeyParts, MemoCache, component_fingerprint, fingerprint
+from diffblocks.graph.graph import Graph
+from diffblocks.graph.report import NodeReport, RunReport
+from diffblocks.graph.steps import ABORT, STOP, RunError, RunInterrupted, _Compiler, _Flag, _LoopStep, _run_steps, _Runtime, _SwitchStep
 
 __all__ = ["Plan", "compile_graph", "STOP", "ABORT", "RunInterrupted", "RunError", "RunReport", "NodeReport"]
 
@@ -212,7 +212,7 @@ class Plan:
 
 def _memo_info(blk: Any, prefix: str = "") -> tuple[bool, str]:
     """Whether a top-level node can be memoised: no leaf inside it declares side effects."""
-    from .validate import walk_leaves
+    from diffblocks.graph.validate import walk_leaves
 
     for path, leaf in walk_leaves(blk):
         if not leaf.memoise:

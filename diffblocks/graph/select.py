@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..blocks.base import Block
-from ..blocks.errors import GraphError, Problem
-from ..blocks.ports import MISSING
-from .composites import Loop, Switch
-from .graph import Graph
+from diffblocks.blocks.base import Block
+from diffblocks.blocks.errors import GraphError, Problem
+from diffblocks.blocks.ports import MISSING
+from diffblocks.graph.composites import Loop, Switch
+from diffblocks.graph.graph import Graph
 
 __all__ = ["select"]
 

@@ -14,16 +14,16 @@ from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
-from ..blocks.base import Block
-from ..blocks.context import RunContext
-from ..blocks.errors import GraphError
-from ..blocks.ports import MISSING
-from .composites import Loop, Switch
-from .graph import Graph
-from .progress import make_bar
+from diffblocks.blocks.base import Block
+from diffblocks.blocks.context import RunContext
+from diffblocks.blocks.errors import GraphError
+from diffblocks.blocks.ports import MISSING
+from diffblocks.graph.composites import Loop, Switch
+from diffblocks.graph.graph import Graph
+from diffblocks.graph.progress import make_bar
 
 if TYPE_CHECKING:
-    from .plan import Plan
+    from diffblocks.graph.plan import Plan
 
 __all__ = ["STOP", "ABORT", "RunError", "RunInterrupted"]
 

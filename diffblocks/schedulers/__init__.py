@@ -14,20 +14,20 @@ The diffusers-style form (`scheduler.set_timesteps(30)`, then calls without `sta
 that state in `scheduler.state`.
 """
 
-from .base import Scheduler, SchedulerConfig, SchedulerConfigError, SchedulerNotReadyError, SchedulerOutput, SchedulerState
-from .catalog import COMFYUI_ALIASES, SAMPLER_NAMES, SCHEDULER_NAMES
-from .ddim import DDIMScheduler
-from .ddpm import DDPMScheduler
-from .dpmsolver_multistep import DPMSolverMultistepScheduler
-from .dpmsolver_sde import DPMSolverSDEScheduler
-from .euler import EulerDiscreteScheduler
-from .euler_ancestral import EulerAncestralDiscreteScheduler
-from .flow_match_euler import FlowMatchEulerDiscreteScheduler, calculate_shift
-from .heun import HeunDiscreteScheduler
-from .lms import LMSDiscreteScheduler
-from .names import scheduler_from_name
-from .pndm import PNDMScheduler
-from .unipc_multistep import UniPCMultistepScheduler
+from diffblocks.schedulers.base import Scheduler, SchedulerConfig, SchedulerConfigError, SchedulerNotReadyError, SchedulerOutput, SchedulerState
+from diffblocks.schedulers.catalog import COMFYUI_ALIASES, SAMPLER_NAMES, SCHEDULER_NAMES
+from diffblocks.schedulers.ddim import DDIMScheduler
+from diffblocks.schedulers.ddpm import DDPMScheduler
+from diffblocks.schedulers.dpmsolver_multistep import DPMSolverMultistepScheduler
+from diffblocks.schedulers.dpmsolver_sde import DPMSolverSDEScheduler
+from diffblocks.schedulers.euler import EulerDiscreteScheduler
+from diffblocks.schedulers.euler_ancestral import EulerAncestralDiscreteScheduler
+from diffblocks.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler, calculate_shift
+from diffblocks.schedulers.heun import HeunDiscreteScheduler
+from diffblocks.schedulers.lms import LMSDiscreteScheduler
+from diffblocks.schedulers.names import scheduler_from_name
+from diffblocks.schedulers.pndm import PNDMScheduler
+from diffblocks.schedulers.unipc_multistep import UniPCMultistepScheduler
 
 # Built from the catalog's names: a name listed there without a class here fails at import.
 SCHEDULER_CLASSES: dict[str, type[Scheduler]] = {name: globals()[name] for name in SCHEDULER_NAMES}

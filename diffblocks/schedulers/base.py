@@ -21,7 +21,6 @@ import numpy as np
 import torch
 
 from diffblocks.formats import DIFFUSERS_FORMAT_VERSION
-from diffblocks.noise import randn_tensor  # noqa: F401  (re-exported: samplers draw through it)
 
 CONFIG_NAME = "scheduler_config.json"
 
@@ -224,7 +223,7 @@ class Scheduler:
     @property
     def compatibles(self) -> list[type[Scheduler]]:
         """Classes this scheduler's config can switch to with `from_config` (all of ours, as in diffusers)."""
-        from . import SCHEDULER_CLASSES  # the registry lives in the package, which imports this module
+        from diffblocks.schedulers import SCHEDULER_CLASSES  # the registry lives in the package, which imports this module
 
         return list(SCHEDULER_CLASSES.values())
 

@@ -7,10 +7,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import samplers
-from .base import Scheduler, SchedulerOutput, SchedulerState, randn_tensor
-from .prediction import postprocess_x0, prediction_for
-from .schedules import alphas_cumprod_from_config, check_num_steps, spaced_timesteps
+from diffblocks.noise import randn_tensor
+from diffblocks.schedulers.base import Scheduler, SchedulerOutput, SchedulerState
+from diffblocks.schedulers.prediction import Scalar, postprocess_x0, prediction_for
+from diffblocks.schedulers.schedules import alphas_cumprod_from_config, check_num_steps, spaced_timesteps
+
+
+def ddim_step(
+    x0: torch.Tensor, eps: torch.Tensor, alpha_bar_prev: Scalar, std_dev: Scalar, noise: torch.Tensor | None
+) -> torch.Tensor:
+    """DDIM (Song et al. 2021, eq. 12): x_{t-1} = sqrt(a_prev) x0 + sqrt(1 - a_prev - s^2) eps + s z."""
+    prev = alpha_bar_prev ** (0.5) * x0 + (1 - alpha_bar_prev - std_dev**2) ** (0.5) * eps
+    return prev if noise is None else prev + std_dev * noise
+
+
+def ddim_variance(alpha_bar: Scalar, alpha_bar_prev: Scalar) -> torch.Tensor:
+    """sigma_t^2 / eta^2 of DDIM (Song et al. 2021, eq. 16)."""
+    return ((1 - alpha_bar_prev) / (1 - alpha_bar)) * (1 - alpha_bar / alpha_bar_prev)
 
 
 class DDIMScheduler(Scheduler):
@@ -58,7 +71,7 @@ class DDIMScheduler(Scheduler):
         x0 = self.prediction.to_denoised(model_output, sample, alpha_t, sigma_t)
         eps = self.prediction.to_epsilon(model_output, sample, alpha_t, sigma_t)
         x0 = postprocess_x0(x0, self.config)
-        std_dev = eta * samplers.ddim_variance(alpha_bar, alpha_bar_prev) ** (0.5)
+        std_dev = eta * ddim_variance(alpha_bar, alpha_bar_prev) ** (0.5)
         if use_clipped_model_output:  # re-derive eps from the clipped x0 (as in Glide)
             eps = (sample - alpha_t * x0) / sigma_t
         noise = None
@@ -68,5 +81,5 @@ class DDIMScheduler(Scheduler):
             noise = variance_noise
             if noise is None:
                 noise = randn_tensor(model_output.shape, generator, model_output.device, model_output.dtype)
-        prev_sample = samplers.ddim_step(x0, eps, alpha_bar_prev, std_dev, noise)
+        prev_sample = ddim_step(x0, eps, alpha_bar_prev, std_dev, noise)
         return SchedulerOutput(prev_sample=prev_sample, pred_original_sample=x0)

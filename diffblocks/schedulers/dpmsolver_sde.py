@@ -20,9 +20,9 @@ import numpy as np
 import torch
 import torchsde
 
-from .base import SchedulerOutput, SchedulerState
-from .k_samplers import KDiffusionScheduler, to_d
-from .schedules import check_num_steps, sigma_to_t, sigmas_from_alphas_cumprod
+from diffblocks.schedulers.base import SchedulerOutput, SchedulerState
+from diffblocks.schedulers.k_samplers import KDiffusionScheduler, to_d
+from diffblocks.schedulers.schedules import check_num_steps, sigma_to_t, sigmas_from_alphas_cumprod
 
 MIDPOINT = 0.5  # r of DPM-Solver++(2S): where in [t, t_next] the second model call is made
 

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .base import Scheduler, SchedulerState, broadcast_like
-from .prediction import prediction_for
-from .schedules import (
+from diffblocks.schedulers.base import Scheduler, SchedulerState, broadcast_like
+from diffblocks.schedulers.prediction import prediction_for
+from diffblocks.schedulers.schedules import (
     SIGMA_SCHEDULES,
     alphas_cumprod_from_config,
     check_num_steps,

@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import Scheduler, SchedulerConfigError, SchedulerState, broadcast_like
-from .flow_match_math import TIME_SHIFTS, shift_sigmas, stretch_to_terminal
-from .fp32 import F32, operand
-from .prediction import dynamic_threshold, prediction_for
-from .schedules import (
+from diffblocks.schedulers.base import Scheduler, SchedulerConfigError, SchedulerState, broadcast_like
+from diffblocks.schedulers.fp32 import F32, operand
+from diffblocks.schedulers.prediction import dynamic_threshold, prediction_for
+from diffblocks.schedulers.schedules import (
     SIGMA_SCHEDULES,
+    TIME_SHIFTS,
     alphas_cumprod_from_config,
     check_num_steps,
     final_sigma,
@@ -30,7 +30,9 @@ from .schedules import (
     sigma_schedule_name,
     sigma_to_t,
     sigmas_from_alphas_cumprod,
+    shift_sigmas,
     spaced_timesteps,
+    stretch_to_terminal,
 )
 
 

@@ -10,8 +10,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .base import Scheduler
-from .catalog import COMFYUI_ALIASES, SAMPLER_NAMES
+from diffblocks.schedulers.base import Scheduler
+from diffblocks.schedulers.catalog import COMFYUI_ALIASES, SAMPLER_NAMES
 
 
 def _key(name: str) -> str:
@@ -26,7 +26,7 @@ def scheduler_from_name(
 ) -> Scheduler:
     """Build the scheduler a sampler name stands for (case-insensitive), on top of `base_config`
     (the model's scheduler config, another scheduler, or a path), e.g. "DPM++ 2M Karras"."""
-    from . import SCHEDULER_CLASSES  # the package builds the table after importing this module
+    from diffblocks.schedulers import SCHEDULER_CLASSES  # the package builds the table after importing this module
 
     canonical = _LOOKUP.get(_key(name))
     if canonical is None:

@@ -12,10 +12,25 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import samplers
-from .base import Scheduler, SchedulerOutput, SchedulerState
-from .prediction import prediction_for
-from .schedules import alphas_cumprod_from_config, check_num_steps, spaced_timesteps
+from diffblocks.schedulers.base import Scheduler, SchedulerOutput, SchedulerState
+from diffblocks.schedulers.prediction import Scalar, prediction_for
+from diffblocks.schedulers.schedules import alphas_cumprod_from_config, check_num_steps, spaced_timesteps
+
+
+def pndm_transfer(sample: torch.Tensor, eps: torch.Tensor, alpha_bar: Scalar, alpha_bar_prev: Scalar) -> torch.Tensor:
+    """The transfer part phi(x_t, eps, t, t-delta) of pseudo numerical methods (Liu et al. 2022, eq. 11)."""
+    sample_coeff = (alpha_bar_prev / alpha_bar) ** (0.5)
+    denom = alpha_bar * (1 - alpha_bar_prev) ** (0.5) + (alpha_bar * (1 - alpha_bar) * alpha_bar_prev) ** (0.5)
+    return sample_coeff * sample - (alpha_bar_prev - alpha_bar) * eps / denom
+
+
+def plms_eps(ets: list[torch.Tensor]) -> torch.Tensor:
+    """Linear multistep (Adams-Bashforth) combination of the last 1-4 eps (Liu et al. 2022, eq. 12)."""
+    if len(ets) == 2:
+        return (3 * ets[-1] - ets[-2]) / 2
+    if len(ets) == 3:
+        return (23 * ets[-1] - 16 * ets[-2] + 5 * ets[-3]) / 12
+    return (1 / 24) * (55 * ets[-1] - 59 * ets[-2] + 37 * ets[-3] - 9 * ets[-4])
 
 
 @dataclass(eq=False, kw_only=True)
@@ -74,7 +89,7 @@ class PNDMScheduler(Scheduler):
         alpha_bar = self.alphas_cumprod[timestep]
         alpha_bar_prev = self.alphas_cumprod[prev_t] if prev_t >= 0 else self.final_alpha_cumprod
         eps = self.prediction.to_epsilon(model_output, sample, alpha_bar**0.5, (1 - alpha_bar) ** 0.5)
-        return samplers.pndm_transfer(sample, eps, alpha_bar, alpha_bar_prev)
+        return pndm_transfer(sample, eps, alpha_bar, alpha_bar_prev)
 
     def _step(
         self, state: PNDMState, model_output: torch.Tensor, timestep: Any, sample: torch.Tensor, generator: Any = None,
@@ -120,5 +135,5 @@ class PNDMScheduler(Scheduler):
             model_output = (model_output + state.ets[-1]) / 2
             sample, state.cur_sample = state.cur_sample, None
         else:
-            model_output = samplers.plms_eps(state.ets)
+            model_output = plms_eps(state.ets)
         return self._transfer(sample, timestep, prev_t, model_output)
