@@ -10,7 +10,7 @@ from diffblocks.blocks.base import Block
 from diffblocks.blocks.errors import Problem
 from diffblocks.blocks.ports import MISSING, ComponentRef, Port
 from diffblocks.blocks.types import is_compatible, type_name
-from diffblocks.graph.graph import Graph
+from diffblocks.graph.graph import Composite, Graph
 
 __all__ = ["Loop", "Switch"]
 
@@ -19,7 +19,7 @@ def _as_graph(block: Block, name: str) -> Graph:
     return block if isinstance(block, Graph) else Graph.wrap(block, name)
 
 
-class Loop(Block):
+class Loop(Composite):
     """Run ``body`` once per element of the input ``over``.
 
     ::
@@ -36,8 +36,6 @@ class Loop(Block):
     stop the loop; the executor shows a progress bar of steps when ``progress`` is on.
     """
 
-    is_composite = True
-
     def __init__(
         self,
         body: Block,
@@ -50,28 +48,22 @@ class Loop(Block):
         progress: bool = True,
         description: str = "",
     ) -> None:
-        self.name = name  # type: ignore[misc]
+        super().__init__(name, description)
         self.body = _as_graph(body, f"{name}_body")
         self.over = over
         self.item = item
         self.carry = dict(carry)
         self.over_type = over_type
         self.progress = progress
-        self.description = description
-        self.version = 1  # type: ignore[misc]
-        self.config = {}
-        self.config_overrides = {}
 
-    @property
-    def inputs(self) -> dict[str, Port]:  # type: ignore[override]
+    def derive_inputs(self) -> dict[str, Port]:
         ports = {self.over: Port(self.over, self.over_type, MISSING, f"iterated over; each element feeds {self.item}")}
         for name, port in self.body.inputs.items():
             if name != self.item and name != self.over:
                 ports[name] = port
         return ports
 
-    @property
-    def outputs(self) -> dict[str, Port]:  # type: ignore[override]
+    def derive_outputs(self) -> dict[str, Port]:
         body_out = self.body.outputs
         ports = {}
         for name, out in self.carry.items():
@@ -79,16 +71,7 @@ class Loop(Block):
             ports[name] = Port(name, src.type if src else Any, MISSING, f"{name} after the last step")
         return ports
 
-    @property
-    def components(self) -> dict[str, ComponentRef]:  # type: ignore[override]
-        return self.body.required_components()
-
-    @property
-    def config_fields(self) -> dict[str, Port]:  # type: ignore[override]
-        return {}
-
-    @property
-    def memoise(self) -> bool:  # type: ignore[override]
+    def derive_memoise(self) -> bool:
         return self.body.memoise
 
     def required_components(self) -> dict[str, ComponentRef]:
@@ -129,7 +112,7 @@ class Loop(Block):
         return f"<Loop {self.name!r} over {self.over} item {self.item} carry {self.carry}>"
 
 
-class Switch(Block):
+class Switch(Composite):
     """Pick one branch graph at run time.
 
     ::
@@ -144,8 +127,6 @@ class Switch(Block):
     validated statically; all branches must produce the same outputs.
     """
 
-    is_composite = True
-
     def __init__(
         self,
         branches: Mapping[str, Block],
@@ -156,24 +137,19 @@ class Switch(Block):
         name: str = "switch",
         description: str = "",
     ) -> None:
-        self.name = name  # type: ignore[misc]
+        super().__init__(name, description)
         self.branches: dict[str, Graph] = {b: _as_graph(g, b) for b, g in branches.items()}
         self.when: dict[str, list[str]] = {
             b: [v] if isinstance(v, str) else list(v) for b, v in (when or {}).items()
         }
         self.default = default
         self.predicate = predicate
-        self.description = description
-        self.version = 1  # type: ignore[misc]
-        self.config = {}
-        self.config_overrides = {}
 
     @property
     def selector_inputs(self) -> list[str]:
         return [name for names in self.when.values() for name in names]
 
-    @property
-    def inputs(self) -> dict[str, Port]:  # type: ignore[override]
+    def derive_inputs(self) -> dict[str, Port]:
         ports: dict[str, Port] = {}
         needed: dict[str, int] = {}
         for graph in self.branches.values():
@@ -193,22 +169,12 @@ class Switch(Block):
             result.setdefault(name, Port(name, Any, None, "its presence selects a branch"))
         return result
 
-    @property
-    def outputs(self) -> dict[str, Port]:  # type: ignore[override]
+    def derive_outputs(self) -> dict[str, Port]:
         for graph in self.branches.values():
             return graph.outputs
         return {}
 
-    @property
-    def components(self) -> dict[str, ComponentRef]:  # type: ignore[override]
-        return self.required_components()
-
-    @property
-    def config_fields(self) -> dict[str, Port]:  # type: ignore[override]
-        return {}
-
-    @property
-    def memoise(self) -> bool:  # type: ignore[override]
+    def derive_memoise(self) -> bool:
         return all(g.memoise for g in self.branches.values())
 
     def required_components(self) -> dict[str, ComponentRef]:

@@ -44,13 +44,13 @@ def _ident(path: str) -> str:
 def to_mermaid(graph: Graph) -> str:
     """A Mermaid flowchart; composites are drawn as subgraphs."""
     lines = ["flowchart LR"]
-    for name in graph._inputs:
+    for name in graph.exposed_inputs:
         lines.append(f'  {_ident("#in/" + name)}(["{name}"])')
     _mermaid_body(graph, "", lines, "  ")
-    for name, (node, port) in graph._outputs.items():
+    for name, (node, port) in graph.exposed_outputs.items():
         lines.append(f'  {_ident("#out/" + name)}(["{name}"])')
         lines.append(f'  {_ident(node)} -- "{port}" --> {_ident("#out/" + name)}')
-    for name, gi in graph._inputs.items():
+    for name, gi in graph.exposed_inputs.items():
         for node, port in gi.targets:
             lines.append(f'  {_ident("#in/" + name)} -- "{port}" --> {_ident(node)}')
     return "\n".join(lines) + "\n"
@@ -78,7 +78,7 @@ def _mermaid_body(graph: Graph, prefix: str, lines: list[str], pad: str) -> None
             lines.append(f"{pad}end")
         else:
             lines.append(f'{pad}{_ident(path)}["{node}<br/><i>{_m(_kind(blk))}</i>"]')
-    for (dn, dp), (sn, sp) in graph._edges.items():
+    for (dn, dp), (sn, sp) in graph.sources.items():
         label = sp if sp == dp else f"{sp} → {dp}"
         lines.append(f'{pad}{_ident(prefix + sn)} -- "{label}" --> {_ident(prefix + dn)}')
 
@@ -90,13 +90,13 @@ def _q(text: str) -> str:
 def to_dot(graph: Graph) -> str:
     """Graphviz DOT text; composites are clusters."""
     lines = [f"digraph {_q(graph.name)} {{", "  rankdir=LR;", "  node [shape=box, fontname=Helvetica];"]
-    for name in graph._inputs:
+    for name in graph.exposed_inputs:
         lines.append(f"  {_ident('#in/' + name)} [label={_q(name)}, shape=ellipse];")
     _dot_body(graph, "", lines, "  ")
-    for name, gi in graph._inputs.items():
+    for name, gi in graph.exposed_inputs.items():
         for node, port in gi.targets:
             lines.append(f"  {_ident('#in/' + name)} -> {_anchor(graph, node, '')} [label={_q(port)}];")
-    for name, (node, port) in graph._outputs.items():
+    for name, (node, port) in graph.exposed_outputs.items():
         lines.append(f"  {_ident('#out/' + name)} [label={_q(name)}, shape=ellipse];")
         lines.append(f"  {_anchor(graph, node, '')} -> {_ident('#out/' + name)} [label={_q(port)}];")
     lines.append("}")
@@ -128,14 +128,14 @@ def _dot_body(graph: Graph, prefix: str, lines: list[str], pad: str) -> None:
             lines.append(f"{pad}}}")
         else:
             lines.append(f"{pad}{_ident(path)} [label={_q(node + chr(10) + _kind(blk))}];")
-    for (dn, dp), (sn, sp) in graph._edges.items():
+    for (dn, dp), (sn, sp) in graph.sources.items():
         label = sp if sp == dp else f"{sp} -> {dp}"
         lines.append(f"{pad}{_anchor(graph, sn, prefix)} -> {_anchor(graph, dn, prefix)} [label={_q(label)}];")
 
 
 def to_text(graph: Graph) -> str:
     """Inputs, nodes (ports, types, config, components), outputs, and needed components."""
-    lines = [f"Graph {graph.name!r}: {len(graph.nodes)} nodes, {len(graph._edges)} edges"]
+    lines = [f"Graph {graph.name!r}: {len(graph.nodes)} nodes, {len(graph.sources)} edges"]
     if graph.description:
         lines.append(f"  {graph.description}")
     _text_body(graph, lines, "")
@@ -147,8 +147,8 @@ def to_text(graph: Graph) -> str:
 
 
 def _feeds(graph: Graph) -> dict[tuple[str, str], str]:
-    feeds = {d: f"{s[0]}.{s[1]}" for d, s in graph._edges.items()}
-    for name, gi in graph._inputs.items():
+    feeds = {d: f"{s[0]}.{s[1]}" for d, s in graph.sources.items()}
+    for name, gi in graph.exposed_inputs.items():
         for target in gi.targets:
             feeds[target] = f"input {name}"
     return feeds
@@ -159,7 +159,7 @@ def _text_body(graph: Graph, lines: list[str], pad: str) -> None:
     if ports:
         lines.append(f"{pad}inputs:")
         for name, port in ports.items():
-            targets = ", ".join(f"{n}.{p}" for n, p in graph._inputs[name].targets)
+            targets = ", ".join(f"{n}.{p}" for n, p in graph.exposed_inputs[name].targets)
             lines.append(f"{pad}  {port.describe()}  -> {targets}")
     feeds = _feeds(graph)
     lines.append(f"{pad}nodes:")
@@ -189,5 +189,5 @@ def _text_body(graph: Graph, lines: list[str], pad: str) -> None:
     if outs:
         lines.append(f"{pad}outputs:")
         for name, port in outs.items():
-            node, p = graph._outputs[name]
+            node, p = graph.exposed_outputs[name]
             lines.append(f"{pad}  {name}: {port.type_name}  <- {node}.{p}")

@@ -6,10 +6,11 @@ A Graph is itself a Block (its ports are its exposed inputs and outputs), so gra
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from diffblocks.blocks.base import Block
 from diffblocks.blocks.errors import GraphError, Problem
@@ -20,7 +21,9 @@ from diffblocks.graph.editing import EditingMixin, problem_key
 if TYPE_CHECKING:
     from diffblocks.graph.plan import Plan
 
-__all__ = ["Graph", "GraphInput", "UnknownBlock", "split_ref"]
+_T = TypeVar("_T")
+
+__all__ = ["Composite", "Graph", "GraphInput", "UnknownBlock", "split_ref"]
 
 
 def split_ref(ref: str, what: str = "port reference") -> tuple[str, str]:
@@ -49,7 +52,7 @@ class UnknownBlock(Block):
     _abstract = True
 
     def __init__(self, name: str, config: Mapping[str, Any] | None = None) -> None:
-        self.name = name  # type: ignore[misc]
+        self.name = name
         self.inputs = {}
         self.outputs = {}
         self.components = {}
@@ -61,7 +64,85 @@ class UnknownBlock(Block):
         raise GraphError([Problem("unknown_block", f"no block registered as {self.name!r}")])
 
 
-class Graph(EditingMixin, Block):
+def _derived(block: Block, what: str) -> None:
+    raise AttributeError(f"{block.label}: a composite's {what} come from the blocks inside it and cannot be set")
+
+
+class Composite(Block):
+    """Base of the blocks made of other blocks: Graph, Loop and Switch.
+
+    Their ports, components and ``memoise`` flag are views of the blocks inside, computed on
+    read (``derive_inputs``, ``derive_outputs``, ``required_components``, ``derive_memoise``);
+    they have no config of their own, version 1, and run through a compiled plan, never through
+    ``implementation()``.
+    """
+
+    is_composite = True
+    name: str
+
+    def __init__(self, name: str, description: str = "") -> None:
+        self.name = name
+        self.description = description
+        self.version = 1
+        self.config = {}
+        self.config_overrides = {}
+
+    # -- what each composite computes
+    def derive_inputs(self) -> dict[str, Port]:
+        raise NotImplementedError
+
+    def derive_outputs(self) -> dict[str, Port]:
+        raise NotImplementedError
+
+    def derive_memoise(self) -> bool:
+        raise NotImplementedError
+
+    def child_nodes(self) -> dict[str, Block]:
+        """The blocks directly inside (a Loop's body nodes, a Switch's branch graphs)."""
+        raise NotImplementedError
+
+    def problems(self, components: Mapping[str, Any] | None = None) -> list[Problem]:
+        """Every problem of this composite and what it contains (empty when valid)."""
+        raise NotImplementedError
+
+    # -- the Block attributes, as views (settable only in the sense that setting them says why not)
+    @property
+    def inputs(self) -> dict[str, Port]:
+        return self.derive_inputs()
+
+    @inputs.setter
+    def inputs(self, value: dict[str, Port]) -> None:
+        _derived(self, "inputs")
+
+    @property
+    def outputs(self) -> dict[str, Port]:
+        return self.derive_outputs()
+
+    @outputs.setter
+    def outputs(self, value: dict[str, Port]) -> None:
+        _derived(self, "outputs")
+
+    @property
+    def components(self) -> dict[str, ComponentRef]:
+        return self.required_components()
+
+    @components.setter
+    def components(self, value: dict[str, ComponentRef]) -> None:
+        _derived(self, "components")
+
+    @property
+    def memoise(self) -> bool:
+        return self.derive_memoise()
+
+    @memoise.setter
+    def memoise(self, value: bool) -> None:
+        _derived(self, "memoise flag")
+
+    def implementation(self) -> Callable[..., Any]:  # pragma: no cover - composites are compiled
+        raise TypeError(f"{self.label} runs through its compiled plan")
+
+
+class Graph(EditingMixin, Composite):
     """A dataflow graph of blocks.
 
     Build::
@@ -77,18 +158,12 @@ class Graph(EditingMixin, Block):
     Run: ``g(components=cm, prompt="a cat")`` or ``g.run(inputs={...}, components=cm)``.
     """
 
-    is_composite = True
-
     def __init__(self, name: str = "graph", description: str = "") -> None:
-        self.name = name  # type: ignore[misc]
-        self.description = description
-        self.version = 1  # type: ignore[misc]
+        super().__init__(name, description)
         self.nodes: dict[str, Block] = {}
         self._edges: dict[tuple[str, str], tuple[str, str]] = {}
         self._inputs: dict[str, GraphInput] = {}
         self._outputs: dict[str, tuple[str, str]] = {}
-        self.config = {}
-        self.config_overrides = {}
         self.json_paths: dict[str, str] = {}
         self._memo: dict[str, tuple[int, Any]] = {}
         self._cache: Any = None
@@ -190,43 +265,49 @@ class Graph(EditingMixin, Block):
     def graph_inputs(self) -> dict[str, GraphInput]:
         return dict(self._inputs)
 
+    # Read-only views of the wiring, in node/port pairs, for the modules that compile, check,
+    # select and draw a graph (they never reach into the private dicts).
+    @property
+    def sources(self) -> Mapping[tuple[str, str], tuple[str, str]]:
+        """``(node, input) -> (node, output)`` for every edge, in the order they were added."""
+        return MappingProxyType(self._edges)
+
+    @property
+    def exposed_inputs(self) -> Mapping[str, GraphInput]:
+        """Graph input name -> the node inputs it feeds (with its default and description)."""
+        return MappingProxyType(self._inputs)
+
+    @property
+    def exposed_outputs(self) -> Mapping[str, tuple[str, str]]:
+        """Graph output name -> the ``(node, output)`` it comes from."""
+        return MappingProxyType(self._outputs)
+
     @property
     def graph_outputs(self) -> dict[str, str]:
         return {n: f"{s[0]}.{s[1]}" for n, s in self._outputs.items()}
 
-    def _cached(self, key: str, compute: Any) -> Any:
+    def _cached(self, key: str, compute: Callable[[], _T]) -> _T:
         hit = self._memo.get(key)
         if hit is not None and hit[0] == _state.revision():
-            return hit[1]
+            value: _T = hit[1]
+            return value
         value = compute()
         self._memo[key] = (_state.revision(), value)
         return value
 
-    @property
-    def inputs(self) -> dict[str, Port]:  # type: ignore[override]
+    def derive_inputs(self) -> dict[str, Port]:
         return self._cached("inputs", self._compute_inputs)
 
-    @property
-    def outputs(self) -> dict[str, Port]:  # type: ignore[override]
+    def derive_outputs(self) -> dict[str, Port]:
         return self._cached("outputs", self._compute_outputs)
 
-    @property
-    def components(self) -> dict[str, ComponentRef]:  # type: ignore[override]
-        return self.required_components_refs()
-
-    @property
-    def config_fields(self) -> dict[str, Port]:  # type: ignore[override]
-        return {}
-
-    @property
-    def memoise(self) -> bool:  # type: ignore[override]
+    def derive_memoise(self) -> bool:
         return all(b.memoise for b in self.nodes.values())
 
     def _compute_inputs(self) -> dict[str, Port]:
         ports = {}
         for name, gi in self._inputs.items():
-            targets = [self._port_of(n, p, "inputs") for n, p in gi.targets]
-            targets = [t for t in targets if t is not None]
+            targets = [t for n, p in gi.targets if (t := self._port_of(n, p, "inputs")) is not None]
             tp = targets[0].type if targets else Any
             if gi.default is not MISSING:
                 default = gi.default
@@ -259,7 +340,7 @@ class Graph(EditingMixin, Block):
 
         return self._cached("components", compute)
 
-    def required_components(self) -> dict[str, ComponentRef]:  # type: ignore[override]
+    def required_components(self) -> dict[str, ComponentRef]:
         """Every component the graph's blocks need: ``{name: ComponentRef(name, expected)}``."""
         return dict(self.required_components_refs())
 
@@ -381,9 +462,6 @@ class Graph(EditingMixin, Block):
         """Run like a function: one output -> the value, several -> a ``Result``."""
         return self.compile().call(components=components, inputs=inputs)
 
-    def implementation(self) -> Any:  # pragma: no cover - composites are compiled, not called
-        raise TypeError("a Graph runs through its compiled plan")
-
     def to_dict(self) -> dict[str, Any]:
         from diffblocks.graph.jsonio import graph_to_document
 
@@ -448,8 +526,9 @@ def _contains(block: Block, target: Block) -> bool:
     """Whether ``target`` is ``block`` or nested anywhere inside it."""
     if block is target:
         return True
+    if not isinstance(block, Composite):
+        return False
     body = getattr(block, "body", None)  # a Loop's body graph itself, not only its nodes
     if isinstance(body, Block) and _contains(body, target):
         return True
-    children = getattr(block, "child_nodes", None)
-    return children is not None and any(_contains(child, target) for child in children().values())
+    return any(_contains(child, target) for child in block.child_nodes().values())

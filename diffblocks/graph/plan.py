@@ -74,7 +74,7 @@ class Plan:
     def check_inputs(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         """Validate user values at the graph boundary (pydantic); ``GraphError`` lists every problem."""
         problems = []
-        checked = {}
+        checked: dict[str, Any] = {}
         for name, value in inputs.items():
             port = self.inputs.get(name)
             if port is None:
@@ -151,7 +151,8 @@ class Plan:
         if self._flag.stop:
             raise RunInterrupted(step.path)
         reasons: list[str] = []
-        parts = keep = None
+        parts: KeyParts | None = None
+        keep: list[Any] = []
         cacheable, why_not = self._memo_info[step.path]
         if not cacheable and step.path in self._branch_memo_info:
             branch = step.choose(slots)
@@ -164,7 +165,6 @@ class Plan:
         elif has_callbacks and isinstance(step, _LoopStep):
             reasons = ["callbacks observe this loop"]
         else:
-            keep = []
             parts = self._key_parts(step, slots, rt, grad, keep)
             cached, reasons = memo.lookup(step.path, parts)
             if cached is not None:
@@ -182,7 +182,7 @@ class Plan:
         stat[1] += dt
         status = "miss" if parts is not None else "ran"
         report.nodes[step.path] = NodeReport(status, reasons, dt)
-        if memo is not None and parts is not None and keep is not None:
+        if memo is not None and parts is not None:
             # A lazy provider's fingerprint of a component changes when running the node loaded
             # it; store under the fingerprints as they are now, which the next run will see.
             parts = dataclasses.replace(parts, components=self._component_parts(step, rt, keep))
