@@ -156,7 +156,7 @@ class Switch(Composite):
             for name, port in graph.inputs.items():
                 ports.setdefault(name, port)
                 needed[name] = needed.get(name, 0) + (1 if port.required else 0)
-        selectors = set(self.selector_inputs)
+        selectors = dict.fromkeys(self.selector_inputs)  # ordered: port order must not depend on hashing
         result = {}
         for name, port in ports.items():
             if name in selectors:  # presence means "given": a default would always select

@@ -9,8 +9,7 @@ import torch
 
 from diffblocks.noise import randn_tensor
 from diffblocks.schedulers.base import Scheduler, SchedulerOutput, SchedulerState
-from diffblocks.schedulers.prediction import Scalar, postprocess_x0, prediction_for
-from diffblocks.schedulers.schedules import alphas_cumprod_from_config, check_num_steps, spaced_timesteps
+from diffblocks.schedulers.prediction import Scalar, postprocess_x0
 
 
 def ddim_step(
@@ -38,19 +37,16 @@ class DDIMScheduler(Scheduler):
 
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)
-        self.alphas_cumprod = alphas_cumprod_from_config(self.config)
         # alpha_bar "before" t = 0: 1 (a clean final step) or, as in the original code, alpha_bar_0
         self.final_alpha_cumprod = torch.tensor(1.0) if self.config.set_alpha_to_one else self.alphas_cumprod[0]
-        self.prediction = prediction_for(self.config.prediction_type, type(self).__name__)
 
     def new_state(
         self, num_inference_steps: int | None = None, device: torch.device | str | None = None,
         timesteps: Any = None, sigmas: Any = None, mu: float | None = None,
     ) -> SchedulerState:  # fmt: skip
-        self._reject_custom(timesteps=timesteps, sigmas=sigmas, mu=mu)
-        n = check_num_steps(num_inference_steps, self.num_train_timesteps, type(self).__name__)
-        ts = spaced_timesteps(self.config.timestep_spacing, self.num_train_timesteps, n, self.config.steps_offset)
-        return SchedulerState(timesteps=torch.from_numpy(ts.round().astype(np.int64)).to(device), num_inference_steps=n)
+        n = self._step_count(num_inference_steps, timesteps=timesteps, sigmas=sigmas, mu=mu)
+        ts = self._spaced_timesteps(n).round().astype(np.int64)
+        return SchedulerState(timesteps=torch.from_numpy(ts).to(device), num_inference_steps=n)
 
     def _step(
         self,

@@ -9,8 +9,8 @@ import torch
 
 from diffblocks.noise import randn_tensor
 from diffblocks.schedulers.base import Scheduler, SchedulerOutput, SchedulerState
-from diffblocks.schedulers.prediction import Scalar, postprocess_x0, prediction_for
-from diffblocks.schedulers.schedules import alphas_cumprod_from_config, check_num_steps, spaced_timesteps
+from diffblocks.schedulers.prediction import Scalar, postprocess_x0
+from diffblocks.schedulers.schedules import check_num_steps
 
 
 def ddpm_posterior_mean(x0: torch.Tensor, sample: torch.Tensor, alpha_bar: Scalar, alpha_bar_prev: Scalar) -> torch.Tensor:
@@ -43,11 +43,6 @@ class DDPMScheduler(Scheduler):
         "variance_type": ("fixed_small", "fixed_small_log", "fixed_large", "learned", "learned_range"),
     }
 
-    def __init__(self, **config: Any) -> None:
-        super().__init__(**config)
-        self.alphas_cumprod = alphas_cumprod_from_config(self.config)
-        self.prediction = prediction_for(self.config.prediction_type, type(self).__name__)
-
     def new_state(
         self, num_inference_steps: int | None = None, device: torch.device | str | None = None,
         timesteps: list[int] | None = None, sigmas: Any = None, mu: float | None = None,
@@ -65,7 +60,7 @@ class DDPMScheduler(Scheduler):
             ts = np.array(timesteps, dtype=np.int64)
         else:
             n = check_num_steps(num_inference_steps, num_train, name)
-            ts = spaced_timesteps(self.config.timestep_spacing, num_train, n, self.config.steps_offset).round().astype(np.int64)
+            ts = self._spaced_timesteps(n).round().astype(np.int64)
         return SchedulerState(timesteps=torch.from_numpy(ts).to(device), num_inference_steps=len(ts))
 
     def _previous_timestep(self, state: SchedulerState, timestep: int | torch.Tensor) -> torch.Tensor:

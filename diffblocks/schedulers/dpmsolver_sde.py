@@ -22,7 +22,7 @@ import torchsde
 
 from diffblocks.schedulers.base import SchedulerOutput, SchedulerState
 from diffblocks.schedulers.k_samplers import KDiffusionScheduler, to_d
-from diffblocks.schedulers.schedules import check_num_steps, sigma_to_t, sigmas_from_alphas_cumprod
+from diffblocks.schedulers.schedules import sigma_to_t, sigmas_from_alphas_cumprod
 
 MIDPOINT = 0.5  # r of DPM-Solver++(2S): where in [t, t_next] the second model call is made
 
@@ -103,8 +103,7 @@ class DPMSolverSDEScheduler(KDiffusionScheduler):
         timesteps: Any = None, sigmas: Any = None, mu: float | None = None,
     ) -> DPMSDEState:  # fmt: skip
         """Spaced timesteps (float64, as the reference keeps them) with the step midpoints in between."""
-        self._reject_custom(timesteps=timesteps, sigmas=sigmas, mu=mu)
-        n = check_num_steps(num_inference_steps, self.num_train_timesteps, type(self).__name__)
+        n = self._step_count(num_inference_steps, timesteps=timesteps, sigmas=sigmas, mu=mu)
         ts, sig = self._step_sigmas(n)
         # midpoint of each step in t = -log(sigma), as a training timestep
         t = -np.log(sig)
@@ -128,14 +127,9 @@ class DPMSolverSDEScheduler(KDiffusionScheduler):
         return sample / ((sigma_input**2 + 1) ** 0.5)
 
     def _step(
-        self,
-        state: DPMSDEState,
-        model_output: torch.Tensor,
-        timestep: Any,
-        sample: torch.Tensor,
-        generator: Any = None,
-        s_noise: float = 1.0,
-    ) -> SchedulerOutput:
+        self, state: DPMSDEState, model_output: torch.Tensor, timestep: Any, sample: torch.Tensor,
+        generator: Any = None, s_noise: float = 1.0,
+    ) -> SchedulerOutput:  # fmt: skip
         i = self._init_step_index(state, timestep)
         if state.noise is None:
             seed = self.config.noise_sampler_seed

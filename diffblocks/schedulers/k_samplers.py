@@ -14,16 +14,12 @@ import numpy as np
 import torch
 
 from diffblocks.schedulers.base import Scheduler, SchedulerState, broadcast_like
-from diffblocks.schedulers.prediction import prediction_for
 from diffblocks.schedulers.schedules import (
     SIGMA_SCHEDULES,
-    alphas_cumprod_from_config,
-    check_num_steps,
     interp_sigmas,
     sigma_schedule_name,
     sigma_to_t,
     sigmas_from_alphas_cumprod,
-    spaced_timesteps,
 )
 
 
@@ -41,11 +37,9 @@ class KDiffusionScheduler(Scheduler):
 
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)
-        self.alphas_cumprod = alphas_cumprod_from_config(self.config)
         if self.config.get("rescale_betas_zero_snr"):
             # zero terminal SNR would make the last training sigma infinite; keep it huge but finite
             self.alphas_cumprod[-1] = 2**-24
-        self.prediction = prediction_for(self.config.prediction_type, type(self).__name__)
 
     def _check_config(self, values: Any) -> None:
         sigma_schedule_name(values)
@@ -59,7 +53,7 @@ class KDiffusionScheduler(Scheduler):
 
     def _spaced_sigmas(self, num_steps: int, train_sigmas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Timesteps per `timestep_spacing` and their interpolated training sigmas (both descending)."""
-        timesteps = spaced_timesteps(self.config.timestep_spacing, self.num_train_timesteps, num_steps, self.config.steps_offset)
+        timesteps = self._spaced_timesteps(num_steps)
         timesteps = timesteps.astype(self.timestep_dtype)
         return timesteps, interp_sigmas(timesteps, train_sigmas)
 
@@ -92,8 +86,7 @@ class KDiffusionScheduler(Scheduler):
         self, num_inference_steps: int | None = None, device: torch.device | str | None = None,
         timesteps: Any = None, sigmas: Any = None, mu: float | None = None,
     ) -> SchedulerState:  # fmt: skip
-        self._reject_custom(timesteps=timesteps, sigmas=sigmas, mu=mu)
-        n = check_num_steps(num_inference_steps, self.num_train_timesteps, type(self).__name__)
+        n = self._step_count(num_inference_steps, timesteps=timesteps, sigmas=sigmas, mu=mu)
         return self._make_state(*self._sigma_schedule(n), device)
 
     def scale_model_input(

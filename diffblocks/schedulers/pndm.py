@@ -13,8 +13,7 @@ import numpy as np
 import torch
 
 from diffblocks.schedulers.base import Scheduler, SchedulerOutput, SchedulerState
-from diffblocks.schedulers.prediction import Scalar, prediction_for
-from diffblocks.schedulers.schedules import alphas_cumprod_from_config, check_num_steps, spaced_timesteps
+from diffblocks.schedulers.prediction import Scalar
 
 
 def pndm_transfer(sample: torch.Tensor, eps: torch.Tensor, alpha_bar: Scalar, alpha_bar_prev: Scalar) -> torch.Tensor:
@@ -55,18 +54,14 @@ class PNDMScheduler(Scheduler):
 
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)
-        self.alphas_cumprod = alphas_cumprod_from_config(self.config)
         self.final_alpha_cumprod = torch.tensor(1.0) if self.config.set_alpha_to_one else self.alphas_cumprod[0]
-        self.prediction = prediction_for(self.config.prediction_type, type(self).__name__)
 
     def new_state(
         self, num_inference_steps: int | None = None, device: torch.device | str | None = None,
         timesteps: Any = None, sigmas: Any = None, mu: float | None = None,
     ) -> PNDMState:  # fmt: skip
-        self._reject_custom(timesteps=timesteps, sigmas=sigmas, mu=mu)
-        n = check_num_steps(num_inference_steps, self.num_train_timesteps, type(self).__name__)
-        steps = spaced_timesteps(self.config.timestep_spacing, self.num_train_timesteps, n, self.config.steps_offset)
-        steps = steps[::-1].round().astype(np.int64)  # ascending
+        n = self._step_count(num_inference_steps, timesteps=timesteps, sigmas=sigmas, mu=mu)
+        steps = self._spaced_timesteps(n)[::-1].round().astype(np.int64)  # ascending
         if self.config.skip_prk_steps:
             # the first PLMS step needs two model calls at the same timestep (t and its repeat)
             prk = np.array([], dtype=np.int64)
