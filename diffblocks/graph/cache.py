@@ -78,7 +78,7 @@ def component_fingerprint(provider: Any, name: str, keep: list[Any]) -> Any:
 def value_bytes(value: Any, depth: int = 0) -> int:
     """Bytes of tensor storage in ``value`` (lists, tuples and dicts walked)."""
     if isinstance(value, torch.Tensor):
-        return value.numel() * value.element_size()
+        return int(value.numel() * value.element_size())
     if depth < _MAX_DEPTH:
         if isinstance(value, (list, tuple)):
             return sum(value_bytes(v, depth + 1) for v in value)
