@@ -2,7 +2,7 @@
 
 A small Stable Diffusion: AutoencoderKL (64x64 RGB <-> 16x16x4 latents), a CLIP text
 encoder with a tiny BPE tokenizer, and a UNet2DConditionModel, trained from scratch on the
-shapes dataset (:mod:`diffblocks.shapes.dataset`) on CPU in under 30 minutes:
+shapes dataset (:mod:`tiny_shapes.dataset`) on CPU in under 30 minutes:
 
 1. render the dataset (every training combination, a few jittered copies each);
 2. train the VAE (L1 reconstruction + a small KL term), then set ``scaling_factor`` so
@@ -13,7 +13,7 @@ shapes dataset (:mod:`diffblocks.shapes.dataset`) on CPU in under 30 minutes:
    its caption, teaches the layout), with 10% of captions dropped to "" so classifier-free
    guidance works;
 4. save the EMA weights as fp16 safetensors in diffusers' folder layout, a loss plot, and
-   the evaluation table of :mod:`diffblocks.shapes.evaluate`.
+   the evaluation table of :mod:`tiny_shapes.evaluate`.
 
     python examples/train_tiny_shapes.py --out diffblocks/assets/tiny-shapes
     python examples/train_tiny_shapes.py --smoke --out /tmp/tiny   # a few steps, seconds
@@ -37,14 +37,15 @@ import torch.nn.functional as F
 from tqdm import tqdm
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from diffblocks.shapes import dataset
-from diffblocks.shapes.evaluate import evaluate
-from diffblocks.shapes.figures import plot_losses, save_samples
-from diffblocks.shapes.sampler import encode_prompts, generate, load_components
-from diffblocks.shapes.targets import CaptionMeans
-from diffblocks.shapes.threads import ThreadPicker
-from diffblocks.shapes.tokenizer import build_tokenizer, save_tokenizer
+from tiny_shapes import dataset
+from tiny_shapes.evaluate import evaluate
+from tiny_shapes.figures import plot_losses, save_samples
+from tiny_shapes.sampler import encode_prompts, generate, load_components
+from tiny_shapes.targets import CaptionMeans
+from tiny_shapes.threads import ThreadPicker
+from tiny_shapes.tokenizer import build_tokenizer, save_tokenizer
 
+from diffblocks.formats import DIFFUSERS_FORMAT_VERSION
 from diffblocks.models import AutoencoderKL, UNet2DConditionModel
 from diffblocks.schedulers import DDIMScheduler, DDPMScheduler
 
@@ -380,7 +381,7 @@ def save_pipeline(folder: Path, vae, text_encoder, unet, tokenizer, schedule: di
     DDIMScheduler(**inference_scheduler_config(schedule)).save_pretrained(folder / "scheduler")
     index = {
         "_class_name": "StableDiffusionPipeline",
-        "_diffusers_version": "0.42.1",
+        "_diffusers_version": DIFFUSERS_FORMAT_VERSION,
         "feature_extractor": [None, None],
         "image_encoder": [None, None],
         "requires_safety_checker": False,

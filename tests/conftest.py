@@ -25,17 +25,31 @@ def _one_torch_thread():
     torch.set_num_threads(before)
 
 
+def _saved(factory: pytest.TempPathFactory, kind: str, seed: int = 0) -> Path:
+    from tests.components.tiny_pipelines import save_pipeline
+
+    return save_pipeline(kind, factory.mktemp("tiny") / f"{kind}-{seed}", seed=seed)
+
+
 @pytest.fixture(scope="session")
 def tiny_sd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny SD 1.5-style folder with random weights, written by diffusers' save_pretrained."""
-    from tests.components.tiny_pipelines import save_pipeline
+    return _saved(tmp_path_factory, "sd")
 
-    return save_pipeline("sd", tmp_path_factory.mktemp("tiny") / "sd")
+
+@pytest.fixture(scope="session")
+def tiny_sd_seed1_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same tiny SD layout with other random weights (seed 1): for tests that mix two folders."""
+    return _saved(tmp_path_factory, "sd", seed=1)
 
 
 @pytest.fixture(scope="session")
 def tiny_sdxl_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny SDXL-style folder with random weights, written by diffusers' save_pretrained."""
-    from tests.components.tiny_pipelines import save_pipeline
+    return _saved(tmp_path_factory, "sdxl")
 
-    return save_pipeline("sdxl", tmp_path_factory.mktemp("tiny") / "sdxl")
+
+@pytest.fixture(scope="session")
+def tiny_flux_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Flux-style folder with random weights, written by diffusers' save_pretrained."""
+    return _saved(tmp_path_factory, "flux")

@@ -122,9 +122,11 @@ class Block:
     A block instance is immutable once built; ``with_config`` returns a configured copy.
     """
 
-    name: ClassVar[str | None] = None  # type: ignore[misc]
-    version: ClassVar[int] = 1  # type: ignore[misc]
-    memoise: ClassVar[bool] = True  # type: ignore[misc]
+    # Class attributes for class-form blocks; FunctionBlock, UnknownBlock and composites set them
+    # per instance (composites compute their ports and memoise flag: see graph.Composite).
+    name: str | None = None
+    version: int = 1
+    memoise: bool = True
     description: str = ""
     inputs: dict[str, Port] = {}
     outputs: dict[str, Port] = {}
@@ -136,6 +138,7 @@ class Block:
     Inputs: ClassVar[Any] = None
     Outputs: ClassVar[Any] = None
     Config: ClassVar[Any] = None
+    _config_model_cache: ClassVar[Any] = None  # per class, built on first use
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -206,8 +209,8 @@ class Block:
             self._config_model().model_validate(dict(values))
         except ValidationError as exc:
             for err in exc.errors():
-                key = str(err["loc"][0]) if err["loc"] else None
-                problems.append(Problem("bad_config", f"config {key}: {err['msg']}", node, key))
+                field = str(err["loc"][0]) if err["loc"] else None
+                problems.append(Problem("bad_config", f"config {field}: {err['msg']}", node, field))
         return problems
 
     def _config_model(self) -> Any:
@@ -218,7 +221,7 @@ class Block:
             model = cls.__dict__.get("_config_model_cache")
             if model is None:
                 model = _build_config_model(self.label, self.config_fields)
-                cls._config_model_cache = model  # type: ignore[attr-defined]
+                cls._config_model_cache = model
         return model
 
     @property
@@ -284,10 +287,6 @@ def _find_context_param(fn: Callable[..., Any]) -> str | None:
 def _build_config_model(owner: str, fields: dict[str, Port]) -> Any:
     from pydantic import ConfigDict, create_model
 
-    definitions = {n: (p.type, p.default) for n, p in fields.items()}
+    definitions: dict[str, Any] = {n: (p.type, p.default) for n, p in fields.items()}
     safe = "".join(ch if ch.isalnum() else "_" for ch in owner)
-    return create_model(
-        f"{safe}_config",
-        __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True),
-        **definitions,  # type: ignore[arg-type]
-    )
+    return create_model(f"{safe}_config", __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True), **definitions)

@@ -28,7 +28,8 @@ class RunContext:
 
     @property
     def run(self) -> dict[str, Any]:
-        return self._runtime.shared
+        shared: dict[str, Any] = self._runtime.shared
+        return shared
 
     @property
     def step(self) -> int | None:

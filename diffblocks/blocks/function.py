@@ -54,9 +54,9 @@ class FunctionBlock(Block):
         description: str | None = None,
     ) -> None:
         self.fn = fn
-        self.name = name  # type: ignore[misc]
-        self.version = version  # type: ignore[misc]
-        self.memoise = memoise  # type: ignore[misc]
+        self.name = name
+        self.version = version
+        self.memoise = memoise
         owner = name or fn.__name__
         summary, arg_docs, out_docs = parse_docstring(fn.__doc__)
         self.description = description if description is not None else summary
@@ -94,7 +94,7 @@ class FunctionBlock(Block):
         check_port_names(owner, "input", self.inputs)
         check_port_names(owner, "output", self.outputs)
         self._instance_config_model = _build_config_model(owner, self.config_fields)
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
         super().__init__()
 
     def _on_config(self) -> None:

@@ -41,8 +41,10 @@ __all__ = [
 class _SemanticMeta(type):
     """Makes ``isinstance(value, Latents)`` check the run-time base type (a tensor)."""
 
+    __base_type__: type
+
     def __instancecheck__(cls, obj: object) -> bool:
-        return isinstance(obj, cls.__base_type__)  # type: ignore[attr-defined]
+        return isinstance(obj, cls.__base_type__)
 
     def __repr__(cls) -> str:
         return cls.__name__
@@ -178,7 +180,7 @@ def strip_optional(tp: Any) -> Any:
     rest = tuple(a for a in args if a is not _NONE)
     if len(rest) == 1:
         return rest[0]
-    return Union[rest]  # type: ignore[return-value]
+    return Union[rest]
 
 
 def _strip_annotated(tp: Any) -> Any:
@@ -208,14 +210,14 @@ def _class_compatible(source: Any, target: Any) -> bool:
     src_origin = typing.get_origin(source) or source
     dst_origin = typing.get_origin(target) or target
     if not (isinstance(src_origin, type) and isinstance(dst_origin, type)):
-        return source == target
+        return bool(source == target)
     src_sem = issubclass(src_origin, SemanticType)
     dst_sem = issubclass(dst_origin, SemanticType)
     if src_sem and dst_sem:
         return issubclass(src_origin, dst_origin)
-    if src_sem:  # Latents -> torch.Tensor / object
+    if issubclass(src_origin, SemanticType):  # Latents -> torch.Tensor / object
         return issubclass(src_origin.__base_type__, dst_origin)
-    if dst_sem:  # a plain tensor may feed a semantic tensor port
+    if issubclass(dst_origin, SemanticType):  # a plain tensor may feed a semantic tensor port
         base = dst_origin.__base_type__
         if base is object:  # e.g. Images: tensors or lists of PIL images, not any value at all
             return issubclass(src_origin, (torch.Tensor, list, tuple))

@@ -15,7 +15,7 @@ from typing import Any
 from ..fileio import FileReadError, atomic_folder, read_text_bounded
 from ..hub import HubError, list_repo_files_pinned, resolve_commit, snapshot_download_pinned
 from ..sharing import GRAPH_FILE, GraphRepoError
-from ..sharing.code import check_code_paths, parse_document
+from ..graph.repo_code import check_code_paths, parse_document
 
 __all__ = ["register", "cmd_pull", "pull_repo"]
 

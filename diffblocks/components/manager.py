@@ -57,7 +57,7 @@ def _per_name(value: Any, name: str) -> Any:
     return value
 
 
-def _tensor_versions(obj: Any) -> int:
+def _weights_edit_count(obj: Any) -> int:
     """Sum of the in-place version counters of a module's tensors (0 for non-modules).
 
     In-place writes (``add_``, ``copy_``) bump a counter; moving with ``.to()`` does not.
@@ -262,10 +262,10 @@ class ComponentsManager(Mapping[str, Any]):
         if spec is None:
             if obj is _MISSING:
                 raise KeyError(f"no component '{name}' in this manager")
-            return ("object", id(obj), _tensor_versions(obj), getattr(obj, "_diffblocks_revision", None))
+            return ("object", id(obj), _weights_edit_count(obj), getattr(obj, "_diffblocks_revision", None))
         if obj is _MISSING:
             return ("spec", spec.identity, str(self.dtype_for(name)), 0, None)
-        changed = _tensor_versions(obj) - self._baselines.get(name, 0)
+        changed = _weights_edit_count(obj) - self._baselines.get(name, 0)
         return ("spec", spec.identity, str(self.dtype_for(name)), changed, getattr(obj, "_diffblocks_revision", None))
 
     def load(self, *names: str) -> dict[str, Any]:
@@ -333,7 +333,7 @@ class ComponentsManager(Mapping[str, Any]):
             else:
                 obj = load_component(spec, options)
             self._objects[name] = obj
-            self._baselines[name] = _tensor_versions(obj)
+            self._baselines[name] = _weights_edit_count(obj)
             self._sources[name] = self._describe_source(spec, commit)
             if offloading and isinstance(obj, torch.nn.Module):
                 self._offloader.attach(name, obj)  # type: ignore[union-attr]

@@ -78,7 +78,7 @@ def component_fingerprint(provider: Any, name: str, keep: list[Any]) -> Any:
 def value_bytes(value: Any, depth: int = 0) -> int:
     """Bytes of tensor storage in ``value`` (lists, tuples and dicts walked)."""
     if isinstance(value, torch.Tensor):
-        return value.numel() * value.element_size()
+        return int(value.numel() * value.element_size())
     if depth < _MAX_DEPTH:
         if isinstance(value, (list, tuple)):
             return sum(value_bytes(v, depth + 1) for v in value)
@@ -87,7 +87,9 @@ def value_bytes(value: Any, depth: int = 0) -> int:
     return 0
 
 
-def _tensor_versions(values: Any) -> tuple[Any, ...]:
+def _version_counters(values: Any) -> tuple[Any, ...]:
+    """Each output tensor's in-place version counter (None for non-tensors): an entry whose
+    outputs were edited in place since it was stored no longer matches."""
     return tuple(v._version if isinstance(v, torch.Tensor) else None for v in values)
 
 
@@ -142,7 +144,7 @@ class MemoCache:
         previous = self._last.get(node)
         self._last[node] = parts
         if entry is not None:
-            if _tensor_versions(entry.outputs) == entry.versions:
+            if _version_counters(entry.outputs) == entry.versions:
                 self._entries.move_to_end(key)
                 self.hits += 1
                 return entry.outputs, []
@@ -160,7 +162,7 @@ class MemoCache:
         key = parts.key(node)
         if key in self._entries:
             self._drop(key)
-        self._entries[key] = _Entry(outputs, _tensor_versions(outputs), size, keep)
+        self._entries[key] = _Entry(outputs, _version_counters(outputs), size, keep)
         self.nbytes += size
         while len(self._entries) > self.max_entries or self.nbytes > self.max_bytes:
             self._drop(next(iter(self._entries)))

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..blocks.base import Block
-from .graph import Graph
+from diffblocks.blocks.base import Block
+from diffblocks.graph.graph import Graph
 
 __all__ = ["sequential"]
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
-from ..blocks.base import Block
-from ..blocks.errors import Problem
-from ..blocks.ports import MISSING, ComponentRef, Port
-from ..blocks.types import is_compatible, type_name
-from .graph import Graph
+from diffblocks.blocks.base import Block
+from diffblocks.blocks.errors import Problem
+from diffblocks.blocks.ports import MISSING, ComponentRef, Port
+from diffblocks.blocks.types import is_compatible, type_name
+from diffblocks.graph.graph import Composite, Graph
 
 __all__ = ["Loop", "Switch"]
 
@@ -23,7 +23,7 @@ def _run_alone(block: Block, components: Mapping[str, Any] | None, inputs: Mappi
     return Graph.wrap(block).compile(cache=False).call(components=components, inputs=inputs, progress=False)
 
 
-class Loop(Block):
+class Loop(Composite):
     """Run ``body`` once per element of the input ``over``.
 
     ::
@@ -40,8 +40,6 @@ class Loop(Block):
     stop the loop; the executor shows a progress bar of steps when ``progress`` is on.
     """
 
-    is_composite = True
-
     def __init__(
         self,
         body: Block,
@@ -54,28 +52,22 @@ class Loop(Block):
         progress: bool = True,
         description: str = "",
     ) -> None:
-        self.name = name  # type: ignore[misc]
+        super().__init__(name, description)
         self.body = _as_graph(body, f"{name}_body")
         self.over = over
         self.item = item
         self.carry = dict(carry)
         self.over_type = over_type
         self.progress = progress
-        self.description = description
-        self.version = 1  # type: ignore[misc]
-        self.config = {}
-        self.config_overrides = {}
 
-    @property
-    def inputs(self) -> dict[str, Port]:  # type: ignore[override]
+    def derive_inputs(self) -> dict[str, Port]:
         ports = {self.over: Port(self.over, self.over_type, MISSING, f"iterated over; each element feeds {self.item}")}
         for name, port in self.body.inputs.items():
             if name != self.item and name != self.over:
                 ports[name] = port
         return ports
 
-    @property
-    def outputs(self) -> dict[str, Port]:  # type: ignore[override]
+    def derive_outputs(self) -> dict[str, Port]:
         body_out = self.body.outputs
         ports = {}
         for name, out in self.carry.items():
@@ -83,16 +75,7 @@ class Loop(Block):
             ports[name] = Port(name, src.type if src else Any, MISSING, f"{name} after the last step")
         return ports
 
-    @property
-    def components(self) -> dict[str, ComponentRef]:  # type: ignore[override]
-        return self.body.required_components()
-
-    @property
-    def config_fields(self) -> dict[str, Port]:  # type: ignore[override]
-        return {}
-
-    @property
-    def memoise(self) -> bool:  # type: ignore[override]
+    def derive_memoise(self) -> bool:
         return self.body.memoise
 
     def required_components(self) -> dict[str, ComponentRef]:
@@ -137,7 +120,7 @@ class Loop(Block):
         return f"<Loop {self.name!r} over {self.over} item {self.item} carry {self.carry}>"
 
 
-class Switch(Block):
+class Switch(Composite):
     """Pick one branch graph at run time.
 
     ::
@@ -152,8 +135,6 @@ class Switch(Block):
     validated statically; all branches must produce the same outputs.
     """
 
-    is_composite = True
-
     def __init__(
         self,
         branches: Mapping[str, Block],
@@ -164,31 +145,26 @@ class Switch(Block):
         name: str = "switch",
         description: str = "",
     ) -> None:
-        self.name = name  # type: ignore[misc]
+        super().__init__(name, description)
         self.branches: dict[str, Graph] = {b: _as_graph(g, b) for b, g in branches.items()}
         self.when: dict[str, list[str]] = {
             b: [v] if isinstance(v, str) else list(v) for b, v in (when or {}).items()
         }
         self.default = default
         self.predicate = predicate
-        self.description = description
-        self.version = 1  # type: ignore[misc]
-        self.config = {}
-        self.config_overrides = {}
 
     @property
     def selector_inputs(self) -> list[str]:
         return [name for names in self.when.values() for name in names]
 
-    @property
-    def inputs(self) -> dict[str, Port]:  # type: ignore[override]
+    def derive_inputs(self) -> dict[str, Port]:
         ports: dict[str, Port] = {}
         needed: dict[str, int] = {}
         for graph in self.branches.values():
             for name, port in graph.inputs.items():
                 ports.setdefault(name, port)
                 needed[name] = needed.get(name, 0) + (1 if port.required else 0)
-        selectors = set(self.selector_inputs)
+        selectors = dict.fromkeys(self.selector_inputs)  # ordered: port order must not depend on hashing
         result = {}
         for name, port in ports.items():
             if name in selectors:  # presence means "given": a default would always select
@@ -201,22 +177,12 @@ class Switch(Block):
             result.setdefault(name, Port(name, Any, None, "its presence selects a branch"))
         return result
 
-    @property
-    def outputs(self) -> dict[str, Port]:  # type: ignore[override]
+    def derive_outputs(self) -> dict[str, Port]:
         for graph in self.branches.values():
             return graph.outputs
         return {}
 
-    @property
-    def components(self) -> dict[str, ComponentRef]:  # type: ignore[override]
-        return self.required_components()
-
-    @property
-    def config_fields(self) -> dict[str, Port]:  # type: ignore[override]
-        return {}
-
-    @property
-    def memoise(self) -> bool:  # type: ignore[override]
+    def derive_memoise(self) -> bool:
         return all(g.memoise for g in self.branches.values())
 
     def required_components(self) -> dict[str, ComponentRef]:
@@ -237,7 +203,7 @@ class Switch(Block):
     def pick(self, present: Mapping[str, Any]) -> str:
         """The branch that runs when the inputs in ``present`` (name -> value) are given."""
         if self.predicate is not None:
-            from ..registry.blocks import get_predicate
+            from diffblocks.registry.blocks import get_predicate
 
             branch = get_predicate(self.predicate)(dict(present))
             if branch not in self.branches:
@@ -260,7 +226,7 @@ class Switch(Block):
         if self.predicate is not None:
             if self.when:
                 found.append(Problem("bad_structure", "give either when= or predicate=, not both"))
-            from ..registry.blocks import UnknownBlockError, get_predicate
+            from diffblocks.registry.blocks import UnknownBlockError, get_predicate
 
             try:
                 get_predicate(self.predicate)

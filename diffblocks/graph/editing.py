@@ -6,15 +6,15 @@ import difflib
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
-from ..blocks.base import Block
-from ..blocks.errors import GraphError, Problem
-from ..blocks.ports import Port
-from . import _state
+from diffblocks.blocks.base import Block
+from diffblocks.blocks.errors import GraphError, Problem
+from diffblocks.blocks.ports import Port
+from diffblocks.graph import _state
 
 if TYPE_CHECKING:
-    from .graph import Graph
+    from diffblocks.graph.graph import Graph
 
 __all__ = ["EditingMixin", "problem_key"]
 
@@ -31,8 +31,16 @@ class EditingMixin:
     _inputs: dict[str, Any]
     _outputs: dict[str, tuple[str, str]]
 
+    if TYPE_CHECKING:  # provided by Graph
+
+        def problems(self, components: Mapping[str, Any] | None = None) -> list[Problem]: ...
+
+        def _problem_keys(self) -> list[tuple[Any, ...]]: ...
+
+        def _resolve(self, node: str, block: Block | str, config: Mapping[str, Any] | None) -> Block: ...
+
     @contextmanager
-    def edit(self) -> Iterator[Graph]:
+    def edit(self) -> Iterator[Self]:
         """Group several edits; the graph is validated once at the end. If the result has new
         problems, every edit in the block is undone and ``GraphError`` names what broke."""
         snapshot = self._snapshot()
@@ -56,8 +64,8 @@ class EditingMixin:
         """The graph holding node ``path`` and the node's name there. A path walks into
         composites: ``"denoise/guide"`` (or ``"denoise.guide"``) is node ``guide`` of loop
         ``denoise``'s body; ``"start/img2img/scale"`` is inside branch ``img2img`` of a Switch."""
-        from .composites import Loop, Switch
-        from .graph import Graph
+        from diffblocks.graph.composites import Loop, Switch
+        from diffblocks.graph.graph import Graph
 
         parts = re.split(r"[/.]", path)
         graph: Any = self
@@ -90,7 +98,7 @@ class EditingMixin:
             inner._restore(snapshot)
             raise GraphError(new, title="edit rejected, graph unchanged")
 
-    def replace(self, node: str, block: Block | str, config: Mapping[str, Any] | None = None) -> Graph:
+    def replace(self, node: str, block: Block | str, config: Mapping[str, Any] | None = None) -> Self:
         """Swap the block of ``node`` keeping its edges (e.g. another decoder). ``node`` may be a
         path into a composite (``"denoise/guide"``)."""
         inner, name = self.locate(node)
@@ -104,7 +112,7 @@ class EditingMixin:
             _state.touch()
         return self
 
-    def remove(self, node: str) -> Graph:
+    def remove(self, node: str) -> Self:
         """Remove ``node`` and every edge, input target and output that touches it (a path
         into a composite is fine too)."""
         inner, name = self.locate(node)
@@ -131,12 +139,12 @@ class EditingMixin:
         input: str | None = None,
         output: str | None = None,
         config: Mapping[str, Any] | None = None,
-    ) -> Graph:
+    ) -> Self:
         """Put a new node on an existing edge ``(source, target)``: source -> node.input and
         node.output -> target. ``input``/``output`` default to the port of the same name as the
         edge's ends, else the node's only input / output. With a path (``"denoise/boost"``)
         the node goes into that composite, and the edge is named in its terms."""
-        from .graph import split_ref
+        from diffblocks.graph.graph import split_ref
 
         inner, name = self.locate(node)
         if inner is not self:
@@ -160,6 +168,20 @@ class EditingMixin:
             _state.touch()
         return self
 
+    def prune_dangling(self, node: str) -> None:
+        """Drop the edges and graph-input targets into inputs ``node`` no longer has (after its
+        block was swapped for one with fewer inputs, as ``select`` does). Not validated."""
+        ins = self.nodes[node].inputs
+        self._edges = {d: s for d, s in self._edges.items() if d[0] != node or d[1] in ins}
+        for gi in self._inputs.values():
+            gi.targets = [t for t in gi.targets if t[0] != node or t[1] in ins]
+        _state.touch()
+
+    def drop_unused_inputs(self) -> None:
+        """Forget graph inputs that feed nothing any more. Not validated."""
+        self._inputs = {n: gi for n, gi in self._inputs.items() if gi.targets}
+        _state.touch()
+
     def _require_node(self, node: str) -> None:
         if node not in self.nodes:
             close = difflib.get_close_matches(node, list(self.nodes), n=3)
@@ -167,7 +189,7 @@ class EditingMixin:
             raise GraphError([Problem("unknown_port", f"no node named {node!r}{hint}", node)])
 
     def _snapshot(self) -> tuple[Any, ...]:
-        from .graph import GraphInput
+        from diffblocks.graph.graph import GraphInput
 
         return (
             dict(self.nodes),

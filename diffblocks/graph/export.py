@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from ..blocks.base import Block
-from .composites import Loop, Switch
-from .graph import Graph, UnknownBlock
+from diffblocks.blocks.base import Block
+from diffblocks.graph.composites import Loop, Switch
+from diffblocks.graph.graph import Graph, UnknownBlock
 
 __all__ = ["to_mermaid", "to_dot", "to_text"]
 
@@ -44,13 +46,13 @@ def _ident(path: str) -> str:
 def to_mermaid(graph: Graph) -> str:
     """A Mermaid flowchart; composites are drawn as subgraphs."""
     lines = ["flowchart LR"]
-    for name in graph._inputs:
+    for name in graph.exposed_inputs:
         lines.append(f'  {_ident("#in/" + name)}(["{name}"])')
-    _mermaid_body(graph, "", lines, "  ")
-    for name, (node, port) in graph._outputs.items():
+    _body(graph, "", lines, "  ", _MERMAID)
+    for name, (node, port) in graph.exposed_outputs.items():
         lines.append(f'  {_ident("#out/" + name)}(["{name}"])')
         lines.append(f'  {_ident(node)} -- "{port}" --> {_ident("#out/" + name)}')
-    for name, gi in graph._inputs.items():
+    for name, gi in graph.exposed_inputs.items():
         for node, port in gi.targets:
             lines.append(f'  {_ident("#in/" + name)} -- "{port}" --> {_ident(node)}')
     return "\n".join(lines) + "\n"
@@ -61,26 +63,66 @@ def _m(text: str) -> str:
     return text.replace('"', "#quot;").replace("\n", " ")
 
 
-def _mermaid_body(graph: Graph, prefix: str, lines: list[str], pad: str) -> None:
+def _edge_label(src: tuple[str, str], dst: tuple[str, str], arrow: str) -> str:
+    return src[1] if src[1] == dst[1] else f"{src[1]} {arrow} {dst[1]}"
+
+
+@dataclass(frozen=True)
+class _Syntax:
+    """How one diagram language writes a composite's cluster, a branch, a leaf node and an edge."""
+
+    close: str
+    cluster: Callable[[str, str, Block], list[str]]  # (path, node, block) -> the lines opening it
+    sub: Callable[[str, str], str]  # (path prefix, branch label) -> the line opening a branch
+    leaf: Callable[[str, str, Block], str]
+    edge: Callable[[Graph, str, tuple[str, str], tuple[str, str]], str]  # (graph, prefix, dst, src)
+
+
+_MERMAID = _Syntax(
+    close="end",
+    cluster=lambda path, node, blk: [f'subgraph {_ident(path)} ["{node}: {_m(_kind(blk))}"]'],
+    sub=lambda prefix, label: f'subgraph {_ident(prefix)} ["{label}"]',
+    leaf=lambda path, node, blk: f'{_ident(path)}["{node}<br/><i>{_m(_kind(blk))}</i>"]',
+    edge=lambda graph, prefix, dst, src: (
+        f'{_ident(prefix + src[0])} -- "{_edge_label(src, dst, "→")}" --> {_ident(prefix + dst[0])}'
+    ),
+)
+
+_DOT = _Syntax(
+    close="}",
+    cluster=lambda path, node, blk: [
+        f"subgraph cluster_{_ident(path)} {{",
+        f"  label={_q(node + ': ' + _kind(blk))};",
+        f"  {_ident(path + '/#anchor')} [label=\"\", shape=point];",
+    ],
+    sub=lambda prefix, label: f"subgraph cluster_{_ident(prefix)} {{ label={_q(label)};",
+    leaf=lambda path, node, blk: f"{_ident(path)} [label={_q(node + chr(10) + _kind(blk))}];",
+    edge=lambda graph, prefix, dst, src: (
+        f"{_anchor(graph, src[0], prefix)} -> {_anchor(graph, dst[0], prefix)} [label={_q(_edge_label(src, dst, '->'))}];"
+    ),
+)
+
+
+def _body(graph: Graph, prefix: str, lines: list[str], pad: str, syntax: _Syntax) -> None:
+    """Nodes (composites as nested clusters, one per branch or body) and edges, in ``syntax``."""
     for node, blk in graph.nodes.items():
         path = f"{prefix}{node}"
         inner = _inner(blk)
-        if inner:
-            lines.append(f'{pad}subgraph {_ident(path)} ["{node}: {_m(_kind(blk))}"]')
-            for label, sub in inner:
-                sub_prefix = f"{path}/{label}/" if label else f"{path}/"
-                if label:
-                    lines.append(f'{pad}  subgraph {_ident(sub_prefix)} ["{label}"]')
-                    _mermaid_body(sub, sub_prefix, lines, pad + "    ")
-                    lines.append(f"{pad}  end")
-                else:
-                    _mermaid_body(sub, sub_prefix, lines, pad + "  ")
-            lines.append(f"{pad}end")
-        else:
-            lines.append(f'{pad}{_ident(path)}["{node}<br/><i>{_m(_kind(blk))}</i>"]')
-    for (dn, dp), (sn, sp) in graph._edges.items():
-        label = sp if sp == dp else f"{sp} → {dp}"
-        lines.append(f'{pad}{_ident(prefix + sn)} -- "{label}" --> {_ident(prefix + dn)}')
+        if not inner:
+            lines.append(pad + syntax.leaf(path, node, blk))
+            continue
+        lines.extend(pad + line for line in syntax.cluster(path, node, blk))
+        for label, sub in inner:
+            sub_prefix = f"{path}/{label}/" if label else f"{path}/"
+            if label:
+                lines.append(f"{pad}  {syntax.sub(sub_prefix, label)}")
+                _body(sub, sub_prefix, lines, pad + "    ", syntax)
+                lines.append(f"{pad}  {syntax.close}")
+            else:
+                _body(sub, sub_prefix, lines, pad + "  ", syntax)
+        lines.append(pad + syntax.close)
+    for dst, src in graph.sources.items():
+        lines.append(pad + syntax.edge(graph, prefix, dst, src))
 
 
 def _q(text: str) -> str:
@@ -90,13 +132,13 @@ def _q(text: str) -> str:
 def to_dot(graph: Graph) -> str:
     """Graphviz DOT text; composites are clusters."""
     lines = [f"digraph {_q(graph.name)} {{", "  rankdir=LR;", "  node [shape=box, fontname=Helvetica];"]
-    for name in graph._inputs:
+    for name in graph.exposed_inputs:
         lines.append(f"  {_ident('#in/' + name)} [label={_q(name)}, shape=ellipse];")
-    _dot_body(graph, "", lines, "  ")
-    for name, gi in graph._inputs.items():
+    _body(graph, "", lines, "  ", _DOT)
+    for name, gi in graph.exposed_inputs.items():
         for node, port in gi.targets:
             lines.append(f"  {_ident('#in/' + name)} -> {_anchor(graph, node, '')} [label={_q(port)}];")
-    for name, (node, port) in graph._outputs.items():
+    for name, (node, port) in graph.exposed_outputs.items():
         lines.append(f"  {_ident('#out/' + name)} [label={_q(name)}, shape=ellipse];")
         lines.append(f"  {_anchor(graph, node, '')} -> {_ident('#out/' + name)} [label={_q(port)}];")
     lines.append("}")
@@ -109,33 +151,9 @@ def _anchor(graph: Graph, node: str, prefix: str) -> str:
     return _ident(path + "/#anchor") if _inner(graph.nodes[node]) else _ident(path)
 
 
-def _dot_body(graph: Graph, prefix: str, lines: list[str], pad: str) -> None:
-    for node, blk in graph.nodes.items():
-        path = f"{prefix}{node}"
-        inner = _inner(blk)
-        if inner:
-            lines.append(f"{pad}subgraph cluster_{_ident(path)} {{")
-            lines.append(f"{pad}  label={_q(node + ': ' + _kind(blk))};")
-            lines.append(f"{pad}  {_ident(path + '/#anchor')} [label=\"\", shape=point];")
-            for label, sub in inner:
-                sub_prefix = f"{path}/{label}/" if label else f"{path}/"
-                if label:
-                    lines.append(f"{pad}  subgraph cluster_{_ident(sub_prefix)} {{ label={_q(label)};")
-                    _dot_body(sub, sub_prefix, lines, pad + "    ")
-                    lines.append(f"{pad}  }}")
-                else:
-                    _dot_body(sub, sub_prefix, lines, pad + "  ")
-            lines.append(f"{pad}}}")
-        else:
-            lines.append(f"{pad}{_ident(path)} [label={_q(node + chr(10) + _kind(blk))}];")
-    for (dn, dp), (sn, sp) in graph._edges.items():
-        label = sp if sp == dp else f"{sp} -> {dp}"
-        lines.append(f"{pad}{_anchor(graph, sn, prefix)} -> {_anchor(graph, dn, prefix)} [label={_q(label)}];")
-
-
 def to_text(graph: Graph) -> str:
     """Inputs, nodes (ports, types, config, components), outputs, and needed components."""
-    lines = [f"Graph {graph.name!r}: {len(graph.nodes)} nodes, {len(graph._edges)} edges"]
+    lines = [f"Graph {graph.name!r}: {len(graph.nodes)} nodes, {len(graph.sources)} edges"]
     if graph.description:
         lines.extend(f"  {line}" for line in graph.description.splitlines())
     _text_body(graph, lines, "")
@@ -147,8 +165,8 @@ def to_text(graph: Graph) -> str:
 
 
 def _feeds(graph: Graph) -> dict[tuple[str, str], str]:
-    feeds = {d: f"{s[0]}.{s[1]}" for d, s in graph._edges.items()}
-    for name, gi in graph._inputs.items():
+    feeds = {d: f"{s[0]}.{s[1]}" for d, s in graph.sources.items()}
+    for name, gi in graph.exposed_inputs.items():
         for target in gi.targets:
             feeds[target] = f"input {name}"
     return feeds
@@ -159,7 +177,7 @@ def _text_body(graph: Graph, lines: list[str], pad: str) -> None:
     if ports:
         lines.append(f"{pad}inputs:")
         for name, port in ports.items():
-            targets = ", ".join(f"{n}.{p}" for n, p in graph._inputs[name].targets)
+            targets = ", ".join(f"{n}.{p}" for n, p in graph.exposed_inputs[name].targets)
             lines.append(f"{pad}  {port.describe()}  -> {targets}")
     feeds = _feeds(graph)
     lines.append(f"{pad}nodes:")
@@ -189,5 +207,5 @@ def _text_body(graph: Graph, lines: list[str], pad: str) -> None:
     if outs:
         lines.append(f"{pad}outputs:")
         for name, port in outs.items():
-            node, p = graph._outputs[name]
+            node, p = graph.exposed_outputs[name]
             lines.append(f"{pad}  {name}: {port.type_name}  <- {node}.{p}")

@@ -6,21 +6,24 @@ A Graph is itself a Block (its ports are its exposed inputs and outputs), so gra
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..blocks.base import Block
-from ..blocks.errors import GraphError, Problem
-from ..blocks.ports import MISSING, PORT_NAME, ComponentRef, Port
-from . import _state
-from .editing import EditingMixin, problem_key
+from diffblocks.blocks.base import Block
+from diffblocks.blocks.errors import GraphError, Problem
+from diffblocks.blocks.ports import MISSING, PORT_NAME, ComponentRef, Port
+from diffblocks.graph import _state
+from diffblocks.graph.editing import EditingMixin, problem_key
 
 if TYPE_CHECKING:
-    from .plan import Plan
+    from diffblocks.graph.plan import Plan
 
-__all__ = ["Graph", "GraphInput", "UnknownBlock", "split_ref"]
+_T = TypeVar("_T")
+
+__all__ = ["Composite", "Graph", "GraphInput", "UnknownBlock", "split_ref"]
 
 
 def split_ref(ref: str, what: str = "port reference") -> tuple[str, str]:
@@ -49,7 +52,7 @@ class UnknownBlock(Block):
     _abstract = True
 
     def __init__(self, name: str, config: Mapping[str, Any] | None = None) -> None:
-        self.name = name  # type: ignore[misc]
+        self.name = name
         self.inputs = {}
         self.outputs = {}
         self.components = {}
@@ -61,7 +64,85 @@ class UnknownBlock(Block):
         raise GraphError([Problem("unknown_block", f"no block registered as {self.name!r}")])
 
 
-class Graph(EditingMixin, Block):
+def _derived(block: Block, what: str) -> None:
+    raise AttributeError(f"{block.label}: a composite's {what} come from the blocks inside it and cannot be set")
+
+
+class Composite(Block):
+    """Base of the blocks made of other blocks: Graph, Loop and Switch.
+
+    Their ports, components and ``memoise`` flag are views of the blocks inside, computed on
+    read (``derive_inputs``, ``derive_outputs``, ``required_components``, ``derive_memoise``);
+    they have no config of their own, version 1, and run through a compiled plan, never through
+    ``implementation()``.
+    """
+
+    is_composite = True
+    name: str
+
+    def __init__(self, name: str, description: str = "") -> None:
+        self.name = name
+        self.description = description
+        self.version = 1
+        self.config = {}
+        self.config_overrides = {}
+
+    # -- what each composite computes
+    def derive_inputs(self) -> dict[str, Port]:
+        raise NotImplementedError
+
+    def derive_outputs(self) -> dict[str, Port]:
+        raise NotImplementedError
+
+    def derive_memoise(self) -> bool:
+        raise NotImplementedError
+
+    def child_nodes(self) -> dict[str, Block]:
+        """The blocks directly inside (a Loop's body nodes, a Switch's branch graphs)."""
+        raise NotImplementedError
+
+    def problems(self, components: Mapping[str, Any] | None = None) -> list[Problem]:
+        """Every problem of this composite and what it contains (empty when valid)."""
+        raise NotImplementedError
+
+    # -- the Block attributes, as views (settable only in the sense that setting them says why not)
+    @property
+    def inputs(self) -> dict[str, Port]:
+        return self.derive_inputs()
+
+    @inputs.setter
+    def inputs(self, value: dict[str, Port]) -> None:
+        _derived(self, "inputs")
+
+    @property
+    def outputs(self) -> dict[str, Port]:
+        return self.derive_outputs()
+
+    @outputs.setter
+    def outputs(self, value: dict[str, Port]) -> None:
+        _derived(self, "outputs")
+
+    @property
+    def components(self) -> dict[str, ComponentRef]:
+        return self.required_components()
+
+    @components.setter
+    def components(self, value: dict[str, ComponentRef]) -> None:
+        _derived(self, "components")
+
+    @property
+    def memoise(self) -> bool:
+        return self.derive_memoise()
+
+    @memoise.setter
+    def memoise(self, value: bool) -> None:
+        _derived(self, "memoise flag")
+
+    def implementation(self) -> Callable[..., Any]:  # pragma: no cover - composites are compiled
+        raise TypeError(f"{self.label} runs through its compiled plan")
+
+
+class Graph(EditingMixin, Composite):
     """A dataflow graph of blocks.
 
     Build::
@@ -77,18 +158,12 @@ class Graph(EditingMixin, Block):
     Run: ``g(components=cm, prompt="a cat")`` or ``g.run(inputs={...}, components=cm)``.
     """
 
-    is_composite = True
-
     def __init__(self, name: str = "graph", description: str = "") -> None:
-        self.name = name  # type: ignore[misc]
-        self.description = description
-        self.version = 1  # type: ignore[misc]
+        super().__init__(name, description)
         self.nodes: dict[str, Block] = {}
         self._edges: dict[tuple[str, str], tuple[str, str]] = {}
         self._inputs: dict[str, GraphInput] = {}
         self._outputs: dict[str, tuple[str, str]] = {}
-        self.config = {}
-        self.config_overrides = {}
         self.json_paths: dict[str, str] = {}
         self.code: list[str] = []  # repo files registering custom blocks (see diffblocks.sharing)
         self._memo: dict[str, tuple[int, Any]] = {}
@@ -106,7 +181,7 @@ class Graph(EditingMixin, Block):
 
     def _resolve(self, node: str, block: Block | str, config: Mapping[str, Any] | None) -> Block:
         if isinstance(block, str):
-            from ..registry.blocks import get_block
+            from diffblocks.registry.blocks import get_block
 
             try:
                 block = get_block(block)
@@ -191,43 +266,49 @@ class Graph(EditingMixin, Block):
     def graph_inputs(self) -> dict[str, GraphInput]:
         return dict(self._inputs)
 
+    # Read-only views of the wiring, in node/port pairs, for the modules that compile, check,
+    # select and draw a graph (they never reach into the private dicts).
+    @property
+    def sources(self) -> Mapping[tuple[str, str], tuple[str, str]]:
+        """``(node, input) -> (node, output)`` for every edge, in the order they were added."""
+        return MappingProxyType(self._edges)
+
+    @property
+    def exposed_inputs(self) -> Mapping[str, GraphInput]:
+        """Graph input name -> the node inputs it feeds (with its default and description)."""
+        return MappingProxyType(self._inputs)
+
+    @property
+    def exposed_outputs(self) -> Mapping[str, tuple[str, str]]:
+        """Graph output name -> the ``(node, output)`` it comes from."""
+        return MappingProxyType(self._outputs)
+
     @property
     def graph_outputs(self) -> dict[str, str]:
         return {n: f"{s[0]}.{s[1]}" for n, s in self._outputs.items()}
 
-    def _cached(self, key: str, compute: Any) -> Any:
+    def _cached(self, key: str, compute: Callable[[], _T]) -> _T:
         hit = self._memo.get(key)
         if hit is not None and hit[0] == _state.revision():
-            return hit[1]
+            value: _T = hit[1]
+            return value
         value = compute()
         self._memo[key] = (_state.revision(), value)
         return value
 
-    @property
-    def inputs(self) -> dict[str, Port]:  # type: ignore[override]
+    def derive_inputs(self) -> dict[str, Port]:
         return self._cached("inputs", self._compute_inputs)
 
-    @property
-    def outputs(self) -> dict[str, Port]:  # type: ignore[override]
+    def derive_outputs(self) -> dict[str, Port]:
         return self._cached("outputs", self._compute_outputs)
 
-    @property
-    def components(self) -> dict[str, ComponentRef]:  # type: ignore[override]
-        return self.required_components_refs()
-
-    @property
-    def config_fields(self) -> dict[str, Port]:  # type: ignore[override]
-        return {}
-
-    @property
-    def memoise(self) -> bool:  # type: ignore[override]
+    def derive_memoise(self) -> bool:
         return all(b.memoise for b in self.nodes.values())
 
     def _compute_inputs(self) -> dict[str, Port]:
         ports = {}
         for name, gi in self._inputs.items():
-            targets = [self._port_of(n, p, "inputs") for n, p in gi.targets]
-            targets = [t for t in targets if t is not None]
+            targets = [t for n, p in gi.targets if (t := self._port_of(n, p, "inputs")) is not None]
             tp = targets[0].type if targets else Any
             if gi.default is not MISSING:
                 default = gi.default
@@ -260,7 +341,7 @@ class Graph(EditingMixin, Block):
 
         return self._cached("components", compute)
 
-    def required_components(self) -> dict[str, ComponentRef]:  # type: ignore[override]
+    def required_components(self) -> dict[str, ComponentRef]:
         """Every component the graph's blocks need: ``{name: ComponentRef(name, expected)}``."""
         return dict(self.required_components_refs())
 
@@ -277,7 +358,7 @@ class Graph(EditingMixin, Block):
         return self._cached("identity", compute)
 
     def _edge_problems(self, src: tuple[str, str], dst: tuple[str, str]) -> list[Problem]:
-        from .validate import edge_problems
+        from diffblocks.graph.validate import edge_problems
 
         return edge_problems(self, src, dst)
 
@@ -300,11 +381,11 @@ class Graph(EditingMixin, Block):
 
     def problems(self, components: Mapping[str, Any] | None = None) -> list[Problem]:
         """Every problem of the graph (empty when valid); ``components`` also checks presence."""
-        from .validate import graph_problems
+        from diffblocks.graph.validate import graph_problems
 
         found = self._cached("problems", lambda: graph_problems(self))
         if components is not None:
-            from .validate import component_problems
+            from diffblocks.graph.validate import component_problems
 
             found = found + component_problems(self, components)
         return found
@@ -340,7 +421,7 @@ class Graph(EditingMixin, Block):
         outputs: Any = None,
     ) -> Graph:
         """Auto-wire blocks by port name; see ``compose.sequential``."""
-        from .compose import sequential
+        from diffblocks.graph.compose import sequential
 
         return sequential(steps, name=name, rename=rename, outputs=outputs, graph_cls=cls)
 
@@ -348,7 +429,7 @@ class Graph(EditingMixin, Block):
 
     def select(self, **present: Any) -> Graph:
         """The graph that would run given these inputs: every Switch replaced by its chosen branch."""
-        from .select import select
+        from diffblocks.graph.select import select
 
         return select(self, present)
 
@@ -356,7 +437,7 @@ class Graph(EditingMixin, Block):
     def cache(self) -> Any:
         """The memo cache shared by this graph's plans (survives edits and recompiles)."""
         if self._cache is None:
-            from .cache import MemoCache
+            from diffblocks.graph.cache import MemoCache
 
             self._cache = MemoCache()
         return self._cache
@@ -367,7 +448,7 @@ class Graph(EditingMixin, Block):
 
     def compile(self, cache: Any = None) -> Plan:
         """Validate and compile into a ``Plan`` (cached until the graph changes)."""
-        from .plan import compile_graph
+        from diffblocks.graph.plan import compile_graph
 
         if cache is None:
             return self._cached("plan", lambda: compile_graph(self, cache=self.cache))
@@ -382,11 +463,8 @@ class Graph(EditingMixin, Block):
         """Run like a function: one output -> the value, several -> a ``Result``."""
         return self.compile().call(components=components, inputs=inputs)
 
-    def implementation(self) -> Any:  # pragma: no cover - composites are compiled, not called
-        raise TypeError("a Graph runs through its compiled plan")
-
     def to_dict(self) -> dict[str, Any]:
-        from .jsonio import graph_to_document
+        from diffblocks.graph.jsonio import graph_to_document
 
         return graph_to_document(self)
 
@@ -407,13 +485,13 @@ class Graph(EditingMixin, Block):
     def from_json(cls, text_or_path: str | Path, trust_remote_code: bool = False) -> Graph:
         """Load a graph from JSON text or a file path. ``GraphError`` lists every problem.
         (``trust_remote_code`` is the hook for import paths in files; none are honoured yet.)"""
-        from .jsonio import load_graph
+        from diffblocks.graph.jsonio import load_graph
 
         return load_graph(text_or_path, trust_remote_code=trust_remote_code)
 
     @classmethod
     def from_dict(cls, document: Mapping[str, Any]) -> Graph:
-        from .jsonio import graph_from_document
+        from diffblocks.graph.jsonio import graph_from_document
 
         return graph_from_document(document)
 
@@ -422,7 +500,7 @@ class Graph(EditingMixin, Block):
 
     def save_pretrained(self, save_directory: str | Path, *, code_root: str | Path | None = None) -> Path:
         """Write ``graph.json``, a generated ``README.md`` model card and the ``code`` files (see docs/sharing.md)."""
-        from ..sharing import save_graph
+        from .repo import save_graph
 
         return save_graph(self, save_directory, code_root=code_root)
 
@@ -431,30 +509,30 @@ class Graph(EditingMixin, Block):
                         trust_remote_code: bool = False, **hub: Any) -> Graph:
         """Load a graph repo: a local folder, or a Hub repo at ``revision`` resolved to one commit.
         Its ``code`` files are imported only with ``trust_remote_code=True``."""
-        from ..sharing import graph_from_pretrained
+        from .repo import graph_from_pretrained
 
         return graph_from_pretrained(repo_id_or_dir, revision=revision, trust_remote_code=trust_remote_code, **hub)
 
     def push_to_hub(self, repo_id: str, **options: Any) -> str:
         """Upload as ONE commit (repo created if needed); options: commit_message, private, token,
         branch, code_root. Returns the commit sha."""
-        from ..sharing import push_graph
+        from .repo import push_graph
 
         return push_graph(self, repo_id, **options)
 
     def to_mermaid(self) -> str:
-        from .export import to_mermaid
+        from diffblocks.graph.export import to_mermaid
 
         return to_mermaid(self)
 
     def to_dot(self) -> str:
-        from .export import to_dot
+        from diffblocks.graph.export import to_dot
 
         return to_dot(self)
 
     def summary(self) -> str:
         """A readable text summary: inputs, nodes with ports/types/components, outputs."""
-        from .export import to_text
+        from diffblocks.graph.export import to_text
 
         return to_text(self)
 
@@ -477,8 +555,9 @@ def _contains(block: Block, target: Block) -> bool:
     """Whether ``target`` is ``block`` or nested anywhere inside it."""
     if block is target:
         return True
+    if not isinstance(block, Composite):
+        return False
     body = getattr(block, "body", None)  # a Loop's body graph itself, not only its nodes
     if isinstance(body, Block) and _contains(body, target):
         return True
-    children = getattr(block, "child_nodes", None)
-    return children is not None and any(_contains(child, target) for child in children().values())
+    return any(_contains(child, target) for child in block.child_nodes().values())

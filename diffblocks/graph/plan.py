@@ -17,12 +17,11 @@ from typing import Any
 
 import torch
 
-from ..blocks.base import Result
-from ..blocks.call import check_inputs
-from .cache import KeyParts, MemoCache, component_fingerprint, fingerprint
-from .graph import Graph
-from .report import NodeReport, RunReport
-from .steps import ABORT, STOP, RunError, RunInterrupted, _Compiler, _Flag, _LoopStep, _run_steps, _Runtime, _SwitchStep
+from diffblocks.blocks.call import Result, check_inputs
+from diffblocks.graph.cache import KeyParts, MemoCache, component_fingerprint, fingerprint
+from diffblocks.graph.graph import Graph
+from diffblocks.graph.report import NodeReport, RunReport
+from diffblocks.graph.steps import ABORT, STOP, RunError, RunInterrupted, _Compiler, _Flag, _LoopStep, _run_steps, _Runtime, _SwitchStep
 
 __all__ = ["Plan", "compile_graph", "STOP", "ABORT", "RunInterrupted", "RunError", "RunReport", "NodeReport"]
 
@@ -126,7 +125,8 @@ class Plan:
         if self._flag.stop:
             raise RunInterrupted(step.path)
         reasons: list[str] = []
-        parts = keep = None
+        parts: KeyParts | None = None
+        keep: list[Any] = []
         cacheable, why_not = self._memo_info[step.path]
         if not cacheable and step.path in self._branch_memo_info:
             branch = step.choose(slots)
@@ -139,7 +139,6 @@ class Plan:
         elif has_callbacks and isinstance(step, _LoopStep):
             reasons = ["callbacks observe this loop"]
         else:
-            keep = []
             parts = self._key_parts(step, slots, rt, grad, keep)
             cached, reasons = memo.lookup(step.path, parts)
             if cached is not None:
@@ -157,7 +156,7 @@ class Plan:
         stat[1] += dt
         status = "miss" if parts is not None else "ran"
         report.nodes[step.path] = NodeReport(status, reasons, dt)
-        if memo is not None and parts is not None and keep is not None:
+        if memo is not None and parts is not None:
             # A lazy provider's fingerprint of a component changes when running the node loaded
             # it; store under the fingerprints as they are now, which the next run will see.
             parts = dataclasses.replace(parts, components=self._component_parts(step, rt, keep))
@@ -187,7 +186,7 @@ class Plan:
 
 def _memo_info(blk: Any, prefix: str = "") -> tuple[bool, str]:
     """Whether a top-level node can be memoised: no leaf inside it declares side effects."""
-    from .validate import walk_leaves
+    from diffblocks.graph.validate import walk_leaves
 
     for path, leaf in walk_leaves(blk):
         if not leaf.memoise:

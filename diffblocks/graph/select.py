@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..blocks.base import Block
-from ..blocks.errors import GraphError, Problem
-from ..blocks.ports import MISSING
-from .composites import Loop, Switch
-from .graph import Graph
+from diffblocks.blocks.base import Block
+from diffblocks.blocks.errors import GraphError, Problem
+from diffblocks.blocks.ports import MISSING
+from diffblocks.graph.composites import Loop, Switch
+from diffblocks.graph.graph import Graph
 
 __all__ = ["select"]
 
@@ -30,7 +30,7 @@ def select(graph: Graph, present: Mapping[str, Any]) -> Graph:
     Graph inputs that nothing consumes any more are dropped. A predicate sees the given values,
     and a placeholder for values that other nodes will produce."""
     values = {}
-    for name, gi in graph._inputs.items():
+    for name, gi in graph.exposed_inputs.items():
         if present.get(name) is not None:
             values[name] = present[name]
         elif gi.default is not MISSING and gi.default is not None:
@@ -42,10 +42,10 @@ def _feed_values(graph: Graph, node: str, blk: Block, values: Mapping[str, Any])
     """The value (or PRESENT) each input of ``node`` will see; absent inputs are left out."""
     result: dict[str, Any] = {}
     for port, spec in blk.inputs.items():
-        if (node, port) in graph._edges:
+        if (node, port) in graph.sources:
             result[port] = PRESENT
             continue
-        fed_by = next((n for n, gi in graph._inputs.items() if (node, port) in gi.targets), None)
+        fed_by = next((n for n, gi in graph.exposed_inputs.items() if (node, port) in gi.targets), None)
         if fed_by is not None:
             if fed_by in values:
                 result[port] = values[fed_by]
@@ -67,14 +67,11 @@ def _select(graph: Graph, values: Mapping[str, Any]) -> Graph:
                 raise GraphError([Problem("bad_input", f"cannot pick a branch: {exc}", node)], title="select failed") from None
             chosen = _select(blk.branches[branch], feeds)
             out.nodes[node] = chosen
-            ins = chosen.inputs
-            out._edges = {d: s for d, s in out._edges.items() if d[0] != node or d[1] in ins}
-            for gi in out._inputs.values():
-                gi.targets = [t for t in gi.targets if t[0] != node or t[1] in ins]
+            out.prune_dangling(node)
         elif isinstance(blk, Loop):
             body = _select(blk.body, {**feeds, blk.item: PRESENT})
             out.nodes[node] = Loop(body, blk.over, blk.item, blk.carry, name=blk.name, over_type=blk.over_type, progress=blk.progress, description=blk.description)
         elif isinstance(blk, Graph):
             out.nodes[node] = _select(blk, feeds)
-    out._inputs = {n: gi for n, gi in out._inputs.items() if gi.targets}
+    out.drop_unused_inputs()
     return out

@@ -14,16 +14,16 @@ from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
-from ..blocks.base import Block
-from ..blocks.context import RunContext
-from ..blocks.errors import GraphError
-from ..blocks.ports import MISSING
-from .composites import Loop, Switch
-from .graph import Graph
-from .progress import make_bar
+from diffblocks.blocks.base import Block
+from diffblocks.blocks.context import RunContext
+from diffblocks.blocks.errors import GraphError
+from diffblocks.blocks.ports import MISSING
+from diffblocks.graph.composites import Loop, Switch
+from diffblocks.graph.graph import Graph
+from diffblocks.graph.progress import make_bar
 
 if TYPE_CHECKING:
-    from .plan import Plan
+    from diffblocks.graph.plan import Plan
 
 __all__ = ["STOP", "ABORT", "RunError", "RunInterrupted"]
 
@@ -84,23 +84,23 @@ class _Compiler:
         for name, port in graph.inputs.items():
             prog.input_slots[name] = prog.new_slot(None if port.default is MISSING else port.default)
         fed: dict[tuple[str, str], int] = {}
-        for name, gi in graph._inputs.items():
+        for name, gi in graph.exposed_inputs.items():
             for target in gi.targets:
                 fed[target] = prog.input_slots[name]
         dg = nx.DiGraph()
         dg.add_nodes_from(graph.nodes)
-        dg.add_edges_from((s[0], d[0]) for d, s in graph._edges.items())
+        dg.add_edges_from((s[0], d[0]) for d, s in graph.sources.items())
         order = list(nx.topological_sort(dg))
         out_slot: dict[tuple[str, str], int] = {}
         for node in order:
-            for port in graph.nodes[node].outputs:
-                out_slot[(node, port)] = prog.new_slot()
+            for oname in graph.nodes[node].outputs:
+                out_slot[(node, oname)] = prog.new_slot()
         for node in order:
             blk = graph.nodes[node]
             path = f"{prefix}{node}"
             ins: list[tuple[str, int]] = []
             for pname, port in blk.inputs.items():
-                src = graph._edges.get((node, pname))
+                src = graph.sources.get((node, pname))
                 if src is not None:
                     ins.append((pname, out_slot[src]))
                 elif (node, pname) in fed:
@@ -109,7 +109,7 @@ class _Compiler:
                     ins.append((pname, prog.new_slot(port.default)))
             outs = [(pname, out_slot[(node, pname)]) for pname in blk.outputs]
             prog.steps.append(self.step(blk, path, ins, outs))
-        for name, src in graph._outputs.items():
+        for name, src in graph.exposed_outputs.items():
             prog.output_slots[name] = out_slot[src]
         return prog
 
@@ -320,10 +320,13 @@ def _run_steps(steps: list[Any], slots: list[Any], rt: _Runtime) -> None:
             hook(step.path, {n: slots[s] for n, s in zip(step.block.outputs, step.out_slots)})
 
 
+_NOTE = "(in diffblocks node "
+
+
 def _note(exc: BaseException, path: str) -> None:
-    if not getattr(exc, "_diffblocks_noted", False):
-        exc.add_note(f"(in diffblocks node {path})")
-        exc._diffblocks_noted = True  # type: ignore[attr-defined]
+    """Name the innermost node an exception came from, once (outer nodes see the note already there)."""
+    if not any(note.startswith(_NOTE) for note in getattr(exc, "__notes__", ())):
+        exc.add_note(f"{_NOTE}{path})")
 
 
 class _Flag:

@@ -29,7 +29,12 @@ _LAZY: dict[str, str] = {
     "T2IAdapter": "diffblocks.models.t2i_adapter",
 }
 
-__all__ = sorted(_LAZY)
+# The model classes a component's ("diffusers", <class>) type hint resolves to (the registry reads this).
+COMPONENT_CLASSES: tuple[str, ...] = (
+    "UNet2DConditionModel", "AutoencoderKL", "FluxTransformer2DModel", "ControlNetModel", "T2IAdapter",
+)
+
+__all__ = sorted([*_LAZY, "COMPONENT_CLASSES"])
 
 
 def __getattr__(name: str) -> Any:

@@ -14,10 +14,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .embeddings import activation
-from .modeling import Model, ModelConfig, ModelOutput
-from .vae_blocks import Decoder, DiagonalGaussianDistribution, Encoder
-from .vae_tiling import tiled_map
+from diffblocks.models.embeddings import activation
+from diffblocks.models.modeling import Model, ModelConfig, ModelOutput
+from diffblocks.models.vae_blocks import Decoder, DiagonalGaussianDistribution, Encoder
+from diffblocks.models.vae_tiling import tiled_map
 
 
 @dataclass(frozen=True)

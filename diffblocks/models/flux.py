@@ -15,9 +15,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .flux_layers import (AdaLayerNormContinuous, FluxSingleTransformerBlock, FluxTransformerBlock,
+from diffblocks.models.flux_layers import (AdaLayerNormContinuous, FluxSingleTransformerBlock, FluxTransformerBlock,
                           TimeTextEmbedding, rope_tables)
-from .modeling import Model, ModelConfig, ModelOutput
+from diffblocks.models.modeling import Model, ModelConfig, ModelOutput
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import FeedForward, attention
-from .embeddings import TimestepEmbedding, timestep_embedding
+from diffblocks.models.attention import FeedForward, attention
+from diffblocks.models.embeddings import TimestepEmbedding, timestep_embedding
 
 Rope = tuple[torch.Tensor, torch.Tensor]
 

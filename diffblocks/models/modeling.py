@@ -23,12 +23,12 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from diffblocks.formats import DIFFUSERS_FORMAT_VERSION
+
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.json"
 WEIGHTS_STEM = "diffusion_pytorch_model"
-# Written as `_diffusers_version` so diffusers reads our folders like its own.
-DIFFUSERS_FORMAT_VERSION = "0.36.0"
 
 
 class ModelLoadError(ValueError):

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..noise import randn_tensor
-from .attention import Attention
-from .embeddings import activation
-from .resnet import Downsample2D, ResnetBlock2D, Upsample2D
+from diffblocks.noise import randn_tensor
+from diffblocks.models.attention import Attention
+from diffblocks.models.embeddings import activation
+from diffblocks.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
 
 EPS = 1e-6  # every norm of the VAE uses this epsilon
 

@@ -35,31 +35,20 @@ __all__ = [
 
 ENTRY_POINT_GROUP = "diffblocks.components"
 
-# Our own implementations of the diffusers classes whose on-disk format we read.
-_DIFFUSERS_MODELS: dict[str, str] = {
-    "UNet2DConditionModel": "diffblocks.models:UNet2DConditionModel",
-    "AutoencoderKL": "diffblocks.models:AutoencoderKL",
-    "FluxTransformer2DModel": "diffblocks.models:FluxTransformer2DModel",
-    "ControlNetModel": "diffblocks.models:ControlNetModel",
-    "T2IAdapter": "diffblocks.models:T2IAdapter",
-}
+# Our own implementations of the diffusers classes whose on-disk format we read: the model
+# classes named in diffblocks.models (imported lazily there) and the schedulers listed in
+# diffblocks.schedulers.catalog (read on first use, so importing this module imports no scheduler).
+_MODELS_PACKAGE = "diffblocks.models"
+_SCHEDULER_CATALOG = "diffblocks.schedulers.catalog"
 
-# Scheduler classes we implement. The authoritative table is diffblocks.schedulers.SCHEDULER_CLASSES
-# (consulted too, so a scheduler added there needs no edit here); this list makes the
-# allow-list readable without importing the schedulers.
-_DIFFUSERS_SCHEDULERS: tuple[str, ...] = (
-    "DDIMScheduler",
-    "DDPMScheduler",
-    "PNDMScheduler",
-    "EulerDiscreteScheduler",
-    "EulerAncestralDiscreteScheduler",
-    "HeunDiscreteScheduler",
-    "LMSDiscreteScheduler",
-    "DPMSolverMultistepScheduler",
-    "DPMSolverSDEScheduler",
-    "UniPCMultistepScheduler",
-    "FlowMatchEulerDiscreteScheduler",
-)
+
+def _builtin_models() -> tuple[str, ...]:
+    return tuple(importlib.import_module(_MODELS_PACKAGE).COMPONENT_CLASSES)
+
+
+def _builtin_schedulers() -> tuple[str, ...]:
+    return tuple(importlib.import_module(_SCHEDULER_CATALOG).SCHEDULER_NAMES)
+
 
 # transformers classes that are safe to load by name: they are code from an installed,
 # versioned library (not from a repo) and they are what diffusion pipelines use as text
@@ -85,6 +74,10 @@ TRANSFORMERS_ALLOWED: frozenset[str] = frozenset(
         "AutoTokenizer",
     }
 )
+
+
+# Allow-listed names that transformers has since renamed (old model_index.json files still use them).
+TRANSFORMERS_RENAMED: dict[str, str] = {"CLIPFeatureExtractor": "CLIPImageProcessor"}
 
 
 class ComponentTypeError(LookupError):
@@ -118,15 +111,15 @@ def unregister_component_class(library: str, name: str) -> None:
 
 def builtin_type_hints() -> list[tuple[str, str]]:
     """Every (library, class) pair that resolves without registration or trust."""
-    hints = [("diffusers", n) for n in _DIFFUSERS_MODELS]
-    hints += [("diffusers", n) for n in _DIFFUSERS_SCHEDULERS]
+    hints = [("diffusers", n) for n in _builtin_models()]
+    hints += [("diffusers", n) for n in _builtin_schedulers()]
     hints += [("transformers", n) for n in sorted(TRANSFORMERS_ALLOWED)]
     return hints
 
 
 def is_scheduler_hint(library: str, name: str) -> bool:
     """True when the hint names one of our schedulers (config-only, stateful: never shared)."""
-    return library == "diffusers" and (name in _DIFFUSERS_SCHEDULERS or name.endswith("Scheduler"))
+    return library == "diffusers" and (name in _builtin_schedulers() or name.endswith("Scheduler"))
 
 
 def _load_entry_points() -> None:
@@ -147,9 +140,7 @@ def _import_string(target: str) -> Any:
 
 
 def _scheduler_class(name: str) -> Any | None:
-    schedulers = importlib.import_module("diffblocks.schedulers")
-    table = getattr(schedulers, "SCHEDULER_CLASSES", {})
-    return table.get(name) or getattr(schedulers, name, None)
+    return importlib.import_module("diffblocks.schedulers").SCHEDULER_CLASSES.get(name)
 
 
 def _where(component: str | None) -> str:
@@ -179,19 +170,22 @@ def resolve_component_class(
         if plugin is not None:
             return plugin if isinstance(plugin, type) else _import_string(plugin)
         if library == "diffusers":
-            if name in _DIFFUSERS_MODELS:
-                return _import_string(_DIFFUSERS_MODELS[name])
+            if name in _builtin_models():
+                return getattr(importlib.import_module(_MODELS_PACKAGE), name)
             cls = _scheduler_class(name) if is_scheduler_hint(library, name) else None
             if cls is not None:
                 return cls
             raise ComponentTypeError(
                 f"{_where(component)}type hint {hint} has no diffblocks implementation. "
-                f"Built-in diffusers classes: {', '.join(list(_DIFFUSERS_MODELS) + list(_DIFFUSERS_SCHEDULERS))}. "
+                f"Built-in diffusers classes: {', '.join(_builtin_models() + _builtin_schedulers())}. "
                 "Register your own with register_component_class('diffusers', "
                 f"'{name}', cls)."
             )
         if library == "transformers" and name in TRANSFORMERS_ALLOWED:
-            return getattr(importlib.import_module("transformers"), name)
+            transformers = importlib.import_module("transformers")
+            if not hasattr(transformers, name) and name in TRANSFORMERS_RENAMED:
+                return getattr(transformers, TRANSFORMERS_RENAMED[name])
+            return getattr(transformers, name)
     except (ImportError, AttributeError) as err:
         raise ComponentTypeError(
             f"{_where(component)}type hint {hint} is known but its class could not be imported: {err}"

@@ -20,11 +20,11 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import torch
 
-from ..noise import randn_tensor  # noqa: F401  (re-exported: samplers draw through it)
+from diffblocks.formats import DIFFUSERS_FORMAT_VERSION
+from diffblocks.schedulers.prediction import Prediction, prediction_for
+from diffblocks.schedulers.schedules import alphas_cumprod_from_config, check_num_steps, spaced_timesteps
 
 CONFIG_NAME = "scheduler_config.json"
-# The diffusers release whose scheduler_config.json format we read and write.
-DIFFUSERS_FORMAT_VERSION = "0.42.1"
 
 # Values accepted for keys shared by many schedulers; a class narrows or widens them in `choices`.
 COMMON_CHOICES: dict[str, tuple[Any, ...]] = {
@@ -138,6 +138,8 @@ class Scheduler:
     order: ClassVar[int] = 1
     defaults: ClassVar[dict[str, Any]] = {}
     choices: ClassVar[dict[str, tuple[Any, ...]]] = {}
+    alphas_cumprod: torch.Tensor  # set when the config has a beta schedule
+    prediction: Prediction  # set when the config has a prediction_type
 
     def __init__(self, **config: Any) -> None:
         name = type(self).__name__
@@ -155,6 +157,10 @@ class Scheduler:
         defaulted = sorted(set(self.defaults) - set(config))
         self.config = SchedulerConfig({**values, "_use_default_values": defaulted})
         self.state: SchedulerState | None = None
+        if "beta_schedule" in self.defaults:  # a VP model: its training noise schedule, from the config
+            self.alphas_cumprod = alphas_cumprod_from_config(self.config)
+        if "prediction_type" in self.defaults:
+            self.prediction = prediction_for(self.config["prediction_type"], name)
 
     def _check_config(self, values: Mapping[str, Any]) -> None:
         """Cross-key checks a subclass needs (e.g. one sigma schedule at a time)."""
@@ -225,7 +231,7 @@ class Scheduler:
     @property
     def compatibles(self) -> list[type[Scheduler]]:
         """Classes this scheduler's config can switch to with `from_config` (all of ours, as in diffusers)."""
-        from . import SCHEDULER_CLASSES  # the registry lives in the package, which imports this module
+        from diffblocks.schedulers import SCHEDULER_CLASSES  # the registry lives in the package, which imports this module
 
         return list(SCHEDULER_CLASSES.values())
 
@@ -261,6 +267,15 @@ class Scheduler:
         given = sorted(k for k, v in values.items() if v is not None)
         if given:
             raise ValueError(f"{type(self).__name__}.set_timesteps does not support custom {', '.join(given)}")
+
+    def _step_count(self, num_inference_steps: int | None, **custom: Any) -> int:
+        """`num_inference_steps`, checked, for a sampler that takes none of the custom schedules given."""
+        self._reject_custom(**custom)
+        return check_num_steps(num_inference_steps, self.num_train_timesteps, type(self).__name__)
+
+    def _spaced_timesteps(self, num_steps: int) -> np.ndarray:
+        """`num_steps` training timesteps per the config's `timestep_spacing` (float64, descending)."""
+        return spaced_timesteps(self.config.timestep_spacing, self.num_train_timesteps, num_steps, self.config.steps_offset)
 
     def _current(self, state: SchedulerState | None, action: str = "step") -> SchedulerState:
         state = state if state is not None else self.state

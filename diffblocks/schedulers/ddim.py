@@ -7,10 +7,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import samplers
-from .base import Scheduler, SchedulerOutput, SchedulerState, randn_tensor
-from .prediction import postprocess_x0, prediction_for
-from .schedules import alphas_cumprod_from_config, check_num_steps, spaced_timesteps
+from diffblocks.noise import randn_tensor
+from diffblocks.schedulers.base import Scheduler, SchedulerOutput, SchedulerState
+from diffblocks.schedulers.prediction import Scalar, postprocess_x0
+
+
+def ddim_step(
+    x0: torch.Tensor, eps: torch.Tensor, alpha_bar_prev: Scalar, std_dev: Scalar, noise: torch.Tensor | None
+) -> torch.Tensor:
+    """DDIM (Song et al. 2021, eq. 12): x_{t-1} = sqrt(a_prev) x0 + sqrt(1 - a_prev - s^2) eps + s z."""
+    prev = alpha_bar_prev ** (0.5) * x0 + (1 - alpha_bar_prev - std_dev**2) ** (0.5) * eps
+    return prev if noise is None else prev + std_dev * noise
+
+
+def ddim_variance(alpha_bar: Scalar, alpha_bar_prev: Scalar) -> torch.Tensor:
+    """sigma_t^2 / eta^2 of DDIM (Song et al. 2021, eq. 16)."""
+    return ((1 - alpha_bar_prev) / (1 - alpha_bar)) * (1 - alpha_bar / alpha_bar_prev)
 
 
 class DDIMScheduler(Scheduler):
@@ -25,19 +37,16 @@ class DDIMScheduler(Scheduler):
 
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)
-        self.alphas_cumprod = alphas_cumprod_from_config(self.config)
         # alpha_bar "before" t = 0: 1 (a clean final step) or, as in the original code, alpha_bar_0
         self.final_alpha_cumprod = torch.tensor(1.0) if self.config.set_alpha_to_one else self.alphas_cumprod[0]
-        self.prediction = prediction_for(self.config.prediction_type, type(self).__name__)
 
     def new_state(
         self, num_inference_steps: int | None = None, device: torch.device | str | None = None,
         timesteps: Any = None, sigmas: Any = None, mu: float | None = None,
     ) -> SchedulerState:  # fmt: skip
-        self._reject_custom(timesteps=timesteps, sigmas=sigmas, mu=mu)
-        n = check_num_steps(num_inference_steps, self.num_train_timesteps, type(self).__name__)
-        ts = spaced_timesteps(self.config.timestep_spacing, self.num_train_timesteps, n, self.config.steps_offset)
-        return SchedulerState(timesteps=torch.from_numpy(ts.round().astype(np.int64)).to(device), num_inference_steps=n)
+        n = self._step_count(num_inference_steps, timesteps=timesteps, sigmas=sigmas, mu=mu)
+        ts = self._spaced_timesteps(n).round().astype(np.int64)
+        return SchedulerState(timesteps=torch.from_numpy(ts).to(device), num_inference_steps=n)
 
     def _step(
         self,
@@ -58,7 +67,7 @@ class DDIMScheduler(Scheduler):
         x0 = self.prediction.to_denoised(model_output, sample, alpha_t, sigma_t)
         eps = self.prediction.to_epsilon(model_output, sample, alpha_t, sigma_t)
         x0 = postprocess_x0(x0, self.config)
-        std_dev = eta * samplers.ddim_variance(alpha_bar, alpha_bar_prev) ** (0.5)
+        std_dev = eta * ddim_variance(alpha_bar, alpha_bar_prev) ** (0.5)
         if use_clipped_model_output:  # re-derive eps from the clipped x0 (as in Glide)
             eps = (sample - alpha_t * x0) / sigma_t
         noise = None
@@ -68,5 +77,5 @@ class DDIMScheduler(Scheduler):
             noise = variance_noise
             if noise is None:
                 noise = randn_tensor(model_output.shape, generator, model_output.device, model_output.dtype)
-        prev_sample = samplers.ddim_step(x0, eps, alpha_bar_prev, std_dev, noise)
+        prev_sample = ddim_step(x0, eps, alpha_bar_prev, std_dev, noise)
         return SchedulerOutput(prev_sample=prev_sample, pred_original_sample=x0)

@@ -7,10 +7,25 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import samplers
-from .base import Scheduler, SchedulerOutput, SchedulerState, randn_tensor
-from .prediction import postprocess_x0, prediction_for
-from .schedules import alphas_cumprod_from_config, check_num_steps, spaced_timesteps
+from diffblocks.noise import randn_tensor
+from diffblocks.schedulers.base import Scheduler, SchedulerOutput, SchedulerState
+from diffblocks.schedulers.prediction import Scalar, postprocess_x0
+from diffblocks.schedulers.schedules import check_num_steps
+
+
+def ddpm_posterior_mean(x0: torch.Tensor, sample: torch.Tensor, alpha_bar: Scalar, alpha_bar_prev: Scalar) -> torch.Tensor:
+    """Mean of q(x_{t-1} | x_t, x0) (Ho et al. 2020, eq. 7)."""
+    alpha_t = alpha_bar / alpha_bar_prev
+    beta_t = 1 - alpha_t
+    x0_coeff = (alpha_bar_prev ** (0.5) * beta_t) / (1 - alpha_bar)
+    sample_coeff = alpha_t ** (0.5) * (1 - alpha_bar_prev) / (1 - alpha_bar)
+    return x0_coeff * x0 + sample_coeff * sample
+
+
+def ddpm_posterior_variance(alpha_bar: Scalar, alpha_bar_prev: Scalar) -> torch.Tensor:
+    """beta~_t = (1 - a_{t-1}) / (1 - a_t) * beta_t, the "fixed_small" variance (Ho et al. 2020, eq. 7)."""
+    beta_t = 1 - alpha_bar / alpha_bar_prev
+    return torch.clamp((1 - alpha_bar_prev) / (1 - alpha_bar) * beta_t, min=1e-20)
 
 
 class DDPMScheduler(Scheduler):
@@ -27,11 +42,6 @@ class DDPMScheduler(Scheduler):
         # "fixed_large_log" is left out: diffusers takes the square root of a log there (NaN).
         "variance_type": ("fixed_small", "fixed_small_log", "fixed_large", "learned", "learned_range"),
     }
-
-    def __init__(self, **config: Any) -> None:
-        super().__init__(**config)
-        self.alphas_cumprod = alphas_cumprod_from_config(self.config)
-        self.prediction = prediction_for(self.config.prediction_type, type(self).__name__)
 
     def new_state(
         self, num_inference_steps: int | None = None, device: torch.device | str | None = None,
@@ -50,7 +60,7 @@ class DDPMScheduler(Scheduler):
             ts = np.array(timesteps, dtype=np.int64)
         else:
             n = check_num_steps(num_inference_steps, num_train, name)
-            ts = spaced_timesteps(self.config.timestep_spacing, num_train, n, self.config.steps_offset).round().astype(np.int64)
+            ts = self._spaced_timesteps(n).round().astype(np.int64)
         return SchedulerState(timesteps=torch.from_numpy(ts).to(device), num_inference_steps=len(ts))
 
     def _previous_timestep(self, state: SchedulerState, timestep: int | torch.Tensor) -> torch.Tensor:
@@ -61,7 +71,7 @@ class DDPMScheduler(Scheduler):
         self, alpha_bar: torch.Tensor, alpha_bar_prev: torch.Tensor, predicted: torch.Tensor | None,
     ) -> torch.Tensor:
         """Standard deviation (or log variance for learned_range) of the noise this step adds."""
-        variance = samplers.ddpm_posterior_variance(alpha_bar, alpha_bar_prev)
+        variance = ddpm_posterior_variance(alpha_bar, alpha_bar_prev)
         beta_t = 1 - alpha_bar / alpha_bar_prev
         kind = self.config.variance_type
         if kind == "fixed_small":
@@ -92,7 +102,7 @@ class DDPMScheduler(Scheduler):
         alpha_bar_prev = self.alphas_cumprod[prev_t] if prev_t >= 0 else torch.tensor(1.0)
         x0 = self.prediction.to_denoised(model_output, sample, alpha_bar**0.5, (1 - alpha_bar) ** 0.5)
         x0 = postprocess_x0(x0, self.config)
-        prev_sample = samplers.ddpm_posterior_mean(x0, sample, alpha_bar, alpha_bar_prev)
+        prev_sample = ddpm_posterior_mean(x0, sample, alpha_bar, alpha_bar_prev)
         if timestep > 0:
             noise = randn_tensor(model_output.shape, generator, model_output.device, model_output.dtype)
             prev_sample = prev_sample + self._variance(alpha_bar, alpha_bar_prev, predicted_variance) * noise

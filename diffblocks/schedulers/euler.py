@@ -7,10 +7,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import samplers
-from .base import SchedulerOutput, SchedulerState, randn_tensor
-from .k_samplers import KDiffusionScheduler
-from .schedules import check_num_steps, final_sigma, sigma_schedule_name, sigma_to_t, sigmas_from_alphas_cumprod
+from diffblocks.noise import randn_tensor
+from diffblocks.schedulers.base import SchedulerOutput, SchedulerState
+from diffblocks.schedulers.k_samplers import KDiffusionScheduler, to_d
+from diffblocks.schedulers.prediction import Scalar
+from diffblocks.schedulers.schedules import check_num_steps, final_sigma, sigma_schedule_name, sigma_to_t, sigmas_from_alphas_cumprod
+
+
+def euler_step(x: torch.Tensor, denoised: torch.Tensor, sigma: Scalar, sigma_next: Scalar) -> torch.Tensor:
+    """Euler's method on the PF-ODE (Karras et al. 2022, Algorithm 2 without the correction)."""
+    return x + to_d(x, denoised, sigma) * (sigma_next - sigma)
 
 
 class EulerDiscreteScheduler(KDiffusionScheduler):
@@ -99,6 +105,6 @@ class EulerDiscreteScheduler(KDiffusionScheduler):
             x0 = self.prediction.to_denoised_ve(model_output, sample, sigma)
         else:
             x0 = self.prediction.to_denoised_ve(model_output, sample, sigma_hat)
-        prev_sample = samplers.euler_step(sample, x0, sigma_hat, state.sigmas[i + 1])
+        prev_sample = euler_step(sample, x0, sigma_hat, state.sigmas[i + 1])
         state.step_index = i + 1
         return SchedulerOutput(prev_sample=prev_sample.to(model_output.dtype), pred_original_sample=x0)

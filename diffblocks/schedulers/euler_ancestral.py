@@ -6,9 +6,24 @@ from typing import Any
 
 import torch
 
-from . import samplers
-from .base import SchedulerOutput, SchedulerState, randn_tensor
-from .k_samplers import KDiffusionScheduler
+from diffblocks.noise import randn_tensor
+from diffblocks.schedulers.base import SchedulerOutput, SchedulerState
+from diffblocks.schedulers.k_samplers import KDiffusionScheduler, to_d
+from diffblocks.schedulers.prediction import Scalar
+
+
+def ancestral_sigmas(sigma_from: Scalar, sigma_to: Scalar) -> tuple[Scalar, Scalar]:
+    """(sigma_down, sigma_up) so a deterministic step to sigma_down plus fresh noise sigma_up lands at sigma_to."""
+    sigma_up = (sigma_to**2 * (sigma_from**2 - sigma_to**2) / sigma_from**2) ** 0.5
+    return (sigma_to**2 - sigma_up**2) ** 0.5, sigma_up
+
+
+def euler_ancestral_step(
+    x: torch.Tensor, denoised: torch.Tensor, sigma: Scalar, sigma_next: Scalar, noise: torch.Tensor
+) -> torch.Tensor:
+    """Euler ancestral (k-diffusion sample_euler_ancestral): Euler to sigma_down, then add noise * sigma_up."""
+    sigma_down, sigma_up = ancestral_sigmas(sigma, sigma_next)
+    return x + to_d(x, denoised, sigma) * (sigma_down - sigma) + noise * sigma_up
 
 
 class EulerAncestralDiscreteScheduler(KDiffusionScheduler):
@@ -33,6 +48,6 @@ class EulerAncestralDiscreteScheduler(KDiffusionScheduler):
         x0 = self.prediction.to_denoised_ve(model_output, sample, sigma)
         # drawn on every step, the last included, so seeded runs stay in step with the reference
         noise = randn_tensor(model_output.shape, generator, model_output.device, model_output.dtype)
-        prev_sample = samplers.euler_ancestral_step(sample, x0, sigma, sigma_next, noise)
+        prev_sample = euler_ancestral_step(sample, x0, sigma, sigma_next, noise)
         state.step_index = i + 1
         return SchedulerOutput(prev_sample=prev_sample.to(model_output.dtype), pred_original_sample=x0)

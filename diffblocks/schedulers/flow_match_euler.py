@@ -10,21 +10,41 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import Scheduler, SchedulerConfigError, SchedulerOutput, SchedulerState, broadcast_like, randn_tensor
-from .flow_match_math import (
+from diffblocks.noise import randn_tensor
+from diffblocks.schedulers.base import Scheduler, SchedulerConfigError, SchedulerOutput, SchedulerState, broadcast_like
+from diffblocks.schedulers.fp32 import F32, times
+from diffblocks.schedulers.multistep import check_not_finished
+from diffblocks.schedulers.schedules import (
+    SIGMA_SCHEDULES,
     TIME_SHIFTS,
     calculate_shift,
-    flow_add_noise,
-    flow_euler_step,
-    flow_stochastic_step,
+    check_num_steps,
     shift_sigmas,
+    sigma_schedule_name,
     stretch_to_terminal,
 )
-from .fp32 import F32
-from .multistep import check_not_finished
-from .schedules import SIGMA_SCHEDULES, check_num_steps, sigma_schedule_name
 
 __all__ = ["FlowMatchEulerDiscreteScheduler", "FlowMatchState", "calculate_shift"]
+
+
+# The model predicts the velocity v = noise - x0, so dx/dsigma = v and an Euler step is exact for
+# a straight path (Liu et al. 2022, arXiv:2209.03003; Esser et al. 2024, arXiv:2403.03206).
+
+
+def flow_euler_step(x: Tensor, velocity: Tensor, sigma: F32, sigma_next: F32) -> Tensor:
+    """x_{σ'} = x_σ + (σ' − σ)·v: one Euler step of the probability-flow ODE dx/dσ = v."""
+    return x + times(velocity, F32(sigma_next) - F32(sigma))
+
+
+def flow_stochastic_step(x: Tensor, velocity: Tensor, sigma: F32, sigma_next: F32, noise: Tensor) -> Tensor:
+    """Jump to the predicted x0 = x − σv, then re-noise to σ' with fresh noise (ancestral flow sampling)."""
+    x0 = x - times(velocity, sigma)
+    return times(x0, F32(1.0) - F32(sigma_next)) + times(noise, sigma_next)
+
+
+def flow_add_noise(x0: Tensor, noise: Tensor, sigma: Tensor) -> Tensor:
+    """The forward process x_σ = σ·noise + (1 − σ)·x0 (img2img: noise a clean latent to the start sigma)."""
+    return sigma * noise + (1.0 - sigma) * x0
 
 
 @dataclass(eq=False, kw_only=True)

@@ -12,10 +12,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import samplers
-from .base import SchedulerOutput, SchedulerState
-from .k_samplers import KDiffusionScheduler
-from .schedules import check_num_steps, sigmas_from_alphas_cumprod
+from diffblocks.schedulers.base import SchedulerOutput, SchedulerState
+from diffblocks.schedulers.k_samplers import KDiffusionScheduler, to_d
+from diffblocks.schedulers.prediction import Scalar
+from diffblocks.schedulers.schedules import check_num_steps, sigmas_from_alphas_cumprod
+
+
+def heun_correct(
+    x_start: torch.Tensor, x: torch.Tensor, d_first: torch.Tensor, denoised: torch.Tensor, sigma_next: Scalar, dt: Scalar
+) -> torch.Tensor:
+    """Heun's second-order correction (Karras et al. 2022, Algorithm 1, line 8): redo the step from
+    `x_start` with the average of the first slope and the slope at the Euler prediction `x`."""
+    return x_start + (d_first + to_d(x, denoised, sigma_next)) / 2 * dt
 
 
 @dataclass(eq=False, kw_only=True)
@@ -72,11 +80,11 @@ class HeunDiscreteScheduler(KDiffusionScheduler):
         if self.config.clip_sample:
             x0 = x0.clamp(-self.config.clip_sample_range, self.config.clip_sample_range)
         if first_order:
-            state.prev_derivative = samplers.to_d(sample, x0, sigma)
+            state.prev_derivative = to_d(sample, x0, sigma)
             state.dt, state.sample = sigma_next - sigma, sample
             prev_sample = sample + state.prev_derivative * state.dt
         else:
-            prev_sample = samplers.heun_correct(state.sample, sample, state.prev_derivative, x0, sigma_next, state.dt)
+            prev_sample = heun_correct(state.sample, sample, state.prev_derivative, x0, sigma_next, state.dt)
             state.prev_derivative = state.dt = state.sample = None
         state.step_index = i + 1
         return SchedulerOutput(prev_sample=prev_sample, pred_original_sample=x0)

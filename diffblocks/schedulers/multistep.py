@@ -17,20 +17,21 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import Scheduler, SchedulerConfigError, SchedulerState, broadcast_like
-from .flow_match_math import TIME_SHIFTS, shift_sigmas, stretch_to_terminal
-from .fp32 import F32, operand
-from .prediction import dynamic_threshold, prediction_for
-from .schedules import (
+from diffblocks.schedulers.base import Scheduler, SchedulerConfigError, SchedulerState, broadcast_like
+from diffblocks.schedulers.fp32 import F32, operand
+from diffblocks.schedulers.prediction import dynamic_threshold
+from diffblocks.schedulers.schedules import (
     SIGMA_SCHEDULES,
-    alphas_cumprod_from_config,
+    TIME_SHIFTS,
     check_num_steps,
     final_sigma,
     interp_sigmas,
     sigma_schedule_name,
     sigma_to_t,
     sigmas_from_alphas_cumprod,
+    shift_sigmas,
     spaced_timesteps,
+    stretch_to_terminal,
 )
 
 
@@ -181,11 +182,9 @@ class VPMultistepScheduler(Scheduler):
 
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)
-        self.alphas_cumprod = alphas_cumprod_from_config(self.config)
         if self.config["rescale_betas_zero_snr"]:
             # zero terminal SNR means σ = ∞ at the last step; the reference nudges it to a finite value
             self.alphas_cumprod[-1] = 2**-24
-        self.prediction = prediction_for(self.config["prediction_type"], type(self).__name__)
 
     def _check_config(self, values: Mapping[str, Any]) -> None:
         name = type(self).__name__

@@ -12,10 +12,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import samplers
-from .base import Scheduler, SchedulerOutput, SchedulerState
-from .prediction import prediction_for
-from .schedules import alphas_cumprod_from_config, check_num_steps, spaced_timesteps
+from diffblocks.schedulers.base import Scheduler, SchedulerOutput, SchedulerState
+from diffblocks.schedulers.prediction import Scalar
+
+
+def pndm_transfer(sample: torch.Tensor, eps: torch.Tensor, alpha_bar: Scalar, alpha_bar_prev: Scalar) -> torch.Tensor:
+    """The transfer part phi(x_t, eps, t, t-delta) of pseudo numerical methods (Liu et al. 2022, eq. 11)."""
+    sample_coeff = (alpha_bar_prev / alpha_bar) ** (0.5)
+    denom = alpha_bar * (1 - alpha_bar_prev) ** (0.5) + (alpha_bar * (1 - alpha_bar) * alpha_bar_prev) ** (0.5)
+    return sample_coeff * sample - (alpha_bar_prev - alpha_bar) * eps / denom
+
+
+def plms_eps(ets: list[torch.Tensor]) -> torch.Tensor:
+    """Linear multistep (Adams-Bashforth) combination of the last 1-4 eps (Liu et al. 2022, eq. 12)."""
+    if len(ets) == 2:
+        return (3 * ets[-1] - ets[-2]) / 2
+    if len(ets) == 3:
+        return (23 * ets[-1] - 16 * ets[-2] + 5 * ets[-3]) / 12
+    return (1 / 24) * (55 * ets[-1] - 59 * ets[-2] + 37 * ets[-3] - 9 * ets[-4])
 
 
 @dataclass(eq=False, kw_only=True)
@@ -40,23 +54,24 @@ class PNDMScheduler(Scheduler):
 
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)
-        self.alphas_cumprod = alphas_cumprod_from_config(self.config)
         self.final_alpha_cumprod = torch.tensor(1.0) if self.config.set_alpha_to_one else self.alphas_cumprod[0]
-        self.prediction = prediction_for(self.config.prediction_type, type(self).__name__)
 
     def new_state(
         self, num_inference_steps: int | None = None, device: torch.device | str | None = None,
         timesteps: Any = None, sigmas: Any = None, mu: float | None = None,
     ) -> PNDMState:  # fmt: skip
-        self._reject_custom(timesteps=timesteps, sigmas=sigmas, mu=mu)
-        n = check_num_steps(num_inference_steps, self.num_train_timesteps, type(self).__name__)
-        steps = spaced_timesteps(self.config.timestep_spacing, self.num_train_timesteps, n, self.config.steps_offset)
-        steps = steps[::-1].round().astype(np.int64)  # ascending
+        n = self._step_count(num_inference_steps, timesteps=timesteps, sigmas=sigmas, mu=mu)
+        steps = self._spaced_timesteps(n)[::-1].round().astype(np.int64)  # ascending
         if self.config.skip_prk_steps:
             # the first PLMS step needs two model calls at the same timestep (t and its repeat)
             prk = np.array([], dtype=np.int64)
             plms = np.concatenate([steps[:-1], steps[-2:-1], steps[-1:]])[::-1]
         else:
+            if n < self.pndm_order:
+                raise ValueError(
+                    f"PNDMScheduler: the Runge-Kutta warm-up needs num_inference_steps >= {self.pndm_order} (got {n}); "
+                    "use more steps or skip_prk_steps=True (PLMS)"
+                )
             # each of the last 3 strides is split in two halves, visited t, t-h, t-h, t-2h (RK4)
             half = self.num_train_timesteps // n // 2
             prk = np.array(steps[-self.pndm_order :]).repeat(2) + np.tile(np.array([0, half]), self.pndm_order)
@@ -69,7 +84,7 @@ class PNDMScheduler(Scheduler):
         alpha_bar = self.alphas_cumprod[timestep]
         alpha_bar_prev = self.alphas_cumprod[prev_t] if prev_t >= 0 else self.final_alpha_cumprod
         eps = self.prediction.to_epsilon(model_output, sample, alpha_bar**0.5, (1 - alpha_bar) ** 0.5)
-        return samplers.pndm_transfer(sample, eps, alpha_bar, alpha_bar_prev)
+        return pndm_transfer(sample, eps, alpha_bar, alpha_bar_prev)
 
     def _step(
         self, state: PNDMState, model_output: torch.Tensor, timestep: Any, sample: torch.Tensor, generator: Any = None,
@@ -115,5 +130,5 @@ class PNDMScheduler(Scheduler):
             model_output = (model_output + state.ets[-1]) / 2
             sample, state.cur_sample = state.cur_sample, None
         else:
-            model_output = samplers.plms_eps(state.ets)
+            model_output = plms_eps(state.ets)
         return self._transfer(sample, timestep, prev_t, model_output)

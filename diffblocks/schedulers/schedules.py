@@ -1,7 +1,8 @@
 """Noise schedules: beta schedules, timestep spacings and sigma schedules, each a small function.
 
 Everything here is a pure function of numbers; the scheduler classes pick entries from the
-named tables (`BETA_SCHEDULES`, `TIMESTEP_SPACINGS`, `SIGMA_SCHEDULES`) by their config keys.
+named tables (`BETA_SCHEDULES`, `TIMESTEP_SPACINGS`, `SIGMA_SCHEDULES`, `TIME_SHIFTS`) by their
+config keys.
 Arithmetic deliberately follows the order (and numpy/torch dtypes) of the reference
 implementation, so that timesteps and sigmas match diffusers' bit for bit in fp32.
 """
@@ -221,3 +222,47 @@ def final_sigma(final_sigmas_type: str, alphas_cumprod: torch.Tensor) -> float |
     if final_sigmas_type == "sigma_min":
         return ((1 - alphas_cumprod[0]) / alphas_cumprod[0]) ** 0.5
     raise ValueError(f"final_sigmas_type={final_sigmas_type!r} is not supported; choose 'zero' or 'sigma_min'")
+
+
+# --------------------------------------------------------------------------- flow-matching sigma shifts
+# Rectified flow x_t = (1 - sigma) x0 + sigma noise (SD3, Flux); numpy formulas in the reference's order.
+
+
+def calculate_shift(
+    image_seq_len: int,
+    base_seq_len: int = 256,
+    max_seq_len: int = 4096,
+    base_shift: float = 0.5,
+    max_shift: float = 1.15,
+) -> float:
+    """Flux's resolution-dependent ``mu``: linear in the number of image tokens, ``base_shift`` at
+    ``base_seq_len`` and ``max_shift`` at ``max_seq_len`` (extrapolated beyond)."""
+    slope = (max_shift - base_shift) / (max_seq_len - base_seq_len)
+    return image_seq_len * slope + (base_shift - slope * base_seq_len)
+
+
+def shift_sigmas(sigmas: np.ndarray, shift: float) -> np.ndarray:
+    """SD3's timestep shift (Esser et al. 2024, eq. 23): σ' = sσ / (1 + (s − 1)σ); s > 1 spends more steps at high noise."""
+    return shift * sigmas / (1 + (shift - 1) * sigmas)
+
+
+def time_shift_exponential(mu: float, sigmas: np.ndarray, power: float = 1.0) -> np.ndarray:
+    """Flux's dynamic shift: σ' = e^μ / (e^μ + (1/σ − 1)^power), i.e. ``shift_sigmas`` with s = e^μ at power 1."""
+    return math.exp(mu) / (math.exp(mu) + (1 / sigmas - 1) ** power)
+
+
+def time_shift_linear(mu: float, sigmas: np.ndarray, power: float = 1.0) -> np.ndarray:
+    """The linear variant: σ' = μ / (μ + (1/σ − 1)^power)."""
+    return mu / (mu + (1 / sigmas - 1) ** power)
+
+
+TIME_SHIFTS: dict[str, Callable[[float, np.ndarray, float], np.ndarray]] = {
+    "exponential": time_shift_exponential,
+    "linear": time_shift_linear,
+}
+
+
+def stretch_to_terminal(sigmas: np.ndarray, terminal: float) -> np.ndarray:
+    """Rescale 1 − σ so the schedule ends exactly at σ = ``terminal`` (LTX-Video's ``shift_terminal``)."""
+    one_minus = 1 - sigmas
+    return 1 - one_minus / (one_minus[-1] / (1 - terminal))

@@ -9,10 +9,10 @@ generated model card, an optional ``modular_model_index.json`` and custom block 
 See docs/sharing.md.
 """
 
-from .card import model_card
-from .code import import_graph_code
+from ..graph.card import model_card
+from ..graph.repo_code import import_graph_code
 from .pipelines import graph_for_pipeline, push_pipeline
-from .repo import (
+from ..graph.repo import (
     CARD_FILE,
     GRAPH_FILE,
     GraphOrigin,

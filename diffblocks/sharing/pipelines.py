@@ -18,8 +18,8 @@ from ..components import MODULAR_INDEX, ComponentsManager
 from ..components.index import parse_index
 from ..graph import Graph
 from ..hub import HubError
-from .card import model_card
-from .repo import GRAPH_FILE, GraphRepoError, graph_files, load_graph_file, push_graph, repo_graph
+from ..graph.card import model_card
+from ..graph.repo import GRAPH_FILE, GraphRepoError, graph_files, load_graph_file, push_graph, repo_graph
 
 if TYPE_CHECKING:
     from ..pipeline import Pipeline

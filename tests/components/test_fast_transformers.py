@@ -21,7 +21,7 @@ from diffblocks.components.fast_transformers import load_text_encoder_fast
 def test_fast_path_matches_from_pretrained(kind, sub, cls_name, dtype, request: pytest.FixtureRequest):
     import transformers
 
-    folder: Path = request.getfixturevalue(f"tiny_{kind}")
+    folder: Path = request.getfixturevalue(f"tiny_{kind}_dir")
     cls = getattr(transformers, cls_name)
     fast = load_text_encoder_fast(cls, folder, sub, dtype, None)
     ref = cls.from_pretrained(folder, subfolder=sub, dtype=dtype).eval()
@@ -38,11 +38,11 @@ def test_fast_path_matches_from_pretrained(kind, sub, cls_name, dtype, request: 
         assert fast.encoder.embed_tokens.weight is fast.shared.weight  # tied, as transformers ties them
 
 
-def test_fast_path_declines_what_it_does_not_handle(tiny_flux: Path, tmp_path: Path):
+def test_fast_path_declines_what_it_does_not_handle(tiny_flux_dir: Path, tmp_path: Path):
     import transformers
 
     # T5 keeps layers in fp32 under fp16: transformers' loader knows which, so we defer to it.
     for half in (torch.float16, torch.bfloat16):
-        assert load_text_encoder_fast(transformers.T5EncoderModel, tiny_flux, "text_encoder_2", half, None) is None
-    assert load_text_encoder_fast(transformers.CLIPTextModel, tiny_flux, "text_encoder", None, "fp16") is None  # no variant file
-    assert load_text_encoder_fast(transformers.CLIPTokenizer, tiny_flux, "tokenizer", None, None) is None
+        assert load_text_encoder_fast(transformers.T5EncoderModel, tiny_flux_dir, "text_encoder_2", half, None) is None
+    assert load_text_encoder_fast(transformers.CLIPTextModel, tiny_flux_dir, "text_encoder", None, "fp16") is None  # no variant file
+    assert load_text_encoder_fast(transformers.CLIPTokenizer, tiny_flux_dir, "tokenizer", None, None) is None

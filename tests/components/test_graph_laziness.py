@@ -51,8 +51,8 @@ def _graph() -> Graph:
     return g
 
 
-def test_a_graph_that_never_decodes_never_loads_the_vae(tiny_sd: Path):
-    manager = ComponentsManager.from_pretrained(tiny_sd)
+def test_a_graph_that_never_decodes_never_loads_the_vae(tiny_sd_dir: Path):
+    manager = ComponentsManager.from_pretrained(tiny_sd_dir)
     graph = _graph()
     graph.validate(components=manager)  # presence is checked without loading anything
     assert manager.loaded == frozenset()
@@ -66,9 +66,9 @@ def test_a_graph_that_never_decodes_never_loads_the_vae(tiny_sd: Path):
     assert images.shape == (1, 3, 8, 8) and "vae" in manager.loaded
 
 
-def test_memoisation_survives_the_first_load(tiny_sd: Path):
+def test_memoisation_survives_the_first_load(tiny_sd_dir: Path):
     """Run 1 loads the components while it runs; run 2 must still hit the cache for them."""
-    manager = ComponentsManager.from_pretrained(tiny_sd)
+    manager = ComponentsManager.from_pretrained(tiny_sd_dir)
     graph = _graph()
     before = manager.component_fingerprint("unet")
     with torch.no_grad():
@@ -87,8 +87,8 @@ def test_memoisation_survives_the_first_load(tiny_sd: Path):
     assert "encode" in report.hits and "denoise" in report.ran
 
 
-def test_fingerprint_of_a_set_object_and_unknown_name(tiny_sd: Path):
-    manager = ComponentsManager.from_pretrained(tiny_sd)
+def test_fingerprint_of_a_set_object_and_unknown_name(tiny_sd_dir: Path):
+    manager = ComponentsManager.from_pretrained(tiny_sd_dir)
     module = torch.nn.Linear(2, 2)
     manager.set("extra", module)
     token = manager.component_fingerprint("extra")

@@ -23,11 +23,11 @@ def _same(module: torch.nn.Module, folder: Path, sub: str) -> bool:
     return all(torch.equal(state[k].to(v.dtype), v) for k, v in saved.items())
 
 
-def test_download_at_a_branch_fetches_only_what_is_used(hub: HubServer, tiny_sd: Path, tmp_path: Path):
-    hub.add_repo(REPO, folder_files(tiny_sd))
+def test_download_at_a_branch_fetches_only_what_is_used(hub: HubServer, tiny_sd_dir: Path, tmp_path: Path):
+    hub.add_repo(REPO, folder_files(tiny_sd_dir))
     manager = ComponentsManager.from_pretrained(REPO, cache_dir=tmp_path)
     assert hub.downloaded() == INDEX_ONLY and set(manager) == {"unet", "vae", "text_encoder", "tokenizer", "scheduler"}
-    assert _same(manager["unet"], tiny_sd, "unet")
+    assert _same(manager["unet"], tiny_sd_dir, "unet")
     assert sorted(hub.downloaded()) == sorted(INDEX_ONLY + ["unet/config.json", "unet/diffusion_pytorch_model.safetensors"])
     manager["tokenizer"]
     manager["scheduler"]
@@ -35,25 +35,25 @@ def test_download_at_a_branch_fetches_only_what_is_used(hub: HubServer, tiny_sd:
     assert f"{REPO}@" in manager.table()
 
 
-def test_download_at_a_commit_and_at_another_branch(hub: HubServer, tiny_sd: Path, tiny_sd_seed1: Path, tmp_path: Path):
+def test_download_at_a_commit_and_at_another_branch(hub: HubServer, tiny_sd_dir: Path, tiny_sd_seed1_dir: Path, tmp_path: Path):
     repo = hub.add_repo(REPO)
-    first = repo.commit(folder_files(tiny_sd))
-    repo.commit(folder_files(tiny_sd_seed1), branch="dev")
+    first = repo.commit(folder_files(tiny_sd_dir))
+    repo.commit(folder_files(tiny_sd_seed1_dir), branch="dev")
     assert resolve_commit(REPO, revision="dev", cache_dir=tmp_path) == repo.branches["dev"]
     at_sha = ComponentsManager.from_pretrained(REPO, revision=first, cache_dir=tmp_path)
     dev = ComponentsManager.from_pretrained(REPO, revision="dev", cache_dir=tmp_path)
-    assert _same(at_sha["vae"], tiny_sd, "vae") and _same(dev["vae"], tiny_sd_seed1, "vae")
+    assert _same(at_sha["vae"], tiny_sd_dir, "vae") and _same(dev["vae"], tiny_sd_seed1_dir, "vae")
     assert not any(path.startswith(f"/api/models/{REPO}/revision/{first}") for _, path, _ in hub.requests)
 
 
-def test_manager_pins_the_commit_across_lazy_loads(hub: HubServer, tiny_sd: Path, tiny_sd_seed1: Path, tmp_path: Path):
-    repo = hub.add_repo(REPO, folder_files(tiny_sd))
+def test_manager_pins_the_commit_across_lazy_loads(hub: HubServer, tiny_sd_dir: Path, tiny_sd_seed1_dir: Path, tmp_path: Path):
+    repo = hub.add_repo(REPO, folder_files(tiny_sd_dir))
     manager = ComponentsManager.from_pretrained(REPO, cache_dir=tmp_path)
     manager["unet"]
-    repo.commit(folder_files(tiny_sd_seed1))  # someone pushes to main
-    assert _same(manager["vae"], tiny_sd, "vae"), "the VAE came from the new commit"
+    repo.commit(folder_files(tiny_sd_seed1_dir))  # someone pushes to main
+    assert _same(manager["vae"], tiny_sd_dir, "vae"), "the VAE came from the new commit"
     fresh = ComponentsManager.from_pretrained(REPO, cache_dir=tmp_path)
-    assert _same(fresh["vae"], tiny_sd_seed1, "vae")
+    assert _same(fresh["vae"], tiny_sd_seed1_dir, "vae")
 
 
 def test_a_push_between_lookup_and_download_cannot_mix_commits(hub: HubServer, tmp_path: Path):
@@ -73,21 +73,21 @@ def test_a_push_between_lookup_and_download_cannot_mix_commits(hub: HubServer, t
     assert Path(late).read_bytes() == b'{"v": 2}'
 
 
-def test_offline_mode_reuses_the_cache(hub: HubServer, tiny_sd: Path, tmp_path: Path, monkeypatch):
-    hub.add_repo(REPO, folder_files(tiny_sd))
+def test_offline_mode_reuses_the_cache(hub: HubServer, tiny_sd_dir: Path, tmp_path: Path, monkeypatch):
+    hub.add_repo(REPO, folder_files(tiny_sd_dir))
     online = ComponentsManager.from_pretrained(REPO, cache_dir=tmp_path)
     online["unet"]
     seen = len(hub.requests)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     offline = ComponentsManager.from_pretrained(REPO, cache_dir=tmp_path, share=False)
-    assert _same(offline["unet"], tiny_sd, "unet")
+    assert _same(offline["unet"], tiny_sd_dir, "unet")
     assert len(hub.requests) == seen, hub.requests[seen:]
     with pytest.raises(ComponentError, match=r"component 'vae'.*(incomplete|not in the local cache)"):
         offline["vae"]
     assert len(hub.requests) == seen
     monkeypatch.delenv("HF_HUB_OFFLINE")
     local_only = ComponentsManager.from_pretrained(REPO, cache_dir=tmp_path, local_files_only=True, share=False)
-    assert _same(local_only["unet"], tiny_sd, "unet") and len(hub.requests) == seen
+    assert _same(local_only["unet"], tiny_sd_dir, "unet") and len(hub.requests) == seen
 
 
 def test_offline_without_cache_is_a_clear_error(hub: HubServer, tmp_path: Path, monkeypatch):
@@ -98,17 +98,17 @@ def test_offline_without_cache_is_a_clear_error(hub: HubServer, tmp_path: Path, 
     assert hub.requests == []
 
 
-def test_token_is_sent(hub: HubServer, tiny_sd: Path, tmp_path: Path):
-    hub.add_repo("org/private", folder_files(tiny_sd), private_token="secret")
+def test_token_is_sent(hub: HubServer, tiny_sd_dir: Path, tmp_path: Path):
+    hub.add_repo("org/private", folder_files(tiny_sd_dir), private_token="secret")
     with pytest.raises(HubError, match="org/private"):
         ComponentsManager.from_pretrained("org/private", cache_dir=tmp_path, token=False)
     manager = ComponentsManager.from_pretrained("org/private", cache_dir=tmp_path, token="secret")
-    assert _same(manager["vae"], tiny_sd, "vae")
+    assert _same(manager["vae"], tiny_sd_dir, "vae")
     assert {auth for _, path, auth in hub.requests if "/resolve/" in path} == {"Bearer secret"}
 
 
-def test_variant_downloads_only_the_variant_weights(hub: HubServer, tiny_sd: Path, tmp_path: Path):
-    files = folder_files(tiny_sd)
+def test_variant_downloads_only_the_variant_weights(hub: HubServer, tiny_sd_dir: Path, tmp_path: Path):
+    files = folder_files(tiny_sd_dir)
     weights = files["vae/diffusion_pytorch_model.safetensors"]
     files["vae/diffusion_pytorch_model.fp16.safetensors"] = weights
     files["vae/diffusion_pytorch_model.bin"] = b"pickle weights that must never be fetched"
@@ -117,7 +117,7 @@ def test_variant_downloads_only_the_variant_weights(hub: HubServer, tiny_sd: Pat
 
     spec = ComponentSpec("vae", ("diffusers", "AutoencoderKL"), REPO, "vae", variant="fp16")
     manager = ComponentsManager([spec], cache_dir=tmp_path)
-    assert _same(manager["vae"], tiny_sd, "vae")
+    assert _same(manager["vae"], tiny_sd_dir, "vae")
     got = [p for p in hub.downloaded() if p.startswith("vae/")]
     assert sorted(got) == ["vae/config.json", "vae/diffusion_pytorch_model.fp16.safetensors"]
     plain = ComponentsManager([spec.with_updates(variant=None)], cache_dir=tmp_path)
@@ -126,8 +126,8 @@ def test_variant_downloads_only_the_variant_weights(hub: HubServer, tiny_sd: Pat
     assert "vae/diffusion_pytorch_model.safetensors" in hub.downloaded()
 
 
-def test_missing_subfolder_on_the_hub(hub: HubServer, tiny_sd: Path, tmp_path: Path):
-    files = {k: v for k, v in folder_files(tiny_sd).items() if not k.startswith("vae/")}
+def test_missing_subfolder_on_the_hub(hub: HubServer, tiny_sd_dir: Path, tmp_path: Path):
+    files = {k: v for k, v in folder_files(tiny_sd_dir).items() if not k.startswith("vae/")}
     hub.add_repo(REPO, files)
     manager = ComponentsManager.from_pretrained(REPO, cache_dir=tmp_path)
     with pytest.raises(ComponentError, match=r"component 'vae'.*no files in subfolder 'vae'.*Fix the subfolder"):

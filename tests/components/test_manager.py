@@ -31,9 +31,9 @@ def count_loads(monkeypatch: pytest.MonkeyPatch):
     return counts
 
 
-def test_two_pipelines_on_one_repo_share_one_unet(tiny_sd: Path, count_loads: dict[str, int]):
-    first = ComponentsManager.from_pretrained(tiny_sd)
-    second = ComponentsManager.from_pretrained(str(tiny_sd) + "/")  # same folder, spelled differently
+def test_two_pipelines_on_one_repo_share_one_unet(tiny_sd_dir: Path, count_loads: dict[str, int]):
+    first = ComponentsManager.from_pretrained(tiny_sd_dir)
+    second = ComponentsManager.from_pretrained(str(tiny_sd_dir) + "/")  # same folder, spelled differently
     assert first["unet"] is second["unet"]
     assert first["text_encoder"] is second["text_encoder"]
     assert count_loads["UNet2DConditionModel"] == 1 and count_loads["CLIPTextModel"] == 1
@@ -42,22 +42,22 @@ def test_two_pipelines_on_one_repo_share_one_unet(tiny_sd: Path, count_loads: di
     assert count_loads["DDIMScheduler"] == 2
 
 
-def test_one_explicit_manager_for_two_pipelines(tiny_sd: Path, count_loads: dict[str, int]):
-    manager = ComponentsManager.from_pretrained(tiny_sd)
+def test_one_explicit_manager_for_two_pipelines(tiny_sd_dir: Path, count_loads: dict[str, int]):
+    manager = ComponentsManager.from_pretrained(tiny_sd_dir)
     pipe_a, pipe_b = manager.provider(["unet", "vae"]), manager.provider(["unet", "text_encoder"])
     assert pipe_a["unet"] is pipe_b["unet"] and count_loads["UNet2DConditionModel"] == 1
 
 
-def test_sharing_respects_dtype_and_can_be_disabled(tiny_sd: Path, count_loads: dict[str, int]):
-    fp32 = ComponentsManager.from_pretrained(tiny_sd)
-    bf16 = ComponentsManager.from_pretrained(tiny_sd, torch_dtype=torch.bfloat16)
-    private = ComponentsManager.from_pretrained(tiny_sd, share=False)
+def test_sharing_respects_dtype_and_can_be_disabled(tiny_sd_dir: Path, count_loads: dict[str, int]):
+    fp32 = ComponentsManager.from_pretrained(tiny_sd_dir)
+    bf16 = ComponentsManager.from_pretrained(tiny_sd_dir, torch_dtype=torch.bfloat16)
+    private = ComponentsManager.from_pretrained(tiny_sd_dir, share=False)
     assert fp32["unet"] is not bf16["unet"] and fp32["unet"] is not private["unet"]
     assert count_loads["UNet2DConditionModel"] == 3
 
 
-def test_loading_is_lazy_a_graph_that_never_decodes_never_loads_the_vae(tiny_sd: Path, count_loads):
-    manager = ComponentsManager.from_pretrained(tiny_sd)
+def test_loading_is_lazy_a_graph_that_never_decodes_never_loads_the_vae(tiny_sd_dir: Path, count_loads):
+    manager = ComponentsManager.from_pretrained(tiny_sd_dir)
     assert count_loads == {} and manager.loaded == frozenset()
 
     # What a graph executor does: check the declared names, then read the ones its nodes use.
@@ -73,8 +73,8 @@ def test_loading_is_lazy_a_graph_that_never_decodes_never_loads_the_vae(tiny_sd:
     assert "AutoencoderKL" not in count_loads
 
 
-def test_provider_limits_names(tiny_sd: Path):
-    manager = ComponentsManager.from_pretrained(tiny_sd)
+def test_provider_limits_names(tiny_sd_dir: Path):
+    manager = ComponentsManager.from_pretrained(tiny_sd_dir)
     view = manager.provider(["unet"])
     assert "unet" in view and "vae" not in view and list(view) == ["unet"]
     with pytest.raises(KeyError, match="outside this provider"):
@@ -83,8 +83,8 @@ def test_provider_limits_names(tiny_sd: Path):
         manager.provider(["nope"])
 
 
-def test_unload_frees_and_reloads(tiny_sd: Path, count_loads: dict[str, int]):
-    manager = ComponentsManager.from_pretrained(tiny_sd)
+def test_unload_frees_and_reloads(tiny_sd_dir: Path, count_loads: dict[str, int]):
+    manager = ComponentsManager.from_pretrained(tiny_sd_dir)
     ref = weakref.ref(manager["vae"])
     manager.unload("vae")
     gc.collect()
@@ -92,12 +92,12 @@ def test_unload_frees_and_reloads(tiny_sd: Path, count_loads: dict[str, int]):
     assert isinstance(manager["vae"], torch.nn.Module) and count_loads["AutoencoderKL"] == 2
 
 
-def test_set_and_replace(tiny_sd: Path, tiny_sd_seed1: Path):
-    manager = ComponentsManager.from_pretrained(tiny_sd)
+def test_set_and_replace(tiny_sd_dir: Path, tiny_sd_seed1_dir: Path):
+    manager = ComponentsManager.from_pretrained(tiny_sd_dir)
     marker = object()
     manager.set("safety_checker", marker)
     assert manager["safety_checker"] is marker and "safety_checker" in manager.loaded
-    other = ComponentSpec("vae", ("diffusers", "AutoencoderKL"), str(tiny_sd_seed1), "vae")
+    other = ComponentSpec("vae", ("diffusers", "AutoencoderKL"), str(tiny_sd_seed1_dir), "vae")
     from diffblocks.components import ComponentError
 
     with pytest.raises(ComponentError, match="already declared"):
@@ -107,8 +107,8 @@ def test_set_and_replace(tiny_sd: Path, tiny_sd_seed1: Path):
     assert manager["vae"] is not first
 
 
-def test_table_lists_loaded_and_pending(tiny_sd: Path):
-    manager = ComponentsManager.from_pretrained(tiny_sd, torch_dtype={"vae": torch.float32, "default": torch.bfloat16})
+def test_table_lists_loaded_and_pending(tiny_sd_dir: Path):
+    manager = ComponentsManager.from_pretrained(tiny_sd_dir, torch_dtype={"vae": torch.float32, "default": torch.bfloat16})
     manager["unet"]
     rows = {r.name: r for r in manager.rows()}
     unet = rows["unet"]
@@ -154,8 +154,8 @@ def _run_sd_once(manager: ComponentsManager, check: Any = None) -> torch.Tensor:
     return image.sample if hasattr(image, "sample") else image[0]
 
 
-def test_offload_keeps_one_model_on_the_accelerator(tiny_sd: Path):
-    manager = ComponentsManager.from_pretrained(tiny_sd)
+def test_offload_keeps_one_model_on_the_accelerator(tiny_sd_dir: Path):
+    manager = ComponentsManager.from_pretrained(tiny_sd_dir)
     manager["text_encoder"]  # loaded before enabling: attached too
     recorder = _Recorder(manager)
     # "cpu" plays the accelerator and "meta" the host: the recorder never really moves, so
@@ -215,8 +215,8 @@ def test_offloader_moves_tensor_arguments():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_offload_on_a_real_accelerator(tiny_sd: Path):
-    manager = ComponentsManager.from_pretrained(tiny_sd, share=False)
+def test_offload_on_a_real_accelerator(tiny_sd_dir: Path):
+    manager = ComponentsManager.from_pretrained(tiny_sd_dir, share=False)
     manager.enable_model_cpu_offload("cuda")
 
     def check(active: str) -> None:

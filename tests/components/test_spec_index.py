@@ -58,33 +58,33 @@ def test_config_only_spec_loads_a_scheduler():
 
 
 # -- classic model_index.json -----------------------------------------------------------------------
-def test_read_classic_index(tiny_sd: Path):
-    index = read_index(tiny_sd)
+def test_read_classic_index(tiny_sd_dir: Path):
+    index = read_index(tiny_sd_dir)
     assert index.kind == "classic" and index.class_name == "StableDiffusionPipeline"
     assert set(index.specs) == {"unet", "vae", "text_encoder", "tokenizer", "scheduler"}  # nulls skipped
     assert index.config == {"requires_safety_checker": False}
     unet = index.specs["unet"]
-    assert unet.type_hint == UNET and unet.subfolder == "unet" and unet.source == str(tiny_sd.resolve())
+    assert unet.type_hint == UNET and unet.subfolder == "unet" and unet.source == str(tiny_sd_dir.resolve())
 
 
-def test_classic_index_from_a_repo_id_keeps_the_id(tiny_sd: Path):
-    index = read_model_index(tiny_sd / "model_index.json", source="org/tiny-sd")
+def test_classic_index_from_a_repo_id_keeps_the_id(tiny_sd_dir: Path):
+    index = read_model_index(tiny_sd_dir / "model_index.json", source="org/tiny-sd")
     assert index.specs["vae"].pretrained_model_name_or_path == "org/tiny-sd"
     assert not index.specs["vae"].is_local
 
 
 # -- modular_model_index.json -----------------------------------------------------------------------
-def test_modular_round_trip(tmp_path: Path, tiny_sd: Path, tiny_sd_seed1: Path):
+def test_modular_round_trip(tmp_path: Path, tiny_sd_dir: Path, tiny_sd_seed1_dir: Path):
     specs = {
-        "unet": ComponentSpec("unet", UNET, str(tiny_sd), "unet"),
-        "vae": ComponentSpec("vae", ("diffusers", "AutoencoderKL"), str(tiny_sd_seed1), "vae", variant=None),
+        "unet": ComponentSpec("unet", UNET, str(tiny_sd_dir), "unet"),
+        "vae": ComponentSpec("vae", ("diffusers", "AutoencoderKL"), str(tiny_sd_seed1_dir), "vae", variant=None),
         "text_encoder": ComponentSpec("text_encoder", ("transformers", "CLIPTextModel"), "org/other", "text_encoder",
                                       revision="v2"),
     }
     path = write_modular_index(tmp_path, specs, config={"force_zeros_for_empty_prompt": True})
     raw = json.loads(path.read_text())
     assert raw["unet"] == ["diffusers", "UNet2DConditionModel", {
-        "type_hint": ["diffusers", "UNet2DConditionModel"], "pretrained_model_name_or_path": str(tiny_sd),
+        "type_hint": ["diffusers", "UNet2DConditionModel"], "pretrained_model_name_or_path": str(tiny_sd_dir),
         "subfolder": "unet", "variant": None, "revision": None}]
     index = read_index(tmp_path)
     assert index.kind == "modular"
@@ -107,10 +107,10 @@ def test_modular_legacy_repo_key_and_null_slots(tmp_path: Path):
     assert index.config == {"guidance_scale": 5.0}
 
 
-def test_local_folder_wins_over_hub_id_in_index(tmp_path: Path, tiny_sd: Path):
+def test_local_folder_wins_over_hub_id_in_index(tmp_path: Path, tiny_sd_dir: Path):
     local = tmp_path / "copy"
     (local / "unet").mkdir(parents=True)
-    for f in (tiny_sd / "unet").iterdir():
+    for f in (tiny_sd_dir / "unet").iterdir():
         os.link(f, local / "unet" / f.name)
     (local / "modular_model_index.json").write_text(json.dumps({
         "unet": ["diffusers", "UNet2DConditionModel", {"pretrained_model_name_or_path": "org/never-downloaded",

@@ -10,12 +10,11 @@ import torch
 from diffblocks.models.flux import FluxTransformer2DConfig, FluxTransformer2DModel
 from diffblocks.models.modeling import ModelLoadError
 
-from .tiny_flux_vae import (  # noqa: F401 (one_thread is a fixture)
+from .tiny_flux_vae import (
     FLUX1_DEV_CONFIG, FLUX1_SCHNELL_CONFIG, FLUX_DEV_LIKE, FLUX_PATCHED, FLUX_SCHNELL_LIKE, flux_inputs,
-    max_diff, one_thread, same_shapes)
+    max_diff, same_shapes)
 
 diffusers = pytest.importorskip("diffusers")
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 CONFIGS = {"schnell": FLUX_SCHNELL_LIKE, "dev": FLUX_DEV_LIKE, "patched": FLUX_PATCHED}
 

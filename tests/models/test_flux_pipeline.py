@@ -12,11 +12,10 @@ import torch
 
 from diffblocks.models import AutoencoderKL, FluxTransformer2DModel
 
-from .tiny_flux_vae import (  # noqa: F401 (one_thread is a fixture)
-    FLUX_DEV_LIKE, FLUX_SCHNELL_LIKE, VAE_FLUX_LIKE, max_diff, one_thread)
+from .tiny_flux_vae import (
+    FLUX_DEV_LIKE, FLUX_SCHNELL_LIKE, VAE_FLUX_LIKE, max_diff)
 
 diffusers = pytest.importorskip("diffusers")
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 # Flux packs 2x2 latent patches: the transformer's 4 input channels are 1 latent channel x 4.
 VAE = {**VAE_FLUX_LIKE, "latent_channels": 1, "block_out_channels": (32, 32),

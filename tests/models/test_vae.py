@@ -10,12 +10,11 @@ from safetensors.torch import save_file
 
 from diffblocks.models.autoencoder_kl import AutoencoderKL, AutoencoderKLConfig
 
-from .tiny_flux_vae import (  # noqa: F401 (one_thread is a fixture)
-    FLUX1_VAE_CONFIG, SD15_VAE_CONFIG, SDXL_VAE_CONFIG, VAE_FLUX_LIKE, VAE_SD_LIKE, max_diff, one_thread,
+from .tiny_flux_vae import (
+    FLUX1_VAE_CONFIG, SD15_VAE_CONFIG, SDXL_VAE_CONFIG, VAE_FLUX_LIKE, VAE_SD_LIKE, max_diff,
     same_shapes)
 
 diffusers = pytest.importorskip("diffusers")
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 CONFIGS = {"sd": VAE_SD_LIKE, "flux": VAE_FLUX_LIKE}
 TOL = 1e-5

@@ -7,10 +7,6 @@ from typing import Any
 
 import torch
 
-# The test machine has 2 cores shared by many processes; with more than one intra-op thread
-# torch's workers spin against each other and a tiny forward is 10-40x slower.
-torch.set_num_threads(1)
-
 SD15: dict[str, Any] = {
     "block_out_channels": [32, 64],
     "layers_per_block": 2,

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 import torch
 
 FLUX_SCHNELL_LIKE: dict[str, Any] = dict(
@@ -51,19 +49,6 @@ def flux_inputs(config: dict[str, Any], batch: int = 2, grid: int = 4, text_len:
 
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.float() - b.float()).abs().max().item()
-
-
-@pytest.fixture(scope="module", autouse=False)
-def one_thread() -> Iterator[None]:
-    """Run a module's tiny models on one intra-op thread.
-
-    On the shared 2-core machine two spinning OpenMP threads per process made these tiny
-    convolutions up to 100x slower under load; one thread is also the faster choice for them.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # config.json of public checkpoints, as published (for shape checks on the meta device).

@@ -60,16 +60,16 @@ def test_workflows_by_name():
     }
 
 
-def test_selected_workflow_runs_like_the_family_graph(sd_dir):
+def test_selected_workflow_runs_like_the_family_graph(tiny_sd_dir):
     inputs = {"prompt": "a cat", "num_inference_steps": 2, "output_type": "np", "image": sample_image(), "strength": 0.5}
-    cm = manager(sd_dir)
+    cm = manager(tiny_sd_dir)
     family = load_preset("sd15").run(inputs={**inputs, "generator": torch.Generator().manual_seed(0)}, components=cm, progress=False)
     chosen = load_preset("sd15-img2img").run(inputs={**inputs, "generator": torch.Generator().manual_seed(0)}, components=cm, progress=False)
     np.testing.assert_array_equal(family.images, chosen.images)
 
 
-def test_output_types(sd_dir):
-    graph, cm = load_preset("sd15"), manager(sd_dir)
+def test_output_types(tiny_sd_dir):
+    graph, cm = load_preset("sd15"), manager(tiny_sd_dir)
     out = {t: graph.run(inputs={"prompt": "a cat", "num_inference_steps": 1, "output_type": t,
                                 "generator": torch.Generator().manual_seed(0)}, components=cm, progress=False).images
            for t in ("pil", "np", "pt", "latent")}

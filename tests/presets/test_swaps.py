@@ -23,8 +23,8 @@ def run(graph, cm, seed=0, **inputs):
 
 
 @pytest.fixture()
-def sd(sd_dir):
-    cm = manager(sd_dir)
+def sd(tiny_sd_dir):
+    cm = manager(tiny_sd_dir)
     cm.load()  # see test_second_run_with_new_seed_reuses_unchanged_nodes
     return load_preset("sd15"), cm
 
@@ -163,10 +163,10 @@ def test_half_precision_vae_decodes_upcast_when_force_upcast(sd):
     torch.testing.assert_close(half, full, atol=2e-2, rtol=0)
 
 
-def test_sdxl_pipeline_second_call_reuses_both_text_encoders(sdxl_dir):
+def test_sdxl_pipeline_second_call_reuses_both_text_encoders(tiny_sdxl_dir):
     from diffblocks.pipeline import Pipeline
 
-    pipe = Pipeline.from_pretrained(sdxl_dir)
+    pipe = Pipeline.from_pretrained(tiny_sdxl_dir)
     pipe.components.load()  # see test_second_run_with_new_seed_reuses_unchanged_nodes
     calls = []
     hooks = [pipe.components[name].register_forward_pre_hook(lambda *a, n=name: calls.append(n))

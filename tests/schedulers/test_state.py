@@ -10,7 +10,7 @@ from diffblocks import schedulers as ours
 from .parity import fake_denoiser, start_latents, trajectory
 
 NAMES = list(ours.SCHEDULER_CLASSES)
-STOCHASTIC = {"DDPMScheduler", "EulerAncestralDiscreteScheduler"}
+STOCHASTIC = {"DDPMScheduler", "EulerAncestralDiscreteScheduler", "DPMSolverSDEScheduler"}
 
 
 def _run(scheduler, steps: int, seed: int) -> list[torch.Tensor]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from diffblocks.shapes import dataset
-from diffblocks.shapes.checker import check_image
+from tiny_shapes import dataset
+from tiny_shapes.checker import check_image
 
 
 def test_every_clean_render_is_read_correctly() -> None:

@@ -6,8 +6,8 @@ import itertools
 
 import numpy as np
 
-from diffblocks.shapes import dataset
-from diffblocks.shapes.dataset import COLOURS, HELD_OUT, POSITIONS, SHAPES, ShapeSpec
+from tiny_shapes import dataset
+from tiny_shapes.dataset import COLOURS, HELD_OUT, POSITIONS, SHAPES, ShapeSpec
 
 
 def test_vocabulary_meets_the_issue() -> None:

@@ -1,7 +1,7 @@
 """The shipped tiny-shapes model: size, format, and that the SD 1.5 preset makes images that
 show what the prompts ask for.
 
-The evaluation generates every prompt of :func:`diffblocks.shapes.evaluate.eval_prompts`
+The evaluation generates every prompt of :func:`tiny_shapes.evaluate.eval_prompts`
 (60 prompts, 20 of them (colour, shape, position) combinations held out of training) in
 one batch through ``Pipeline.from_pretrained(shipped folder)`` -- the preset graph, the path
 ``diffblocks run`` takes -- at 64x64 with 20 DDIM steps and guidance 5, reads each image with
@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from diffblocks.pipeline import Pipeline
-from diffblocks.shapes.evaluate import EvalReport, evaluate
-from diffblocks.shapes.sampler import generate, load_components
+from tiny_shapes.evaluate import EvalReport, evaluate
+from tiny_shapes.sampler import generate, load_components
 from tests.shapes.helpers import SHIPPED
 
 pytestmark = pytest.mark.skipif(not (SHIPPED / "model_index.json").exists(),
@@ -71,7 +71,8 @@ def test_diffusers_pipeline_gives_the_same_images(pipe: Pipeline) -> None:
 
 
 def test_training_sampler_matches_the_preset(pipe: Pipeline) -> None:
-    """The small sampler that measures the model while training makes what the preset makes."""
+    """The training script's sampler (the preset graph on components held in memory) makes what
+    the pipeline loaded from the folder makes."""
     parts = load_components(SHIPPED)
     prompts = ["a green square in the centre"]
     ours = generate(parts["unet"], parts["vae"], parts["text_encoder"], parts["tokenizer"], parts["scheduler"],
@@ -83,7 +84,7 @@ def test_shape_word_steers_the_outline_at_mid_noise() -> None:
     """The probe behind docs/shapes.md's "How shape was recovered", on the shipped model."""
     import doctest
 
-    from diffblocks.shapes import probe
+    from tiny_shapes import probe
 
     components = load_components(SHIPPED)
     differences = probe.shape_word_probe(components, timesteps=(300, 500, 700))

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from transformers import CLIPTokenizer
 
-from diffblocks.shapes.dataset import caption_words
-from diffblocks.shapes.tokenizer import build_tokenizer, byte_symbols, save_tokenizer
+from tiny_shapes.dataset import caption_words
+from tiny_shapes.tokenizer import build_tokenizer, byte_symbols, save_tokenizer
 
 
 def test_byte_symbols_are_distinct_and_printable() -> None:

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from diffblocks.schedulers import DDIMScheduler, DDPMScheduler
-from diffblocks.shapes.targets import CaptionMeans
+from tiny_shapes.targets import CaptionMeans
 from tests.shapes.helpers import SHIPPED, training_script
 
 script = training_script()
@@ -168,7 +168,7 @@ def test_command_line_overrides_reach_the_saved_model(tmp_path) -> None:
 
 
 def test_caption_means_average_every_image_that_fits_the_caption() -> None:
-    from diffblocks.shapes import dataset
+    from tiny_shapes import dataset
 
     specs = dataset.training_specs(seed=0, per_combo=1)
     latents = torch.randn(len(specs), 4, 2, 2, generator=torch.Generator().manual_seed(0))
@@ -207,7 +207,7 @@ def test_noisiest_steps_regress_on_the_caption_mean(tmp_path, monkeypatch: pytes
 def test_targets_docstring_example_runs() -> None:
     import doctest
 
-    from diffblocks.shapes import targets
+    from tiny_shapes import targets
 
     result = doctest.testmod(targets)
     assert result.attempted > 0 and result.failed == 0

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffblocks.shapes.sampler import generate, load_components
+from tiny_shapes.sampler import generate, load_components
 from tests.shapes.helpers import training_script
 
 
@@ -65,7 +65,7 @@ def test_diffusers_pipeline_loads_it(trained: tuple[Path, dict]) -> None:
 def test_sample_grid(trained: tuple[Path, dict], tmp_path: Path) -> None:
     from PIL import Image
 
-    from diffblocks.shapes.figures import save_samples
+    from tiny_shapes.figures import save_samples
 
     save_samples(tmp_path / "grid.png", load_components(trained[0]), prompts=["a red circle", "a blue square",
                                                                               "a green triangle"], columns=2)
@@ -76,7 +76,7 @@ def test_sample_grid(trained: tuple[Path, dict], tmp_path: Path) -> None:
 def test_figures_docstring_example_runs() -> None:
     import doctest
 
-    from diffblocks.shapes import figures
+    from tiny_shapes import figures
 
     result = doctest.testmod(figures)
     assert result.attempted > 0 and result.failed == 0

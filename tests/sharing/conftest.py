@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.components.conftest import _isolate, hub, reference_fallbacks, tiny_root, tiny_sd, tiny_sd_seed1  # noqa: F401
+from tests.components.conftest import _isolate, hub  # noqa: F401
 from tests.sharing import numeric  # noqa: F401  (registers the share_* numeric blocks)
 
 

@@ -176,7 +176,7 @@ def _cfg_copy_code(marker) -> str:
     )
 
 
-def test_cli_run_and_replay_of_a_folder_with_code_need_the_flag_every_time(tiny_sd, tmp_path, monkeypatch):
+def test_cli_run_and_replay_of_a_folder_with_code_need_the_flag_every_time(tiny_sd_dir, tmp_path, monkeypatch):
     import sys
 
     import numpy as np
@@ -195,7 +195,7 @@ def test_cli_run_and_replay_of_a_folder_with_code_need_the_flag_every_time(tiny_
     doc["code"] = ["blocks.py"]
     (repo / "graph.json").write_text(json.dumps(doc))
     out = tmp_path / "img.png"
-    argv = ["run", str(repo), "--model", str(tiny_sd), "--prompt", "a cat", "--steps", "2", "--out", str(out), "--quiet"]
+    argv = ["run", str(repo), "--model", str(tiny_sd_dir), "--prompt", "a cat", "--steps", "2", "--out", str(out), "--quiet"]
     with pytest.raises(SystemExit, match="share_cfg.*blocks.py.*--trust-remote-code"):
         main(argv)
     assert not marker.exists() and not out.exists()

@@ -26,9 +26,9 @@ def _pixels(path) -> np.ndarray:
 
 
 @pytest.fixture
-def preset_repo(hub, tiny_sd):
+def preset_repo(hub, tiny_sd_dir):
     """org/tiny-sd (the weights) and org/my-preset (graph + index only, pushed from a pipeline)."""
-    weights = hub.add_repo("org/tiny-sd", folder_files(tiny_sd))
+    weights = hub.add_repo("org/tiny-sd", folder_files(tiny_sd_dir))
     pipe = Pipeline.from_pretrained("org/tiny-sd")
     sha = pipe.push_to_hub("org/my-preset", commit_message="share my preset")
     return pipe, weights.branches["main"], sha
@@ -48,9 +48,9 @@ def test_push_writes_graph_index_and_card_pinned_to_the_weights_commit(hub, pres
     assert json.loads(files["graph.json"]) == json.loads(pipe.graph.to_json())
 
 
-def test_the_graph_only_repo_loads_the_pinned_weights(hub, preset_repo, tiny_sd_seed1):
+def test_the_graph_only_repo_loads_the_pinned_weights(hub, preset_repo, tiny_sd_seed1_dir):
     pipe, weights_commit, _ = preset_repo
-    hub.repos["org/tiny-sd"].commit(folder_files(tiny_sd_seed1))  # the weights repo moves on
+    hub.repos["org/tiny-sd"].commit(folder_files(tiny_sd_seed1_dir))  # the weights repo moves on
     again = Pipeline.from_pretrained("org/my-preset")
     assert again.components.specs["unet"].revision == weights_commit
     assert np.array_equal(again(**ARGS).images, pipe(**ARGS).images)
@@ -69,8 +69,8 @@ def test_push_with_weights_carries_them(hub, preset_repo):
     assert np.array_equal(again(**ARGS).images, pipe(**ARGS).images)
 
 
-def test_a_pipeline_from_a_local_folder_cannot_point_others_at_it(hub, tiny_sd):
-    pipe = Pipeline.from_pretrained(tiny_sd)
+def test_a_pipeline_from_a_local_folder_cannot_point_others_at_it(hub, tiny_sd_dir):
+    pipe = Pipeline.from_pretrained(tiny_sd_dir)
     with pytest.raises(GraphRepoError, match="local folder.*weights=True"):
         pipe.push_to_hub("org/nope")
     assert "org/nope" not in hub.repos

@@ -17,7 +17,7 @@ from ...blocks.function import block
 from ...blocks.ports import Outputs
 from ...blocks.types import Timesteps
 from ...schedulers.base import SchedulerState
-from ...schedulers.flow_match_math import calculate_shift
+from ...schedulers.schedules import calculate_shift
 from . import hints
 from .latents import latent_grid
 

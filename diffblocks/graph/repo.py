@@ -17,12 +17,12 @@ from typing import Any
 
 from ..blocks.errors import GraphError
 from ..fileio import atomic_write_bytes, read_bytes_bounded, read_text_bounded
-from ..graph import Graph
-from ..graph.jsonio import LIMITS, load_graph
+from .graph import Graph
+from .jsonio import LIMITS, load_graph
 from ..hub import HubError, list_repo_files_pinned, resolve_commit, snapshot_download_pinned, upload_files
 from ..registry.trust import UntrustedCodeError
 from .card import model_card
-from .code import check_code_paths, import_graph_code, parse_document, refusal_message, unknown_block_error
+from .repo_code import check_code_paths, import_graph_code, parse_document, refusal_message, unknown_block_error
 
 __all__ = [
     "CARD_FILE",

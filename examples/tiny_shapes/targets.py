@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from diffblocks.shapes import dataset
+from tiny_shapes import dataset
 
 
 class CaptionMeans:
@@ -18,7 +18,7 @@ class CaptionMeans:
     weighted 0.1, the mean target taught position in full (100%) where the sampled image
     reached 53% (docs/shapes.md).
 
-    >>> from diffblocks.shapes.dataset import training_specs
+    >>> from tiny_shapes.dataset import training_specs
     >>> specs = training_specs(seed=0, per_combo=1)
     >>> latents = torch.arange(len(specs), dtype=torch.float32)[:, None]
     >>> means = CaptionMeans(specs, latents)

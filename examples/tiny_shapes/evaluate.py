@@ -14,8 +14,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from diffblocks.shapes.checker import Detection, check_image
-from diffblocks.shapes.dataset import BACKGROUNDS, COLOURS, HELD_OUT, POSITION_PHRASES, POSITIONS, SHAPES, SIZES
+from tiny_shapes.checker import Detection, check_image
+from tiny_shapes.dataset import BACKGROUNDS, COLOURS, HELD_OUT, POSITION_PHRASES, POSITIONS, SHAPES, SIZES
 
 ATTRIBUTES = ("colour", "shape", "position")
 

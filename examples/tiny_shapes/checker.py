@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from diffblocks.shapes.dataset import BACKGROUNDS, COLOURS
+from tiny_shapes.dataset import BACKGROUNDS, COLOURS
 
 _MIN_CONTRAST = 40.0  # RGB distance under which nothing counts as an object
 _CENTRE_RADIUS = 7.5  # pixels from the image centre that still read as "centre"

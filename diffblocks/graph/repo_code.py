@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..blocks.errors import GraphError, Problem
-from ..graph.jsonio import BlockNode, GraphDocument, GraphNode, GraphSpec, LoopNode, SwitchNode
+from .jsonio import BlockNode, GraphDocument, GraphNode, GraphSpec, LoopNode, SwitchNode
 from ..registry.trust import UntrustedCodeError, load_module_from_file
 
 __all__ = [

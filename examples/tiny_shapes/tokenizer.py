@@ -15,7 +15,7 @@ from pathlib import Path
 
 from transformers import CLIPTokenizer
 
-from diffblocks.shapes.dataset import caption_words
+from tiny_shapes.dataset import caption_words
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 END_OF_WORD = "</w>"

@@ -9,7 +9,7 @@ circle caption, is ~0.13 for a model that reads shape words and ~0 for one that 
 same outline whatever the caption says (docs/shapes.md, "How shape was recovered").
 
     >>> from diffblocks.cli.run import default_model_path
-    >>> from diffblocks.shapes.sampler import load_components
+    >>> from tiny_shapes.sampler import load_components
     >>> differences = shape_word_probe(load_components(default_model_path()), timesteps=(500,))
     >>> differences[500] > 0.05
     True
@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from diffblocks.shapes import dataset
-from diffblocks.shapes.checker import check_image
+from tiny_shapes import dataset
+from tiny_shapes.checker import check_image
 from diffblocks.schedulers.prediction import prediction_for
-from diffblocks.shapes.sampler import decode_latents, encode_prompts
+from tiny_shapes.sampler import decode_latents, encode_prompts
 
 PROBE_COLOURS = ("red", "blue", "green", "yellow")
 PROBE_POSITIONS = ("left", "centre", "top")
@@ -36,7 +36,7 @@ def shape_word_probe(components: dict[str, Any], timesteps: tuple[int, ...] = (3
                      seed: int = 0) -> dict[int, float]:
     """Fill ratio under "square" minus under "circle" captions, per timestep.
 
-    ``components`` is what :func:`diffblocks.shapes.sampler.load_components` returns. The
+    ``components`` is what :func:`tiny_shapes.sampler.load_components` returns. The
     inputs are 24 large shapes (12 squares, 12 circles; four colours, three positions, white
     background) noised to each ``t`` with one seeded draw; both captions see the same
     noisy latents.

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from diffblocks.shapes.sampler import generate
+from tiny_shapes.sampler import generate
 
 
 def plot_losses(path: Path, curves: dict[str, list[float]], width: int = 640, height: int = 240) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..blocks.ports import MISSING
 from ..components import ComponentSpec
-from ..graph import Graph
+from .graph import Graph
 
 __all__ = ["model_card", "example_inputs", "base_models"]
 
