@@ -3,6 +3,13 @@
 Sub-commands live in their own modules, each with ``register(subparsers)`` that adds its
 parser and sets ``func`` (``args -> exit code``). ``inspect`` holds validate / show / presets /
 schema; ``run`` (added by its own module) plugs in the same way.
+
+Building the parser imports no torch: ``diffblocks --help`` and ``--version`` answer at once,
+and a command imports what it needs when it runs.
+
+Exit status: 0 done, 1 a checked graph is invalid (``validate``), 2 a user mistake (a bad
+flag, input, file, model folder, graph or untrusted code: one ``error:`` line and maybe a
+``hint:`` line, no traceback), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -12,18 +19,18 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from ..blocks.errors import GraphError
+from .errors import CliError, report
 
-__all__ = ["main", "build_parser", "SUBCOMMAND_MODULES"]
+__all__ = ["main", "build_parser", "SUBCOMMAND_MODULES", "CliError"]
 
 #: Modules that contribute sub-commands; a missing one is skipped.
 SUBCOMMAND_MODULES = ("diffblocks.cli.inspect", "diffblocks.cli.run")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="diffblocks", description="Diffusion pipelines as typed, validated block graphs.")
     from .. import __version__
 
+    parser = argparse.ArgumentParser(prog="diffblocks", description="Diffusion pipelines as typed, validated block graphs.")
     parser.add_argument("--version", action="version", version=f"diffblocks {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
@@ -38,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: returns the exit code (0 ok, 1 invalid graph / failure, 2 usage)."""
+    """Entry point: returns the exit code (0 ok, 1 invalid graph, 2 user mistake, 130 interrupted)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
@@ -46,12 +53,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except GraphError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        status = report(exc)
+        if status is None:
+            raise
+        return status
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,11 +8,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..blocks.errors import GraphError
-from ..graph.graph import Graph
-from ..graph import presets as preset_files
+from .errors import CliError
 
-__all__ = ["register", "resolve_graph_path", "load_target"]
+# The graph machinery imports torch: it is imported inside the commands, so that building the
+# parser (``diffblocks --help``) stays instant.
+
+__all__ = ["register", "resolve_graph_path", "load_target", "read_graph_file", "graph_from_text"]
 
 FORMATS = ("text", "mermaid", "dot", "json")
 
@@ -35,9 +36,29 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_schema)
 
 
+def graph_from_text(text: str, source: str) -> Any:
+    """The graph in JSON ``text``; text that is not a JSON object is refused, never taken for a path."""
+    from ..graph.graph import Graph
+
+    if not text.lstrip().startswith("{"):
+        raise CliError(f"{source} is not a graph: graph JSON starts with '{{'")
+    return Graph.from_json(text)
+
+
+def read_graph_file(path: str | Path) -> Any:
+    """The graph in file ``path``: a bounded read of a regular file (not a FIFO or device)."""
+    from ..fileio import read_text_bounded
+    from ..graph.jsonio import LIMITS
+
+    text = read_text_bounded(path, LIMITS["max_file_bytes"], what="graph file")
+    return graph_from_text(text, f"graph file '{path}'")
+
+
 def _preset_api() -> tuple[Any, Any]:
     """``(list_presets, load_preset)``: the ``diffblocks.presets`` package's when it is there
     (it adds workflow names such as ``sd15-img2img``), else the plain JSON files'."""
+    from ..graph import presets as preset_files
+
     try:
         from .. import presets as api
 
@@ -54,11 +75,13 @@ def resolve_graph_path(target: str) -> Path | None:
     return None
 
 
-def load_target(target: str) -> Graph:
+def load_target(target: str) -> Any:
     """The graph in file ``target``, or the preset called ``target``."""
+    from ..graph import presets as preset_files
+
     path = resolve_graph_path(target)
     if path is not None:
-        return Graph.from_json(path)
+        return read_graph_file(path)
     names, load = _preset_api()
     if target not in names():
         preset_files.preset_path(target)  # raises GraphError with suggestions
@@ -66,11 +89,14 @@ def load_target(target: str) -> Graph:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from ..blocks.errors import GraphError
+    from ..fileio import FileReadError
+
     status = 0
     for name in args.files:
         try:
-            graph = Graph.from_json(Path(name))
-        except GraphError as exc:
+            graph = read_graph_file(name)
+        except (GraphError, FileReadError, CliError) as exc:
             print(f"{name}: {exc}", file=sys.stderr)
             status = 1
             continue
@@ -92,6 +118,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
+    from ..graph import presets as preset_files
+
     names = list(_preset_api()[0]())
     files = preset_files.list_presets()
     if not names:
@@ -112,11 +140,13 @@ def _workflow_description(name: str, files: dict[str, Path]) -> str:
 def _description(path: Path) -> str:
     """The preset's description, read without building the graph (listing must not fail)."""
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        from ..fileio import read_text_bounded
+
+        doc = json.loads(read_text_bounded(path, what="preset file"))
         graph = doc.get("graph", {}) if isinstance(doc, dict) else {}
         text = graph.get("description") or graph.get("name") or ""
         return str(text).splitlines()[0][:100] if text else str(path)
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError):  # FileReadError is an OSError
         return f"(unreadable: {path})"
 
 

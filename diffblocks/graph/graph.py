@@ -40,6 +40,8 @@ class GraphInput:
     targets: list[tuple[str, str]] = field(default_factory=list)
     default: Any = MISSING
     description: str = ""
+    #: Required although every target is optional: e.g. ``image`` once ``select`` picked img2img.
+    required: bool = False
 
 
 class UnknownBlock(Block):
@@ -228,7 +230,9 @@ class Graph(EditingMixin, Block):
             targets = [self._port_of(n, p, "inputs") for n, p in gi.targets]
             targets = [t for t in targets if t is not None]
             tp = targets[0].type if targets else Any
-            if gi.default is not MISSING:
+            if gi.required:
+                default = MISSING
+            elif gi.default is not MISSING:
                 default = gi.default
             elif targets and all(not t.required for t in targets):
                 default = targets[0].default

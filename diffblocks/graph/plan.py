@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from ..blocks.base import Result
-from ..blocks.errors import GraphError, Problem
+from ..blocks.errors import GraphError, InputError, Problem
 from ..blocks.types import validate_value
 from .cache import KeyParts, MemoCache, component_fingerprint, fingerprint
 from .graph import Graph
@@ -96,7 +96,7 @@ class Plan:
             if port.required and name not in inputs:
                 problems.append(Problem("bad_input", f"required input {name} ({port.type_name}) is missing", port=name))
         if problems:
-            raise GraphError(problems, title=f"bad inputs for graph {self.graph.name!r}")
+            raise InputError(problems, title=f"bad inputs for graph {self.graph.name!r}")
         return checked
 
     def run(
