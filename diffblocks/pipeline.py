@@ -33,6 +33,7 @@ from .blocks.errors import GraphError, InputError, Problem
 from .components import ComponentError, ComponentsManager
 from .fileio import read_text_bounded
 from .graph import Graph
+from .pipeline_checks import warn_no_ops
 from .shipped import resolve_model_source
 from .threads import threads_for_work, torch_threads
 
@@ -198,6 +199,14 @@ class Pipeline:
         inputs = self._inputs(kwargs)
         return self.graph.compile().check_inputs(inputs)
 
+    def _native_size(self) -> int | None:
+        """The denoiser's native image side in pixels (sample size x 8), when it has one."""
+        if "image" not in self.graph.inputs or "unet" not in self.components:
+            return None
+        sample = getattr(getattr(self.components["unet"], "config", None), "sample_size", None)
+        sample = sample[0] if isinstance(sample, (tuple, list)) else sample
+        return int(sample) * 8 if isinstance(sample, int) else None
+
     def threads_for(self, inputs: Mapping[str, Any]) -> int:
         """Intra-op threads for a run with ``inputs`` (see the class docstring)."""
         if self.threads is not None:
@@ -228,6 +237,7 @@ class Pipeline:
         threads = kwargs.pop("threads", None)
         inputs = self._inputs(kwargs)
         self.graph.compile().check_inputs(inputs)  # before anything loads
+        warn_no_ops(inputs, self._native_size() if inputs.get("image") is not None else None)
         count = threads if threads is not None else self.threads_for(inputs)
         with torch_threads(count):
             result = self.graph.run(

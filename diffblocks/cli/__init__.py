@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
 from .errors import CliError, report
 
@@ -27,10 +29,23 @@ __all__ = ["main", "build_parser", "SUBCOMMAND_MODULES", "CliError"]
 SUBCOMMAND_MODULES = ("diffblocks.cli.inspect", "diffblocks.cli.run")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one ``error:`` line and a hint, like every other mistake."""
+
+    def error(self, message: str) -> Any:
+        print(f"error: {self.prog}: {message}", file=sys.stderr)
+        print(f"hint: `{self.prog} --help` lists the flags", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _show_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    print(f"warning: {message}", file=file or sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
-    parser = argparse.ArgumentParser(prog="diffblocks", description="Diffusion pipelines as typed, validated block graphs.")
+    parser = _Parser(prog="diffblocks", description="Diffusion pipelines as typed, validated block graphs.")
     parser.add_argument("--version", action="version", version=f"diffblocks {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
@@ -52,7 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning  # one readable line, not a source excerpt
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

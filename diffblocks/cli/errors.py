@@ -55,14 +55,14 @@ def describe(exc: BaseException) -> tuple[str, str | None] | None:
 
 def _one_line(exc: BaseException) -> str:
     problems = getattr(exc, "problems", None)
-    if problems is not None and len(problems) == 1 and type(exc).__name__ != "InputError":
+    if problems and type(exc).__name__ != "InputError" or (problems and len(problems) > 1):
+        # A graph with many problems: the first one, and how many more (validate lists them all).
         text = f"{exc.title}: {problems[0]}"  # type: ignore[attr-defined]
+        if len(problems) > 1:
+            text += f" (and {len(problems) - 1} more)"
     else:
         text = str(exc)
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if len(lines) > 1 and problems is not None:
-        return "\n".join([lines[0], *("  " + line for line in lines[1:])])
-    return " ".join(lines) or type(exc).__name__
+    return " ".join(line.strip() for line in text.splitlines() if line.strip()) or type(exc).__name__
 
 
 def report(exc: BaseException, stream: Any = None) -> int | None:
