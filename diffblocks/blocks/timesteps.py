@@ -14,6 +14,7 @@ from typing import Any
 from ..schedulers.base import SchedulerState
 from . import _hints
 from .context import RunContext
+from .errors import InputError
 from .function import block
 from .ports import Outputs
 from .types import Timesteps
@@ -45,7 +46,7 @@ def set_timesteps(
     start = max(num_inference_steps - kept, 0) * scheduler.order
     timesteps = state.timesteps[start:]
     if len(timesteps) == 0:
-        raise ValueError(
+        raise InputError(
             f"strength={strength} with num_inference_steps={num_inference_steps} leaves no step to run; "
             "raise strength or num_inference_steps"
         )
