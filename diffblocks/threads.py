@@ -4,7 +4,7 @@ A small model on a small latent spends its time in thread hand-offs, not arithme
 shipped 4.6M-parameter model runs 20 steps at 64x64 in 0.2-0.4 s on one thread and 3.3 s
 on two on a busy 2-core machine (docs/performance.md). So the count follows the work of one
 denoiser call — parameters x latent positions x batch — with one thread per
-``WORK_PER_THREAD`` of it, capped by the CPUs this process may use. The same settings
+``WORK_PER_THREAD`` of it, capped by torch's thread setting and the CPUs this process may use. The same settings
 always pick the same count, so a replay runs with the threads of the original run.
 """
 
@@ -32,10 +32,14 @@ def available_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def threads_for_work(parameters: int, positions: int, batch: int = 1) -> int:
-    """Threads for one denoiser call over ``positions`` latent positions of a ``batch``."""
+def threads_for_work(parameters: int, positions: int, batch: int = 1, limit: int | None = None) -> int:
+    """Threads for one denoiser call over ``positions`` latent positions of a ``batch``, at most
+    ``limit`` (default: torch's current setting and the CPUs available, so ``OMP_NUM_THREADS``
+    or ``torch.set_num_threads`` still cap it, and hyper-threads torch leaves idle stay idle)."""
+    if limit is None:
+        limit = min(available_cpus(), torch.get_num_threads())
     work = float(parameters) * max(1, positions) * max(1, batch)
-    return int(max(1, min(available_cpus(), work // WORK_PER_THREAD)))
+    return int(max(1, min(limit, work // WORK_PER_THREAD)))
 
 
 @contextlib.contextmanager

@@ -54,7 +54,7 @@ def read_png_metadata(path: str | Path) -> dict[str, Any]:
     try:
         with Image.open(io.BytesIO(data)) as image:
             text = dict(getattr(image, "text", {}) or {})
-    except (OSError, ValueError, SyntaxError) as err:  # PIL's ways of saying "not a readable PNG"
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:  # PIL: not a readable PNG
         raise CliError(f"cannot read '{path}' as an image: {err}") from None
     missing = [k for k, key in _KEYS.items() if key not in text]
     if missing:
@@ -145,7 +145,7 @@ def load_image(settings: dict[str, Any], key: str, base: Path | None = None) -> 
     try:
         with Image.open(io.BytesIO(data)) as image:
             return image.convert("RGB")
-    except (OSError, ValueError, SyntaxError) as err:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         raise CliError(f"cannot read {key} '{path}': {err}") from None
 
 

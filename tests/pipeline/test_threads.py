@@ -10,10 +10,11 @@ from diffblocks.threads import WORK_PER_THREAD, available_cpus, threads_for_work
 
 
 def test_small_work_gets_one_thread_and_large_work_every_cpu():
-    assert threads_for_work(4_600_000, 8 * 8, 2) == 1  # the shipped model at 64x64
-    assert threads_for_work(4_600_000, 64 * 64, 2) == 1  # ... and at 512x512
-    assert threads_for_work(860_000_000, 64 * 64, 2) == available_cpus()  # SD 1.5 at 512x512
-    assert threads_for_work(int(WORK_PER_THREAD * 2), 1, 1) == min(2, available_cpus())
+    assert threads_for_work(4_600_000, 8 * 8, 2, limit=16) == 1  # the shipped model at 64x64
+    assert threads_for_work(4_600_000, 64 * 64, 2, limit=16) == 1  # ... and at 512x512
+    assert threads_for_work(860_000_000, 64 * 64, 2, limit=16) == 16  # SD 1.5 at 512x512
+    assert threads_for_work(int(WORK_PER_THREAD * 2), 1, 1, limit=16) == 2
+    assert threads_for_work(860_000_000, 64 * 64, 2) <= min(available_cpus(), torch.get_num_threads())
 
 
 def test_torch_threads_restores_the_setting():
