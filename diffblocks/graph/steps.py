@@ -16,7 +16,7 @@ import networkx as nx
 
 from ..blocks.base import Block
 from ..blocks.context import RunContext
-from ..blocks.errors import GraphError
+from ..blocks.errors import GraphError, InputError
 from ..blocks.ports import MISSING
 from .composites import Loop, Switch
 from .graph import Graph
@@ -311,7 +311,11 @@ def _run_steps(steps: list[Any], slots: list[Any], rt: _Runtime) -> None:
             raise RunInterrupted(step.path)
         try:
             step.run(slots, rt)
-        except (RunInterrupted, GraphError):
+        except RunInterrupted:
+            raise
+        except GraphError as exc:
+            if isinstance(exc, InputError):  # a block's own input check: say which node it was
+                _note(exc, step.path)
             raise
         except Exception as exc:
             _note(exc, step.path)
