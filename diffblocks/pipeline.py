@@ -279,7 +279,8 @@ class Pipeline:
         The save is atomic: everything is written into a temporary sibling folder that replaces
         ``save_directory`` at the end; until then the old folder stays complete and loadable.
         Saving into the folder the pipeline was loaded from works: what the new folder needs
-        from the old one is loaded (or written) before the swap.
+        from the old one is loaded (or written) before the swap. Files of an existing folder
+        that the save does not write (a model card, unused components) are kept.
         """
         manager = self.components
         if not isinstance(manager, ComponentsManager):

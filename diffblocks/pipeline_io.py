@@ -4,6 +4,8 @@ the checks a sampler swap must pass. Used by :class:`diffblocks.pipeline.Pipelin
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -56,7 +58,30 @@ def save_pipeline(
         atomic_write_text(work / GRAPH_FILE, graph.to_json() + "\n")
         if classic_class is not None and not kept:
             write_classic_index(work, classic_class, hints, config)
+        _carry_over(target, work)
     return out
+
+
+def _carry_over(old: Path, new: Path) -> None:
+    """Keep what the old folder held and this save does not write (a model card, a component
+    the graph does not use): hard links where the file system allows, else copies."""
+    if not old.is_dir():
+        return
+    for entry in old.iterdir():
+        dest = new / entry.name
+        if dest.exists() or dest.is_symlink():
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, dest, symlinks=True, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(entry, dest)
+
+
+def _link_or_copy(src: str | Path, dst: str | Path) -> None:
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(src, dst, follow_symlinks=False)
 
 
 def write_classic_index(folder: Path, class_name: str, hints: Mapping[str, tuple[str, str]], config: Mapping[str, Any]) -> Path:

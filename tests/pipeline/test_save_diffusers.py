@@ -62,10 +62,12 @@ def test_no_weights_no_classic_index(tiny_sd_dir, tmp_path):
 def test_saving_into_the_folder_it_was_loaded_from(tiny_sd_dir, tmp_path):
     folder = tmp_path / "model"
     shutil.copytree(tiny_sd_dir, folder)
+    (folder / "README.md").write_text("my model card")
     pipe = Pipeline.from_pretrained(folder)  # nothing loaded yet: components would be read lazily
     before = _ours(Pipeline.from_pretrained(tiny_sd_dir))
     pipe.save_pretrained(folder)  # without weights: what lives in the folder must be kept
     assert (folder / "unet").is_dir() and (folder / MODULAR_INDEX).is_file()
+    assert (folder / "README.md").read_text() == "my model card"  # what the save does not write stays
     assert np.abs(_ours(Pipeline.from_pretrained(folder)) - before).max() <= TOLERANCE
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")], "no temporary folders left"
 
