@@ -94,7 +94,8 @@ class Plan:
                 problems.append(Problem("bad_input", f"input {name} {exc}", port=name))
         for name, port in self.inputs.items():
             if port.required and name not in inputs:
-                problems.append(Problem("bad_input", f"required input {name} ({port.type_name}) is missing", port=name))
+                kind = "" if port.type_name == "Any" else f" ({port.type_name})"
+                problems.append(Problem("bad_input", f"required input {name}{kind} is missing", port=name))
         if problems:
             raise InputError(problems, title=f"bad inputs for graph {self.graph.name!r}")
         return checked
