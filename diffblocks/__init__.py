@@ -19,6 +19,7 @@ _EXPORTS = {
     "Loop": "diffblocks.graph",
     "Switch": "diffblocks.graph",
     "GraphError": "diffblocks.graph",
+    "InputError": "diffblocks.blocks",
     "block": "diffblocks.blocks",
     "Block": "diffblocks.blocks",
     "ComponentsManager": "diffblocks.components",

@@ -80,6 +80,12 @@ def read_text_bounded(path: str | os.PathLike[str], limit: int = DEFAULT_READ_LI
         raise FileReadError(f"{what} '{path}' is not UTF-8 text (byte {err.start})") from None
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary sibling and a rename."""
     target = Path(path)
@@ -88,6 +94,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     except OSError as err:
         raise FileWriteError(f"cannot write '{target}': {err.strerror or err}") from None
     try:
+        # mkstemp makes the file 0600; give it the mode a plain open() would (or the old file's).
+        os.fchmod(fd, stat.S_IMODE(target.stat().st_mode) if target.exists() else 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

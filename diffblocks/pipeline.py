@@ -4,15 +4,22 @@ A pipeline is not a class per model family: it is a preset graph (or any graph) 
 `ComponentsManager`. `Pipeline.from_pretrained(folder_or_repo)` reads the model's index, picks
 the preset and declares the components (nothing is loaded until a node needs it)::
 
-    pipe = Pipeline.from_pretrained("path/to/sd-folder")
-    image = pipe(prompt="a red circle on the left", seed=0).images[0]
-    pipe.graph.replace("denoise.guide", "adaptive_projected_guidance")   # swap one block
-    pipe.save_pretrained("my-pipeline")                                 # graph.json + index
+    pipe = Pipeline.from_pretrained("diffblocks:tiny-shapes")     # or a diffusers folder / Hub id
+    image = pipe(prompt="a red circle on the left", seed=0, num_inference_steps=10).images[0]
+    pipe.graph.replace("denoise/guidance", "apply_apg")            # swap one block of the loop
+    pipe.save_pretrained("my-pipeline")                            # graph.json + indexes
+
+(tests/pipeline/test_docstring.py runs this example against the shipped model.)
+
+dtype policy: one pipeline computes in one dtype. ``torch_dtype`` (default: torch's default
+dtype, float32) applies to every model component, whatever dtype its files were saved in —
+the shipped fp16 model runs in float32 on a CPU unless ``torch_dtype=torch.float16`` is asked
+for. A mapping (``{"vae": torch.float32, "default": torch.float16}``) is the one deliberate
+way to mix.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -21,17 +28,22 @@ from typing import Any
 
 import torch
 
-from .blocks.errors import GraphError, Problem
-from .components import MODULAR_INDEX, ComponentsManager, ComponentSpec, write_modular_index
+from . import pipeline_io
+from .blocks.errors import GraphError, InputError, Problem
+from .components import ComponentError, ComponentsManager
+from .fileio import read_text_bounded
 from .graph import Graph
-from .presets import families, load_preset, preset_for_pipeline_class
+from .pipeline_checks import warn_no_ops
+from .presets import families, family_of, load_preset, preset_for_pipeline_class
 from .sharing import GRAPH_FILE, graph_for_pipeline, push_pipeline
+from .shipped import resolve_model_source
+from .threads import threads_for_work, torch_threads
 
 __all__ = ["Pipeline", "PipelineOutput", "GRAPH_FILE"]
 
 
 #: Arguments the pipeline itself takes on top of the graph's inputs.
-CALL_OPTIONS = ("seed", "callback", "progress")
+CALL_OPTIONS = ("seed", "callback", "progress", "threads")
 
 
 @dataclass
@@ -46,8 +58,11 @@ def _graph_from(preset: str | os.PathLike[str] | Graph) -> Graph:
     if isinstance(preset, Graph):
         return preset
     path = Path(preset)
-    if path.suffix == ".json" and path.is_file():
-        return Graph.from_json(path)
+    if path.suffix == ".json" and path.exists():
+        text = read_text_bounded(path, what="graph file")
+        if not text.lstrip().startswith("{"):
+            raise GraphError(f"graph file '{path}' is not graph JSON (it must start with '{{')", title="cannot read graph")
+        return Graph.from_json(text)
     return load_preset(str(preset))
 
 
@@ -58,6 +73,16 @@ class Pipeline:
     ``torch.Generator``); unknown arguments are an error listing the valid ones. The graph keeps
     its memoisation cache between calls, so a second call with a new seed reuses the prompt
     encoding.
+
+    ``threads``: intra-op CPU threads for a call. ``None`` (default) picks them from the work
+    (denoiser parameters x latent size x batch, see ``diffblocks.threads``): one for the small
+    shipped model, every core for SD-sized ones. An int fixes the count; ``pipe(threads=...)``
+    overrides it for one call.
+
+    Errors, one type per kind of mistake: ``InputError`` (a call input: missing for the
+    workflow, out of range, a size the VAE cannot take; also a ``ValueError``), ``GraphError``
+    (the graph), ``ComponentError`` (the model folder or a component), ``UntrustedCodeError``,
+    ``HubError``, ``FileReadError``.
     """
 
     def __init__(
@@ -67,11 +92,13 @@ class Pipeline:
         *,
         defaults: Mapping[str, Any] | None = None,
         source: str | None = None,
+        threads: int | None = None,
     ) -> None:
         self.graph = graph
         self.components = components
         self.defaults = dict(defaults or {})
         self.source = source
+        self.threads = threads
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -84,6 +111,7 @@ class Pipeline:
         device: Any = None,
         revision: str | None = None,
         components: ComponentsManager | None = None,
+        threads: int | None = None,
         **manager_kwargs: Any,
     ) -> "Pipeline":
         """Build a pipeline for a model folder or Hub repo.
@@ -93,14 +121,25 @@ class Pipeline:
         Hub repo (at the commit its index was read from; a graph repo's ``code`` files are imported
         only with ``trust_remote_code=True``); else the preset for the index's pipeline class. The graph is
         validated against the declared components before anything is loaded.
+
+        ``path_or_repo`` may also be a shipped model's name (``"diffblocks:tiny-shapes"``, what
+        ``diffblocks run`` records in its PNGs). ``torch_dtype`` follows the dtype policy in the
+        module docstring (default float32 for every model).
         """
-        source = os.fspath(path_or_repo)
-        manager = components or ComponentsManager(torch_dtype=torch_dtype, device=device, **manager_kwargs)
+        try:
+            source = resolve_model_source(path_or_repo)
+        except FileNotFoundError as err:
+            raise ComponentError(str(err)) from None
+        if Path(source).expanduser().exists() and not Path(source).expanduser().is_dir():
+            raise ComponentError(f"model '{source}' is a file; pass a model folder (with model_index.json) or a Hub repo id")
+        manager = components or ComponentsManager(
+            torch_dtype=torch_dtype if torch_dtype is not None else torch.get_default_dtype(), device=device, **manager_kwargs
+        )
         index = manager.add_from_index(source, revision=revision)
         graph = _graph_from(preset) if preset is not None else cls._graph_for_index(source, index, manager, revision)
         _apply_index_config(graph, manager.config)
         graph.validate(components=manager)
-        return cls(graph, manager, source=source)
+        return cls(graph, manager, source=source, threads=threads)
 
     @staticmethod
     def _graph_for_index(source: str, index: Any, manager: ComponentsManager, revision: str | None) -> Graph:
@@ -141,22 +180,60 @@ class Pipeline:
         merged = {**self.defaults, **kwargs}
         return {k: v for k, v in merged.items() if v is not None}
 
+    def check_inputs(self, **kwargs: Any) -> dict[str, Any]:
+        """The inputs a call with ``kwargs`` would run with; ``InputError`` names every bad or
+        missing one (e.g. ``image`` for an img2img workflow). Loads nothing."""
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("callback", "progress", "threads")}
+        inputs = self._inputs(kwargs)
+        return self.graph.compile().check_inputs(inputs)
+
+    def _native_size(self) -> int | None:
+        """The denoiser's native image side in pixels (sample size x 8), when it has one."""
+        if "image" not in self.graph.inputs or "unet" not in self.components:
+            return None
+        sample = getattr(getattr(self.components["unet"], "config", None), "sample_size", None)
+        sample = sample[0] if isinstance(sample, (tuple, list)) else sample
+        return int(sample) * 8 if isinstance(sample, int) else None
+
+    def threads_for(self, inputs: Mapping[str, Any]) -> int:
+        """Intra-op threads for a run with ``inputs`` (see the class docstring)."""
+        if self.threads is not None:
+            return int(self.threads)
+        name = next((n for n in ("unet", "transformer") if n in self.components), None)
+        if name is None:
+            return torch.get_num_threads()
+        denoiser = self.components[name]
+        parameters = sum(p.numel() for p in denoiser.parameters()) if isinstance(denoiser, torch.nn.Module) else 0
+        sample = getattr(getattr(denoiser, "config", None), "sample_size", None) or 64
+        sample = sample[0] if isinstance(sample, (tuple, list)) else sample
+        factor = 8
+        height = inputs.get("height") or sample * factor
+        width = inputs.get("width") or sample * factor
+        batch = int(inputs.get("num_images_per_prompt") or 1) * 2  # conditional + unconditional
+        return threads_for_work(parameters, (int(height) // factor) * (int(width) // factor), batch)
+
     def __call__(self, **kwargs: Any) -> PipelineOutput:
         """Run the graph: ``pipe(prompt=..., seed=0, num_inference_steps=20, ...)``.
 
         ``callback(step, t, carried)`` is called after every denoising step and may return
         replacement values (e.g. ``{"latents": ...}``) or ``diffblocks.graph.STOP``;
-        ``progress=False`` silences the progress bar.
+        ``progress=False`` silences the progress bar; ``threads=N`` sets the CPU threads for
+        this call. Inputs are checked before any weight is loaded (``InputError``).
         """
         callback: Callable[..., Any] | None = kwargs.pop("callback", None)
         progress = kwargs.pop("progress", True)
+        threads = kwargs.pop("threads", None)
         inputs = self._inputs(kwargs)
-        result = self.graph.run(
-            inputs=inputs,
-            components=self.components,
-            progress=progress,
-            callbacks=[callback] if callback is not None else None,
-        )
+        self.graph.compile().check_inputs(inputs)  # before anything loads
+        warn_no_ops(inputs, self._native_size() if inputs.get("image") is not None else None)
+        count = threads if threads is not None else self.threads_for(inputs)
+        with torch_threads(count):
+            result = self.graph.run(
+                inputs=inputs,
+                components=self.components,
+                progress=progress,
+                callbacks=[callback] if callback is not None else None,
+            )
         outputs = dict(result)
         return PipelineOutput(images=outputs.get("images"), outputs=outputs)
 
@@ -164,12 +241,17 @@ class Pipeline:
     def set_scheduler(self, name_or_scheduler: Any) -> None:
         """Swap the scheduler: a sampler name users know ("DPM++ 2M Karras", "Euler a", ...),
         or a scheduler object. The new one keeps the model's training config (betas, steps)."""
+        current = self.components["scheduler"]
         if isinstance(name_or_scheduler, str):
             from .schedulers import scheduler_from_name
 
-            scheduler = scheduler_from_name(name_or_scheduler, self.components["scheduler"].config)
+            try:
+                scheduler = scheduler_from_name(name_or_scheduler, current.config)
+            except ValueError as err:
+                raise InputError(f"scheduler: {err}") from None
         else:
             scheduler = name_or_scheduler
+        pipeline_io.check_sampler_fits(scheduler, current, name_or_scheduler)
         self.components.set("scheduler", scheduler)  # type: ignore[union-attr]
 
     # -- many images --------------------------------------------------------------------------
@@ -192,30 +274,23 @@ class Pipeline:
     def save_pretrained(self, save_directory: str | os.PathLike[str], *, save_weights: bool = False) -> Path:
         """Write ``graph.json`` and ``modular_model_index.json`` (and, with ``save_weights=True``,
         each loaded-or-loadable component in its own subfolder). Scheduler configs are always
-        written (they are tiny) so the folder is self-describing."""
-        out = Path(save_directory)
-        out.mkdir(parents=True, exist_ok=True)
+        written (they are tiny) so the folder is self-describing.
+
+        With ``save_weights=True`` and a stock preset graph (``sd15``, ``sdxl`` and their
+        workflows, unswapped), the classic ``model_index.json`` is written too, so diffusers'
+        ``StableDiffusionPipeline`` / ``StableDiffusionXLPipeline.from_pretrained`` open the folder.
+
+        The save is atomic: everything is written into a temporary sibling folder that replaces
+        ``save_directory`` at the end; until then the old folder stays complete and loadable.
+        Saving into the folder the pipeline was loaded from works: what the new folder needs
+        from the old one is loaded (or written) before the swap. Files of an existing folder
+        that the save does not write (a model card, unused components) are kept.
+        """
         manager = self.components
         if not isinstance(manager, ComponentsManager):
             raise TypeError("save_pretrained needs the pipeline's components in a ComponentsManager")
-        specs: dict[str, ComponentSpec] = {}
-        for name in manager:
-            spec = manager.specs.get(name)
-            local = save_weights or spec is None or spec.config is not None or _is_scheduler(spec)
-            if local:
-                component = manager[name]
-                if not hasattr(component, "save_pretrained"):
-                    raise TypeError(f"component {name!r} ({type(component).__name__}) cannot be saved")
-                component.save_pretrained(out / name)
-                hint = spec.type_hint if spec is not None and spec.type_hint else _type_hint_of(component)
-                # No source written: on reading, the component lives next to its index.
-                spec = ComponentSpec(name=name, type_hint=hint, subfolder=name)
-            specs[name] = spec
-        write_modular_index(out, specs, config=_plain_config(manager.config))
-        tmp = out / (GRAPH_FILE + ".tmp")
-        tmp.write_text(self.graph.to_json() + "\n", encoding="utf-8")
-        tmp.replace(out / GRAPH_FILE)
-        return out
+        classic = _stock_pipeline_class(self.graph, manager.config) if save_weights else None
+        return pipeline_io.save_pipeline(self.graph, manager, Path(save_directory), save_weights=save_weights, classic_class=classic)
 
     def push_to_hub(self, repo_id: str, *, weights: bool = False, **options: Any) -> str:
         """Push ``graph.json`` + ``modular_model_index.json`` pinned to the commits the weights come
@@ -236,24 +311,15 @@ def _apply_index_config(graph: Graph, config: Mapping[str, Any]) -> None:
             graph.replace(node, block.with_config(**values))
 
 
-def _is_scheduler(spec: ComponentSpec) -> bool:
-    from .schedulers import SCHEDULER_CLASSES
-
-    return spec.type_hint is not None and spec.type_hint[1] in SCHEDULER_CLASSES
-
-
-def _type_hint_of(component: Any) -> tuple[str, str]:
-    library = type(component).__module__.split(".")[0]
-    return ("diffusers" if library == "diffblocks" else library, type(component).__name__)
-
-
-def _plain_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Index config values that survive JSON (others are dropped rather than mangled)."""
-    out = {}
-    for key, value in config.items():
-        try:
-            json.dumps(value)
-        except TypeError:
-            continue
-        out[key] = value
-    return out
+def _stock_pipeline_class(graph: Graph, config: Mapping[str, Any]) -> str | None:
+    """diffusers' pipeline class when ``graph`` is a stock preset as shipped (e.g. ``sd15`` or
+    ``sdxl-img2img``, configured from the index), else ``None``: a swapped graph is ours only."""
+    family = family_of(graph.name)
+    if family is None:
+        return None
+    stock = load_preset(graph.name)
+    _apply_index_config(stock, config)
+    if stock.to_json() != graph.to_json():
+        return None
+    preset = graph.name if graph.name in family.presets else graph.name.rpartition("-")[0]
+    return next((cls for cls, name in family.pipeline_classes.items() if name == preset), None)

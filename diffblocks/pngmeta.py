@@ -4,14 +4,15 @@ back. Writes are atomic (temporary sibling, then rename)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from diffblocks import __version__
+from diffblocks.fileio import atomic_write_bytes
 
 __all__ = ["PNG_KEYS", "save_png"]
 
@@ -27,15 +28,6 @@ def save_png(image: Any, path: str | os.PathLike[str], graph_json: str, settings
     info.add_text(PNG_KEYS["graph"], graph_json, zip=True)
     info.add_text(PNG_KEYS["inputs"], json.dumps(dict(settings), sort_keys=True))
     info.add_text(PNG_KEYS["version"], __version__)
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            image.save(handle, format="PNG", pnginfo=info)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    return atomic_write_bytes(path, buffer.getvalue())

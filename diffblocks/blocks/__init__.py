@@ -6,7 +6,7 @@ subclassing ``Block``; see docs/blocks.md.
 
 from .base import Block, Result
 from .context import RunContext
-from .errors import GraphError, Problem
+from .errors import GraphError, InputError, Problem
 from .function import FunctionBlock, block
 from .ports import MISSING, ComponentRef, Input, Output, Outputs, Port
 from .types import (
@@ -34,7 +34,7 @@ from .types import (
 )
 
 __all__ = [
-    "Block", "FunctionBlock", "block", "Result", "RunContext", "GraphError", "Problem",
+    "Block", "FunctionBlock", "block", "Result", "RunContext", "GraphError", "InputError", "Problem",
     "MISSING", "ComponentRef", "Input", "Output", "Outputs", "Port",
     "SemanticType", "SemanticTensor", "Latents", "ImageLatents", "Noise", "PromptEmbeds",
     "PooledEmbeds", "PromptMask", "TextIds", "LatentIds", "TimeIds", "Timesteps", "Timestep",

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .context import RunContext
-from .errors import GraphError, Problem
+from .errors import GraphError, InputError, Problem
 from .ports import Port
 from .types import validate_value
 
@@ -37,7 +37,7 @@ class Result(dict):
 
 
 def check_inputs(ports: Mapping[str, Port], inputs: Mapping[str, Any], title: str) -> dict[str, Any]:
-    """Validate user values against ``ports`` (pydantic); ``GraphError`` titled ``title`` lists
+    """Validate user values against ``ports`` (pydantic); ``InputError`` titled ``title`` lists
     every unknown, invalid or missing input. An optional input given as ``None`` keeps its default."""
     problems = []
     checked = {}
@@ -58,9 +58,10 @@ def check_inputs(ports: Mapping[str, Port], inputs: Mapping[str, Any], title: st
             problems.append(Problem("bad_input", f"input {name} {exc}", port=name))
     for name, port in ports.items():
         if port.required and name not in inputs:
-            problems.append(Problem("bad_input", f"required input {name} ({port.type_name}) is missing", port=name))
+            kind = "" if port.type_name == "Any" else f" ({port.type_name})"
+            problems.append(Problem("bad_input", f"required input {name}{kind} is missing", port=name))
     if problems:
-        raise GraphError(problems, title=title)
+        raise InputError(problems, title=title)
     return checked
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Problem", "GraphError", "PROBLEM_KINDS"]
+__all__ = ["Problem", "GraphError", "InputError", "PROBLEM_KINDS"]
 
 #: Every kind of problem validation can report.
 PROBLEM_KINDS = (
@@ -78,3 +78,24 @@ class GraphError(Exception):
         n = len(self.problems)
         head = f"{self.title}: {n} problem{'s' if n != 1 else ''}"
         return "\n".join([head, *(f"  - {p}" for p in self.problems)])
+
+
+class InputError(GraphError, ValueError):
+    """A value given to a run is wrong: a required input of the selected workflow is missing, a
+    number is out of range, a size does not fit the model. Raised before any weight is used.
+
+    It is a ``GraphError`` (``.problems`` lists every bad input, kind ``bad_input``) and a
+    ``ValueError``, so code catching either keeps working.
+    """
+
+    def __init__(self, problems: list[Problem] | Problem | str, title: str = "bad input") -> None:
+        if isinstance(problems, str):
+            problems = [Problem("bad_input", problems)]
+        super().__init__(problems, title=title)
+
+    def _render(self) -> str:
+        if len(self.problems) == 1:
+            p = self.problems[0]
+            where = f"{p.where}: " if (p.node or p.port) else ""
+            return f"{self.title}: {where}{p.message}"
+        return super()._render()

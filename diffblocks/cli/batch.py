@@ -50,7 +50,7 @@ def _defaults(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_batch(args: argparse.Namespace) -> int:
     from diffblocks.batch import BatchInputError, Distribution, generate_many, read_rows
 
-    from .run import DEFAULT_MODEL, _model_path
+    from ..shipped import DEFAULT_MODEL
 
     if args.batch_size < 1:
         print(f"error: --batch-size must be at least 1, got {args.batch_size}", file=sys.stderr)
@@ -67,7 +67,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     dist, device = Distribution.from_accelerate()
     model = args.model or DEFAULT_MODEL
     graph = _graph_from(args.graph) if args.graph else None
-    pipe = Pipeline.from_pretrained(_model_path(model), preset=graph, torch_dtype=getattr(torch, args.dtype), device=device)
+    pipe = Pipeline.from_pretrained(model, preset=graph, torch_dtype=getattr(torch, args.dtype), device=device)
     report = generate_many(pipe, rows, args.out, batch_size=args.batch_size, distribution=dist,
                            run_settings={"model": model, "dtype": args.dtype}, progress=not args.quiet)
     if dist.is_main:

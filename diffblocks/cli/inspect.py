@@ -8,11 +8,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..blocks.errors import GraphError
-from ..graph.graph import Graph
-from .. import presets
+from .errors import CliError
 
-__all__ = ["register", "resolve_graph_path", "load_target"]
+# The graph machinery imports torch: it is imported inside the commands, so that building the
+# parser (``diffblocks --help``) stays instant.
+
+__all__ = ["register", "resolve_graph_path", "load_target", "read_graph_file", "graph_from_text"]
 
 FORMATS = ("text", "mermaid", "dot", "json")
 
@@ -35,6 +36,24 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_schema)
 
 
+def graph_from_text(text: str, source: str) -> Any:
+    """The graph in JSON ``text``; text that is not a JSON object is refused, never taken for a path."""
+    from ..graph.graph import Graph
+
+    if not text.lstrip().startswith("{"):
+        raise CliError(f"{source} is not a graph: graph JSON starts with '{{'")
+    return Graph.from_json(text)
+
+
+def read_graph_file(path: str | Path) -> Any:
+    """The graph in file ``path``: a bounded read of a regular file (not a FIFO or device)."""
+    from ..fileio import read_text_bounded
+    from ..graph.jsonio import LIMITS
+
+    text = read_text_bounded(path, LIMITS["max_file_bytes"], what="graph file")
+    return graph_from_text(text, f"graph file '{path}'")
+
+
 def resolve_graph_path(target: str) -> Path | None:
     """A path if ``target`` is an existing file or looks like one; ``None`` for a preset name."""
     path = Path(target)
@@ -43,20 +62,25 @@ def resolve_graph_path(target: str) -> Path | None:
     return None
 
 
-def load_target(target: str) -> Graph:
+def load_target(target: str) -> Any:
     """The graph in file ``target``, or the preset called ``target``."""
+    from .. import presets
+
     path = resolve_graph_path(target)
     if path is not None:
-        return Graph.from_json(path)
+        return read_graph_file(path)
     return presets.load_preset(target)  # GraphError with suggestions for an unknown name
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from ..blocks.errors import GraphError
+    from ..fileio import FileReadError
+
     status = 0
     for name in args.files:
         try:
-            graph = Graph.from_json(Path(name))
-        except GraphError as exc:
+            graph = read_graph_file(name)
+        except (GraphError, FileReadError, CliError) as exc:
             print(f"{name}: {exc}", file=sys.stderr)
             status = 1
             continue
@@ -78,7 +102,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
-    names = presets.list_presets()
+    from .. import presets
+
+    names = list(presets.list_presets())
     if not names:
         print("no presets found")
         return 0
@@ -90,6 +116,8 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 def _about(name: str) -> str:
     """A preset's one-line description: its file's, or for ``<preset>-<workflow>`` a sentence."""
+    from .. import presets
+
     path = presets.preset_file(name)
     if path.stem == name:
         return _description(path)
@@ -100,11 +128,13 @@ def _about(name: str) -> str:
 def _description(path: Path) -> str:
     """The preset's description, read without building the graph (listing must not fail)."""
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        from ..fileio import read_text_bounded
+
+        doc = json.loads(read_text_bounded(path, what="preset file"))
         graph = doc.get("graph", {}) if isinstance(doc, dict) else {}
         text = graph.get("description") or graph.get("name") or ""
         return str(text).splitlines()[0][:100] if text else str(path)
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError):  # FileReadError is an OSError
         return f"(unreadable: {path})"
 
 

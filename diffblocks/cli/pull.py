@@ -12,10 +12,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..fileio import FileReadError, atomic_folder, read_text_bounded
-from ..hub import HubError, list_repo_files_pinned, resolve_commit, snapshot_download_pinned
-from ..sharing import GRAPH_FILE, GraphRepoError
-from ..graph.repo_code import check_code_paths, parse_document
 
 __all__ = ["register", "cmd_pull", "pull_repo"]
 
@@ -32,6 +28,11 @@ def register(sub: Any) -> None:
 def pull_repo(repo_id: str, out: str | Path, *, revision: str | None = None, token: str | None = None) -> tuple[Path, str]:
     """Copy every file of graph repo ``repo_id`` at ``revision`` (resolved to one commit) into
     ``out``; returns (folder, commit). Refuses a repo without ``graph.json``."""
+    from ..fileio import atomic_folder, read_text_bounded
+    from ..graph.repo_code import check_code_paths, parse_document
+    from ..hub import list_repo_files_pinned, resolve_commit, snapshot_download_pinned
+    from ..sharing import GRAPH_FILE, GraphRepoError
+
     commit = resolve_commit(repo_id, revision=revision, token=token)
     files = list_repo_files_pinned(repo_id, commit, token=token)
     if files is not None and GRAPH_FILE not in files:
@@ -52,6 +53,11 @@ def pull_repo(repo_id: str, out: str | Path, *, revision: str | None = None, tok
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
+    from ..fileio import FileReadError, read_text_bounded
+    from ..graph.repo_code import parse_document
+    from ..hub import HubError
+    from ..sharing import GRAPH_FILE, GraphRepoError
+
     out = Path(args.out) if args.out else Path(args.repo_id.rstrip("/").split("/")[-1])
     try:
         folder, commit = pull_repo(args.repo_id, out, revision=args.revision, token=args.token)

@@ -12,12 +12,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..components import MODULAR_INDEX
-from ..components.index import IndexFileError, read_modular_index
-from ..fileio import FileReadError, read_bytes_bounded
-from ..hub import HubError
-from ..registry.trust import UntrustedCodeError
-from ..sharing import CARD_FILE, GRAPH_FILE, GraphRepoError, load_graph_file, model_card, push_graph
 
 __all__ = ["register", "cmd_push"]
 
@@ -36,6 +30,14 @@ def register(sub: Any) -> None:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
+    # Imported here: they import torch, and building the parser must not.
+    from ..components import MODULAR_INDEX
+    from ..components.index import IndexFileError, read_modular_index
+    from ..fileio import FileReadError, read_bytes_bounded
+    from ..hub import HubError
+    from ..registry.trust import UntrustedCodeError
+    from ..sharing import CARD_FILE, GRAPH_FILE, GraphRepoError, load_graph_file, model_card, push_graph
+
     target = Path(args.graph).expanduser()
     path = target / GRAPH_FILE if target.is_dir() else target
     try:

@@ -1,31 +1,38 @@
 """``diffblocks run``: generate images from a preset or graph file, and replay a saved PNG.
 
 Every PNG it writes carries, in text chunks, the graph that ran, the inputs, the seed and the
-diffblocks version, so ``diffblocks run --replay image.png`` makes the same image again.
+diffblocks version, so ``diffblocks run --replay image.png`` makes the same image again
+(`diffblocks.cli.replay`). Flags for other features plug in through ``RUN_OPTION_MODULES``:
+each module has ``add_arguments(parser)``, and may have ``settings(args) -> dict`` (values
+recorded in the PNG) and ``configure(pipe, settings)`` (called before the run).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
 import sys
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..shipped import DEFAULT_MODEL
+from . import replay as replay_io
+from .errors import CliError
 from .run_hub import add_hub_arguments, graph_for_run, replay_graph
 
-__all__ = ["register", "DEFAULT_MODEL", "default_model_path", "read_png_metadata", "png_metadata_keys"]
+__all__ = [
+    "register", "DEFAULT_MODEL", "RUN_OPTION_MODULES", "default_model_path", "read_png_metadata",
+    "png_metadata_keys", "generate",
+]
 
-#: The name recorded in PNG metadata for the model shipped inside the package.
-DEFAULT_MODEL = "diffblocks:tiny-shapes"
-_DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
-_KEYS = {"graph": "diffblocks:graph", "inputs": "diffblocks:inputs", "version": "diffblocks:version"}
-
-
-def png_metadata_keys() -> dict[str, str]:
-    """The PNG text-chunk keys: graph JSON, inputs JSON, version."""
-    return dict(_KEYS)
+#: Modules adding flags to ``run`` (LoRA, Hub, single-file ...): see the module docstring.
+RUN_OPTION_MODULES: list[str] = []
+DTYPES = ("float32", "float16", "bfloat16")
+#: Pipeline input -> the flag that gives it, where the names differ.
+_FLAGS = {"image": "--image", "mask_image": "--mask", "num_inference_steps": "--steps", "guidance_scale": "--guidance"}
+read_png_metadata = replay_io.read_png_metadata
+png_metadata_keys = replay_io.png_metadata_keys
 
 
 def default_model_path() -> Path:
@@ -33,138 +40,145 @@ def default_model_path() -> Path:
     return Path(__file__).resolve().parents[1] / "assets" / "tiny-shapes"
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
+    return value
+
+
+def _option_modules() -> list[Any]:
+    return [importlib.import_module(name) for name in RUN_OPTION_MODULES]
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser("run", help="generate an image from a preset or graph file")
     p.add_argument("graph", nargs="?", default=None, metavar="PRESET|GRAPH.json|REPO_ID|DIR",
-                   help="preset name (sd15, sd15-img2img, sdxl, ...), graph file, or graph repo / folder; default: from the model's index")
-    p.add_argument("--model", default=None, help="model folder or Hub repo id (default: the shipped tiny-shapes model)")
+                   help="preset name (sd15, sd15-img2img, sdxl, ...), graph file, or graph repo / folder; "
+                   "default: from the model's index")
+    p.add_argument("--model", default=None, help=f"model folder or Hub repo id (default: {DEFAULT_MODEL}, the shipped model)")
     p.add_argument("--prompt", default=None)
     p.add_argument("--negative-prompt", default=None)
-    p.add_argument("--steps", type=int, default=None, help="number of inference steps")
+    p.add_argument("--steps", type=_positive_int, default=None, help="number of inference steps")
     p.add_argument("--guidance", type=float, default=None, help="guidance scale")
+    p.add_argument("--guidance-rescale", type=_fraction, default=None, help="rescale guided noise towards the conditional std (0..1)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--height", type=int, default=None)
-    p.add_argument("--width", type=int, default=None)
-    p.add_argument("--scheduler", default=None, help='sampler name, e.g. "DPM++ 2M Karras", "Euler a", "DDIM"')
+    p.add_argument("--height", type=_positive_int, default=None)
+    p.add_argument("--width", type=_positive_int, default=None)
+    p.add_argument("--num-images-per-prompt", type=_positive_int, default=None, help="images per prompt (out-1.png, ...)")
+    p.add_argument("--eta", type=_fraction, default=None, help="DDIM eta: 0 deterministic, 1 DDPM-like noise")
+    p.add_argument("--clip-skip", type=int, default=None, help="use the CLIP layer this many before the last")
+    p.add_argument("--scheduler", default=None, help='sampler name, e.g. "DPM++ 2M Karras", "Euler a", "DDIM" (docs/usage.md)')
     p.add_argument("--image", default=None, help="init image (img2img / inpaint)")
     p.add_argument("--mask", default=None, help="mask image (inpaint; white = repaint)")
-    p.add_argument("--strength", type=float, default=None)
-    p.add_argument("--dtype", choices=sorted(_DTYPES), default="float32",
-                   help="weights and compute dtype (default float32: half precision is slow or unsupported on CPUs)")
+    p.add_argument("--strength", type=_fraction, default=None, help="img2img / inpaint: how much to change the image (0..1)")
+    p.add_argument("--dtype", choices=DTYPES, default="float32",
+                   help="weights and compute dtype of every model (default float32: half precision is slow or unsupported on CPUs)")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="CPU threads (default: picked from the model and image size; 1 for the shipped model)")
     p.add_argument("--out", default=None, help="output PNG, default out.png (several images: out-1.png, ...); "
                    "with --replay, IMAGE-replay.png")
     p.add_argument("--replay", default=None, metavar="IMAGE.png", help="re-run the graph and inputs stored in a PNG")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_hub_arguments(p)
+    for module in _option_modules():
+        module.add_arguments(p)
     p.set_defaults(func=cmd_run)
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     """What a run is, as plain JSON-able values (what the PNG records)."""
-    return {
+    settings = {
         "model": args.model or DEFAULT_MODEL,
         "prompt": args.prompt,
         "negative_prompt": args.negative_prompt,
         "num_inference_steps": args.steps,
         "guidance_scale": args.guidance,
+        "guidance_rescale": args.guidance_rescale,
         "seed": args.seed,
         "height": args.height,
         "width": args.width,
+        "num_images_per_prompt": args.num_images_per_prompt,
+        "eta": args.eta,
+        "clip_skip": args.clip_skip,
         "scheduler": args.scheduler,
-        "image": args.image,
-        "mask_image": args.mask,
         "strength": args.strength,
         "dtype": args.dtype,
+        "threads": args.threads,
+        **replay_io.image_settings("image", args.image),
+        **replay_io.image_settings("mask_image", args.mask),
     }
+    for module in _option_modules():
+        if hasattr(module, "settings"):
+            settings.update(module.settings(args))
+    return settings
 
 
-def _model_path(model: str) -> str:
-    if model == DEFAULT_MODEL:
-        path = default_model_path()
-        if not (path / "model_index.json").is_file():
-            raise SystemExit(f"error: the shipped model is missing at {path}; pass --model PATH_OR_REPO")
-        return str(path)
-    return model
-
-
-def _load_image(path: str | None) -> Any:
-    if path is None:
-        return None
-    from PIL import Image
-
-    try:
-        return Image.open(path).convert("RGB")
-    except OSError as err:
-        raise SystemExit(f"error: cannot read image {path}: {err}") from None
-
-
-def generate(settings: dict[str, Any], graph: Any = None, *, progress: bool = True, **load: Any) -> tuple[list[Any], Any]:
-    """Run one generation from ``settings`` (see `_settings`); returns (PIL images, pipeline)."""
+def generate(
+    settings: dict[str, Any], graph: Any = None, *, progress: bool = True, base: Path | None = None, **load: Any
+) -> tuple[list[Any], Any]:
+    """Run one generation from ``settings`` (see `_settings`); returns (PIL images, pipeline).
+    Every input is checked before any weight loads."""
     import torch
 
+    from ..blocks.errors import GraphError
     from ..pipeline import Pipeline
 
-    dtype = getattr(torch, _DTYPES[settings.get("dtype") or "float32"])
-    pipe = Pipeline.from_pretrained(_model_path(settings["model"]), preset=graph, torch_dtype=dtype, revision=settings.get("revision"), **load)
-    if settings.get("scheduler"):
-        pipe.set_scheduler(settings["scheduler"])
-    call = {k: settings[k] for k in ("prompt", "negative_prompt", "num_inference_steps", "guidance_scale",
-                                     "height", "width", "strength", "seed")}
-    call["image"] = _load_image(settings.get("image"))
-    mask = _load_image(settings.get("mask_image"))
+    call = {k: settings.get(k) for k in ("prompt", "negative_prompt", "num_inference_steps", "guidance_scale",
+                                         "guidance_rescale", "height", "width", "num_images_per_prompt", "eta",
+                                         "clip_skip", "strength", "seed")}
+    call["image"] = replay_io.load_image(settings, "image", base)
+    mask = replay_io.load_image(settings, "mask_image", base)
     call["mask_image"] = mask.convert("L") if mask is not None else None
     present = {k: v for k, v in call.items() if v is not None}
+    dtype = getattr(torch, settings.get("dtype") or "float32")
+    pipe = Pipeline.from_pretrained(settings["model"], preset=graph, torch_dtype=dtype, threads=settings.get("threads"),
+                                    revision=settings.get("revision"), **load)
     unknown = sorted(set(present) - set(pipe.input_names))
     if unknown:
-        raise SystemExit(f"error: this graph takes no {', '.join(unknown)}")
+        flags = ", ".join(_FLAGS.get(k, "--" + k.replace("_", "-")) for k in unknown)
+        raise CliError(f"graph '{pipe.graph.name}' takes no {', '.join(unknown)} ({flags})")
+    try:
+        pipe.check_inputs(**present)  # a workflow's missing input is named before anything loads
+    except GraphError as err:
+        missing = [p.port for p in err.problems if p.port and "missing" in p.message]
+        if missing:
+            err.hint = "pass " + " and ".join(_FLAGS.get(m, "--" + m.replace("_", "-")) for m in missing)  # type: ignore[attr-defined]
+        raise
+    for module in _option_modules():
+        if hasattr(module, "configure"):
+            module.configure(pipe, settings)
+    if settings.get("scheduler"):
+        pipe.set_scheduler(settings["scheduler"])
     out = pipe(output_type="pil", progress=progress, **present)
     return list(out.images), pipe
 
 
-def _save(images: list[Any], out: Path, graph_json: str, settings: dict[str, Any]) -> list[Path]:
-    from PIL.PngImagePlugin import PngInfo
-
-    info = PngInfo()
-    info.add_text(_KEYS["graph"], graph_json, zip=True)
-    info.add_text(_KEYS["inputs"], json.dumps(settings, sort_keys=True))
-    info.add_text(_KEYS["version"], __version__)
-    paths = [out] if len(images) == 1 else [out.with_name(f"{out.stem}-{i + 1}{out.suffix}") for i in range(len(images))]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for image, path in zip(images, paths):
-        tmp = path.with_name(path.name + ".tmp")
-        image.save(tmp, format="PNG", pnginfo=info)
-        tmp.replace(path)
-    return paths
-
-
-def read_png_metadata(path: str | Path) -> dict[str, Any]:
-    """``{"graph": str, "inputs": dict, "version": str}`` from a PNG written by ``diffblocks run``."""
-    from PIL import Image
-
-    with Image.open(path) as image:
-        text = dict(getattr(image, "text", {}) or {})
-    missing = [k for k, key in _KEYS.items() if key not in text]
-    if missing:
-        raise SystemExit(f"error: {path} has no diffblocks metadata ({', '.join(missing)} missing)")
-    return {"graph": text[_KEYS["graph"]], "inputs": json.loads(text[_KEYS["inputs"]]), "version": text[_KEYS["version"]]}
-
-
 def cmd_run(args: argparse.Namespace) -> int:
+    base = None
     if args.replay:
-        meta = read_png_metadata(args.replay)
+        meta = replay_io.read_png_metadata(args.replay)
         if meta["version"] != __version__:
             print(f"note: {args.replay} was made by diffblocks {meta['version']}, this is {__version__}", file=sys.stderr)
-        settings, graph = meta["inputs"], replay_graph(meta, args)
+        settings = replay_io.replay_settings(meta["inputs"], args)
+        graph = replay_graph(meta, args)
         replay = Path(args.replay)
+        base = replay.resolve().parent
         out = Path(args.out) if args.out else replay.with_name(replay.stem + "-replay.png")
     else:
         if args.prompt is None:
-            print("error: --prompt is required (or --replay IMAGE.png)", file=sys.stderr)
-            return 2
+            raise CliError("--prompt is required (or --replay IMAGE.png)", hint='diffblocks run --prompt "a red circle on the left"')
         settings = _settings(args)
         graph = graph_for_run(args, settings)
         out = Path(args.out or "out.png")
-    images, pipe = generate(settings, graph, progress=not args.quiet, trust_remote_code=args.trust_remote_code)
-    for path in _save(images, out, pipe.graph.to_json(), settings):
+    images, pipe = generate(settings, graph, progress=not args.quiet, base=base, trust_remote_code=args.trust_remote_code)
+    for path in replay_io.save_pngs(images, out, pipe.graph.to_json(), settings):
         print(path)
     return 0

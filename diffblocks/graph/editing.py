@@ -194,7 +194,7 @@ class EditingMixin:
         return (
             dict(self.nodes),
             dict(self._edges),
-            {n: GraphInput(list(g.targets), g.default, g.description) for n, g in self._inputs.items()},
+            {n: GraphInput(list(g.targets), g.default, g.description, g.required) for n, g in self._inputs.items()},
             dict(self._outputs),
         )
 

@@ -43,6 +43,8 @@ class GraphInput:
     targets: list[tuple[str, str]] = field(default_factory=list)
     default: Any = MISSING
     description: str = ""
+    #: Required although every target is optional: e.g. ``image`` once ``select`` picked img2img.
+    required: bool = False
 
 
 class UnknownBlock(Block):
@@ -310,7 +312,9 @@ class Graph(EditingMixin, Composite):
         for name, gi in self._inputs.items():
             targets = [t for n, p in gi.targets if (t := self._port_of(n, p, "inputs")) is not None]
             tp = targets[0].type if targets else Any
-            if gi.default is not MISSING:
+            if gi.required:
+                default = MISSING
+            elif gi.default is not MISSING:
                 default = gi.default
             elif targets and all(not t.required for t in targets):
                 default = targets[0].default

@@ -70,6 +70,7 @@ class InputSpec(_Strict):
     to: list[PortRef] = Field(min_length=1)
     default: JsonValue = None
     description: str = ""
+    required: bool = False
 
 
 class BlockNode(_Strict):
@@ -364,7 +365,7 @@ def _build(spec: GraphSpec, path: str, problems: list[Problem], counter: list[in
     for name, ispec in spec.inputs.items():
         graph.json_paths[f"input:{name}"] = f"{path}.inputs.{name}"
         default = ispec.default if "default" in ispec.model_fields_set else MISSING
-        graph._inputs[name] = GraphInput([tuple(t.split(".")) for t in ispec.to], default, ispec.description)  # type: ignore[misc]
+        graph._inputs[name] = GraphInput([tuple(t.split(".")) for t in ispec.to], default, ispec.description, ispec.required)  # type: ignore[misc]
     for name, ref in spec.outputs.items():
         graph.json_paths[f"output:{name}"] = f"{path}.outputs.{name}"
         graph._outputs[name] = tuple(ref.split("."))  # type: ignore[assignment]
@@ -400,6 +401,8 @@ def _graph_dict(graph: Graph, problems: list[Problem], prefix: str) -> dict[str,
                 problems.append(Problem("bad_config", f"default of graph input {name!r} is not JSON-serialisable", port=name))
         if gi.description:
             entry["description"] = gi.description
+        if gi.required:
+            entry["required"] = True
         inputs[name] = entry
     out["inputs"] = inputs
     out["outputs"] = graph.graph_outputs

@@ -184,7 +184,7 @@ def _reregister(module: Any, names: Mapping[str, Any]) -> None:
     from ..registry.blocks import register_block
 
     for value in vars(module).values():
-        if isinstance(value, Block) and value.name in names and not _is_registered(value.name, False)[0]:
+        if isinstance(value, Block) and value.name is not None and value.name in names and not _is_registered(value.name, False)[0]:
             register_block(value)
 
 

@@ -28,7 +28,11 @@ def select(graph: Graph, present: Mapping[str, Any]) -> Graph:
     """Replace every Switch by the branch it would pick when the graph inputs in ``present`` are
     given (a value ``None`` counts as absent), recursing into nested graphs and loop bodies.
     Graph inputs that nothing consumes any more are dropped. A predicate sees the given values,
-    and a placeholder for values that other nodes will produce."""
+    and a placeholder for values that other nodes will produce.
+
+    The graph inputs whose presence picked a branch become required in the result: the
+    img2img workflow cannot run without its ``image``, and a run without it is refused at the
+    graph boundary (naming the input and the graph) instead of failing deep inside a node."""
     values = {}
     for name, gi in graph.exposed_inputs.items():
         if present.get(name) is not None:
@@ -66,6 +70,10 @@ def _select(graph: Graph, values: Mapping[str, Any]) -> Graph:
             except Exception as exc:  # a predicate may not cope with values not known yet
                 raise GraphError([Problem("bad_input", f"cannot pick a branch: {exc}", node)], title="select failed") from None
             chosen = _select(blk.branches[branch], feeds)
+            for port in blk.when.get(branch, ()):
+                for gi in out._inputs.values():
+                    if (node, port) in gi.targets:
+                        gi.required = True
             out.nodes[node] = chosen
             out.prune_dangling(node)
         elif isinstance(blk, Loop):

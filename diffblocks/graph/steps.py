@@ -16,7 +16,7 @@ import networkx as nx
 
 from diffblocks.blocks.base import Block
 from diffblocks.blocks.context import RunContext
-from diffblocks.blocks.errors import GraphError
+from diffblocks.blocks.errors import GraphError, InputError
 from diffblocks.blocks.ports import MISSING
 from diffblocks.graph.composites import Loop, Switch
 from diffblocks.graph.graph import Graph
@@ -311,7 +311,11 @@ def _run_steps(steps: list[Any], slots: list[Any], rt: _Runtime) -> None:
             raise RunInterrupted(step.path)
         try:
             step.run(slots, rt)
-        except (RunInterrupted, GraphError):
+        except RunInterrupted:
+            raise
+        except GraphError as exc:
+            if isinstance(exc, InputError):  # a block's own input check: say which node it was
+                _note(exc, step.path)
             raise
         except Exception as exc:
             _note(exc, step.path)

@@ -79,7 +79,7 @@ def test_presets_listed_and_shown(preset_dir, capsys):
     assert main(["show", "toy-txt2img"]) == 0
     assert "embed: core_make_embeds" in capsys.readouterr().out
     assert load_preset("toy-txt2img").to_json() == (preset_dir / "toy-txt2img.json").read_text().rstrip("\n")
-    assert main(["show", "toy-txt2im"]) == 1
+    assert main(["show", "toy-txt2im"]) == 2  # a user mistake: one error line, exit 2
     assert "did you mean toy-txt2img" in capsys.readouterr().err
 
 

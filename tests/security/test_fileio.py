@@ -61,3 +61,19 @@ def test_atomic_folder_swaps_whole_or_not_at_all(tmp_path: Path) -> None:
         (work / "b.txt").write_text("new")
     assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path: Path) -> None:
+    new = atomic_write_text(tmp_path / "new.json", "{}")
+    assert new.stat().st_mode & 0o777 == 0o666 & ~_current_umask()
+    old = tmp_path / "old.json"
+    old.write_text("x")
+    old.chmod(0o640)
+    atomic_write_text(old, "y")
+    assert old.stat().st_mode & 0o777 == 0o640
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -4,6 +4,9 @@ the code would write)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import json
 
 import pytest
@@ -196,8 +199,7 @@ def test_cli_run_and_replay_of_a_folder_with_code_need_the_flag_every_time(tiny_
     (repo / "graph.json").write_text(json.dumps(doc))
     out = tmp_path / "img.png"
     argv = ["run", str(repo), "--model", str(tiny_sd_dir), "--prompt", "a cat", "--steps", "2", "--out", str(out), "--quiet"]
-    with pytest.raises(SystemExit, match="share_cfg.*blocks.py.*--trust-remote-code"):
-        main(argv)
+    assert _refused(argv, "share_cfg.*blocks.py.*--trust-remote-code")
     assert not marker.exists() and not out.exists()
     assert main(argv + ["--trust-remote-code"]) == 0 and marker.exists()
 
@@ -206,12 +208,23 @@ def test_cli_run_and_replay_of_a_folder_with_code_need_the_flag_every_time(tiny_
     registry.unregister_block("share_cfg")
     for name in [m for m in sys.modules if m.startswith("diffblocks_remote_blocks_")]:
         monkeypatch.delitem(sys.modules, name)
-    with pytest.raises(SystemExit, match="trust"):
-        main(["run", "--replay", str(out), "--quiet"])
+    assert _refused(["run", "--replay", str(out), "--quiet"], "trust")
     assert not marker.exists()
     assert main(["run", "--replay", str(out), "--quiet", "--trust-remote-code"]) == 0 and marker.exists()
     with Image.open(out) as a, Image.open(tmp_path / "img-replay.png") as b:
         assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def _refused(argv: list[str], pattern: str) -> bool:
+    """The CLI refuses a user mistake with exit 2 and one error line matching ``pattern``."""
+    import re
+
+    from diffblocks.cli import main
+
+    errors = io.StringIO()
+    with contextlib.redirect_stderr(errors):
+        code = main(argv)
+    return code == 2 and re.search(pattern, errors.getvalue()) is not None and "Traceback" not in errors.getvalue()
 
 
 INDEX = json.dumps({"_class_name": "ModularPipeline"}).encode()
@@ -228,7 +241,11 @@ def _untrusted_paths(tmp_path):
     from diffblocks.cli import main
 
     def cli_run():
-        main(["run", "org/coded", "--prompt", "x", "--out", str(tmp_path / "o.png"), "--quiet"])
+        errors = io.StringIO()
+        with contextlib.redirect_stderr(errors):
+            code = main(["run", "org/coded", "--prompt", "x", "--out", str(tmp_path / "o.png"), "--quiet"])
+        if code != 0:
+            raise SystemExit(errors.getvalue())
 
     return {
         "Graph.from_pretrained(repo)": lambda: Graph.from_pretrained("org/coded"),

@@ -56,7 +56,7 @@ def test_an_invalid_graph_is_refused_before_any_upload(hub, tmp_path):
     doc = json.loads(numeric().to_json())
     doc["graph"]["nodes"]["mul"]["block"] = "no_such_block"
     bad.write_text(json.dumps(doc))
-    assert main(["push", str(bad), "org/broken"]) == 1
+    assert main(["push", str(bad), "org/broken"]) == 2  # a user mistake
     assert hub.repos == {} and hub.requests == []
 
 

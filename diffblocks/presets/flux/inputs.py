@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...blocks.errors import InputError
 from ...blocks.function import block
 from ..stages.images import OUTPUT_TYPES, vae_scale_factor
 from ..stages.prompts import is_prompt as _is_prompt
@@ -53,31 +54,31 @@ def check_inputs_flux(
         img2img_guidance_scale: default guidance scale with an image.
     """
     if prompt_embeds is None and not _is_prompt(prompt):
-        raise ValueError(f"prompt is missing or not a string / list of strings (got {type(prompt).__name__})")
+        raise InputError(f"prompt is missing or not a string / list of strings (got {type(prompt).__name__})")
     for text_name, text in (("prompt", prompt), ("prompt_2", prompt_2)):
         if text is not None and prompt_embeds is not None:
-            raise ValueError(f"give {text_name} or prompt_embeds, not both")
+            raise InputError(f"give {text_name} or prompt_embeds, not both")
     if negative_prompt is not None and negative_prompt_embeds is not None:
-        raise ValueError("give negative_prompt or negative_prompt_embeds, not both")
+        raise InputError("give negative_prompt or negative_prompt_embeds, not both")
     for given, pooled, prefix in ((prompt_embeds, pooled_prompt_embeds, ""),
                                   (negative_prompt_embeds, negative_pooled_prompt_embeds, "negative_")):
         if (given is None) != (pooled is None):
-            raise ValueError(f"give {prefix}prompt_embeds and {prefix}pooled_prompt_embeds together "
+            raise InputError(f"give {prefix}prompt_embeds and {prefix}pooled_prompt_embeds together "
                              "(T5 states and CLIP's pooled embedding of the same prompts)")
     if not 1 <= max_sequence_length <= MAX_SEQUENCE_LENGTH:
-        raise ValueError(f"max_sequence_length must be in [1, {MAX_SEQUENCE_LENGTH}], got {max_sequence_length}")
+        raise InputError(f"max_sequence_length must be in [1, {MAX_SEQUENCE_LENGTH}], got {max_sequence_length}")
     if strength is not None and not 0.0 <= strength <= 1.0:
-        raise ValueError(f"strength must be in [0, 1], got {strength}")
+        raise InputError(f"strength must be in [0, 1], got {strength}")
     if num_inference_steps < 1:
-        raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
+        raise InputError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
     if output_type not in OUTPUT_TYPES:
-        raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
+        raise InputError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
     factor = vae_scale_factor(vae)
     height, width = height or DEFAULT_SAMPLE_SIZE * factor, width or DEFAULT_SAMPLE_SIZE * factor
     for name, value in (("height", height), ("width", width)):
         # Latents are packed in 2x2 patches, so each side must cover an even number of latent pixels.
         if value % (2 * factor):
-            raise ValueError(f"{name} must be a multiple of {2 * factor} (the VAE's scale factor x 2 for "
+            raise InputError(f"{name} must be a multiple of {2 * factor} (the VAE's scale factor x 2 for "
                              f"Flux's 2x2 latent patches), got {value}")
     if image is None:
         strength, default_scale = 1.0, default_guidance_scale

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...blocks.errors import InputError
 from ...blocks.function import block
 from ...blocks.ports import Outputs
 from ...blocks.types import PromptEmbeds
@@ -51,17 +52,17 @@ def check_inputs(
         inpaint_guidance_scale: default guidance scale with an image and a mask.
     """
     if prompt is not None and prompt_embeds is not None:
-        raise ValueError("give prompt or prompt_embeds, not both")
+        raise InputError("give prompt or prompt_embeds, not both")
     if prompt_embeds is None and not is_prompt(prompt):
-        raise ValueError(f"prompt is missing or not a string / list of strings (got {type(prompt).__name__})")
+        raise InputError(f"prompt is missing or not a string / list of strings (got {type(prompt).__name__})")
     if mask_image is not None and image is None:
-        raise ValueError("mask_image was given without image: inpainting needs the image to repaint")
+        raise InputError("mask_image was given without image: inpainting needs the image to repaint")
     if strength is not None and not 0.0 <= strength <= 1.0:
-        raise ValueError(f"strength must be in [0, 1], got {strength}")
+        raise InputError(f"strength must be in [0, 1], got {strength}")
     if num_inference_steps < 1:
-        raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
+        raise InputError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
     if output_type not in OUTPUT_TYPES:
-        raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
+        raise InputError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
     height, width = resolve_size(unet, vae, image if mask_image is None else None, height, width)
     inpaint = mask_image is not None
     if image is None:
@@ -81,11 +82,11 @@ def resolve_size(unet: Any, vae: Any, image: Any, height: int | None, width: int
         size = image_size(image)
         for name, value, given in (("height", size[0], height), ("width", size[1], width)):
             if given is None and value % factor:
-                raise ValueError(f"image {name} {value} is not a multiple of {factor} (the VAE's scale factor); resize the image or pass {name}")
+                raise InputError(f"image {name} {value} is not a multiple of {factor} (the VAE's scale factor); resize the image or pass {name}")
         height, width = height or size[0], width or size[1]
     default = unet.config.sample_size * factor
     height, width = height or default, width or default
     for name, value in (("height", height), ("width", width)):
         if value % factor:
-            raise ValueError(f"{name} must be a multiple of {factor} (the VAE's scale factor), got {value}")
+            raise InputError(f"{name} must be a multiple of {factor} (the VAE's scale factor), got {value}")
     return int(height), int(width)

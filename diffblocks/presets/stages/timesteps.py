@@ -14,6 +14,7 @@ from typing import Any
 from ...schedulers.base import SchedulerState
 from . import hints as _hints
 from ...blocks.context import RunContext
+from ...blocks.errors import InputError
 from ...blocks.function import block
 from ...blocks.ports import Outputs
 from ...blocks.types import Timesteps
@@ -45,7 +46,7 @@ def set_timesteps(
     start = max(num_inference_steps - kept, 0) * scheduler.order
     timesteps = state.timesteps[start:]
     if len(timesteps) == 0:
-        raise ValueError(
+        raise InputError(
             f"strength={strength} with num_inference_steps={num_inference_steps} leaves no step to run; "
             "raise strength or num_inference_steps"
         )
