@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..blocks.base import Block
+from ..fileio import atomic_write_text
 from ..blocks.errors import GraphError, Problem
 from ..blocks.ports import MISSING, PORT_NAME, ComponentRef, Port
 from . import _state
@@ -412,7 +413,8 @@ class Graph(EditingMixin, Block):
         return graph_from_document(document)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
+        """Write the graph file atomically: a failed save leaves an existing file as it was."""
+        atomic_write_text(path, self.to_json() + "\n")
 
     def to_mermaid(self) -> str:
         from .export import to_mermaid
