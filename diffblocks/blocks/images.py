@@ -14,6 +14,7 @@ import numpy as np
 import PIL.Image
 import torch
 
+from ..limits import check_image_request
 from . import _hints
 from .function import block
 from .ports import Outputs
@@ -96,6 +97,7 @@ def check_inputs(
     if output_type not in OUTPUT_TYPES:
         raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
     height, width = resolve_size(unet, vae, image if mask_image is None else None, height, width)
+    check_image_request(height, width, num_inference_steps=num_inference_steps)
     inpaint = mask_image is not None
     if image is None:
         strength = 1.0

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from ..limits import check_image_request
 from ..noise import randn_tensor
 from ..schedulers.base import SchedulerState
 from . import _hints
@@ -41,6 +42,7 @@ def _repeat_to(x: torch.Tensor, batch: int, name: str) -> torch.Tensor:
 
 
 def _noise_shape(vae: Any, batch: int, height: int, width: int) -> tuple[int, ...]:
+    check_image_request(height, width, batch=batch)  # before the noise is allocated
     factor = vae_scale_factor(vae)
     return (batch, vae.config.latent_channels, height // factor, width // factor)
 

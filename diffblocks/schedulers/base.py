@@ -20,6 +20,8 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import torch
 
+from .. import limits
+from ..fileio import FileReadError, atomic_write_text, read_text_bounded
 from ..noise import randn_tensor  # noqa: F401  (re-exported: samplers draw through it)
 
 CONFIG_NAME = "scheduler_config.json"
@@ -145,6 +147,15 @@ class Scheduler:
         if unknown:
             raise SchedulerConfigError(f"{name}: unknown config key(s) {unknown}; known keys: {sorted(self.defaults)}")
         values = {**self.defaults, **config}
+        for key, value in config.items():
+            _check_type(name, key, value, self.defaults[key])
+        if "num_train_timesteps" in values:  # the tables are this long: bound it before building them
+            if values["num_train_timesteps"] < 1:
+                raise SchedulerConfigError(f"{name}: num_train_timesteps must be at least 1, got {values['num_train_timesteps']}")
+            try:
+                limits.check("num_train_timesteps", values["num_train_timesteps"], key="num_train_timesteps", where=name)
+            except limits.LimitError as err:
+                raise SchedulerConfigError(str(err)) from None
         allowed = {**{k: v for k, v in COMMON_CHOICES.items() if k in self.defaults}, **self.choices}
         for key, options in allowed.items():
             if not any(_same_value(values[key], option) for option in options):
@@ -218,9 +229,7 @@ class Scheduler:
         directory.mkdir(parents=True, exist_ok=True)
         data = {"_class_name": type(self).__name__, "_diffusers_version": DIFFUSERS_FORMAT_VERSION}
         data.update({k: v for k, v in self.config.to_dict().items() if not k.startswith("_")})
-        target = directory / CONFIG_NAME
-        target.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        return target
+        return atomic_write_text(directory / CONFIG_NAME, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
     @property
     def compatibles(self) -> list[type[Scheduler]]:
@@ -372,6 +381,28 @@ class Scheduler:
         return [index] * timesteps.reshape(-1).shape[0]
 
 
+def _check_type(name: str, key: str, value: Any, default: Any) -> None:
+    """A value must have its default's JSON type (a flag is a bool, a count an int, a number finite)."""
+    if isinstance(default, (bool, np.bool_)):
+        ok = isinstance(value, (bool, np.bool_))
+        want = "true or false"
+    elif isinstance(default, int):
+        ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+        want = "an integer"
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and bool(np.isfinite(value))
+        want = "a finite number"
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+        want = "a string"
+    else:
+        return
+    if not ok:
+        text = repr(value)
+        text = text if len(text) <= 80 else text[:77] + "..."
+        raise SchedulerConfigError(f"{name}: config key {key!r} = {text} must be {want}")
+
+
 def _same_value(value: Any, option: Any) -> bool:
     # True/False/None compare by identity so that 0 or 1 never pass for a flag (and vice versa)
     if isinstance(option, bool) or option is None or isinstance(value, bool):
@@ -389,7 +420,14 @@ def _read_config(path: Path) -> dict[str, Any]:
     for candidate in candidates:
         if candidate.is_file():
             try:
-                return json.loads(candidate.read_text())
+                data = json.loads(read_text_bounded(candidate, what="scheduler config"))
+            except FileReadError as err:
+                raise SchedulerConfigError(str(err)) from None
+            except RecursionError:
+                raise SchedulerConfigError(f"{candidate}: nested too deeply") from None
             except json.JSONDecodeError as err:
                 raise SchedulerConfigError(f"{candidate}: not valid JSON ({err})") from err
+            if not isinstance(data, dict):
+                raise SchedulerConfigError(f"{candidate}: must hold a JSON object, got {type(data).__name__}")
+            return data
     raise FileNotFoundError(f"no {CONFIG_NAME} found; looked for {', '.join(str(c) for c in candidates)}")
