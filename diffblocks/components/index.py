@@ -20,6 +20,7 @@ from typing import Any
 
 from diffblocks.components.files import folder_holds_component
 from diffblocks.components.spec import ComponentError, ComponentSpec
+from diffblocks.fileio import FileReadError, atomic_write_text, read_text_bounded
 
 __all__ = [
     "CLASSIC_INDEX",
@@ -248,7 +249,4 @@ def write_modular_index(
         library, cls = spec.type_hint if spec.type_hint else (None, None)
         data[spec.name] = [library, cls, spec.to_dict()]
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")

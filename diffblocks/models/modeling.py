@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import types
 import typing
 from collections.abc import Iterator, Mapping
@@ -28,6 +29,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from diffblocks import limits
+from diffblocks.fileio import FileReadError, atomic_folder, read_text_bounded
 
 logger = logging.getLogger(__name__)
 
@@ -271,15 +273,30 @@ def find_weight_files(
 
 
 def _shards_from_index(index: Path) -> list[Path]:
+    """The shard files an index names; each must be a plain file name in the index's own folder."""
     try:
-        weight_map = json.loads(index.read_text())["weight_map"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ModelLoadError(f"{index}: not a valid shard index ({e})") from e
-    shards = [index.parent / name for name in dict.fromkeys(weight_map.values())]
+        weight_map = json.loads(read_text_bounded(index, what="shard index"))["weight_map"]
+    except (FileReadError, RecursionError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ModelLoadError(f"{index}: not a valid shard index ({e or type(e).__name__})") from None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise ModelLoadError(f"{index}: 'weight_map' must map tensor names to shard file names")
+    names = list(dict.fromkeys(weight_map.values()))
+    outside = [n for n in names if not _is_plain_name(n)]
+    if outside:
+        raise ModelLoadError(
+            f"{index}: weight_map names files outside the model folder: {outside[:5]}; shards must be "
+            "plain file names next to the index"
+        )
+    shards = [index.parent / name for name in names]
     missing = [str(s) for s in shards if not s.is_file()]
     if missing:
         raise ModelLoadError(f"{index} lists shards that do not exist: {missing}")
     return shards
+
+
+def _is_plain_name(name: str) -> bool:
+    """A file name with no folder part (``/``, ``\\``), not ``.``/``..``, no NUL."""
+    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0")
 
 
 def read_weights(
@@ -326,6 +343,24 @@ def _parse_size(size: int | str) -> int:
     unit = (m.group(2) or "B").upper()
     scale = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}[unit]
     return int(float(m.group(1)) * scale)
+
+
+def _carry_over(old: Path, new: Path, skip: Any) -> None:
+    """Hard-link (or copy) the entries of ``old`` that ``skip`` does not claim into ``new``."""
+    for entry in old.iterdir():
+        if skip(entry.name) or entry.name.startswith("."):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, new / entry.name, symlinks=True, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(entry, new / entry.name)
+
+
+def _link_or_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(src, dst, follow_symlinks=False)
 
 
 def _shard(state_dict: Mapping[str, torch.Tensor], max_bytes: int) -> list[dict[str, torch.Tensor]]:
@@ -441,9 +476,15 @@ class Model(torch.nn.Module):
         if not path.is_file():
             raise FileNotFoundError(f"{cls.__name__}: no {CONFIG_NAME} in {Path(folder)}")
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(read_text_bounded(path, what="model config"))
+        except FileReadError as e:
+            raise ModelLoadError(str(e)) from None
+        except RecursionError:
+            raise ModelLoadError(f"{path}: nested too deeply") from None
         except json.JSONDecodeError as e:
             raise ModelLoadError(f"{path}: invalid JSON ({e})") from e
+        if not isinstance(data, dict):
+            raise ModelLoadError(f"{path}: must hold a JSON object, got {type(data).__name__}")
         name = data.get("_class_name")
         expected = cls.config_class.class_name
         if name is not None and name != expected:
@@ -553,29 +594,31 @@ class Model(torch.nn.Module):
         if not safe_serialization:
             raise ValueError("save_pretrained writes safetensors only; pickle (.bin) weights are not written")
         folder = Path(save_directory)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2, sort_keys=True) + "\n")
-
         # Tensors may share storage (e.g. views of one mmap); safetensors wants each on its own.
         state_dict = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
         shards = _shard(state_dict, _parse_size(max_shard_size))
         single = variant_name(f"{WEIGHTS_STEM}.safetensors", variant)
         index_name = variant_name(f"{WEIGHTS_STEM}.safetensors.index.json", variant)
         stem = single.removesuffix(".safetensors")
-        # Stale files of an earlier save would shadow or mix with the new ones.
         shard_pattern = re.compile(re.escape(stem) + r"-\d{5}-of-\d{5}\.safetensors")
-        for old in folder.iterdir():
-            if old.name in (single, index_name) or shard_pattern.fullmatch(old.name):
-                old.unlink()
 
-        if len(shards) == 1:
-            save_file(shards[0], str(folder / single), metadata={"format": "pt"})
-            return
-        weight_map: dict[str, str] = {}
-        for i, shard in enumerate(shards, start=1):
-            name = f"{stem}-{i:05d}-of-{len(shards):05d}.safetensors"
-            save_file(shard, str(folder / name), metadata={"format": "pt"})
-            weight_map.update(dict.fromkeys(shard, name))
-        total = sum(t.numel() * t.element_size() for t in state_dict.values())
-        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-        (folder / index_name).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+        def ours(name: str) -> bool:  # files of an earlier save that would shadow or mix with the new ones
+            return name in (CONFIG_NAME, single, index_name) or shard_pattern.fullmatch(name) is not None
+
+        # The new folder is built beside the old one and swapped in whole: until then the old
+        # folder stays complete and loadable (a full disk or a kill mid-save loses nothing).
+        with atomic_folder(folder) as work:
+            if folder.is_dir():
+                _carry_over(folder, work, skip=ours)  # other variants, READMEs: kept (hard links)
+            (work / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2, sort_keys=True) + "\n")
+            if len(shards) == 1:
+                save_file(shards[0], str(work / single), metadata={"format": "pt"})
+                return
+            weight_map: dict[str, str] = {}
+            for i, shard in enumerate(shards, start=1):
+                name = f"{stem}-{i:05d}-of-{len(shards):05d}.safetensors"
+                save_file(shard, str(work / name), metadata={"format": "pt"})
+                weight_map.update(dict.fromkeys(shard, name))
+            total = sum(t.numel() * t.element_size() for t in state_dict.values())
+            index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+            (work / index_name).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
