@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from diffblocks.components.fast_transformers import FAST_CLASSES, MissingWeightsError, load_text_encoder_fast
-from diffblocks.components.files import folder_holds_component, select_component_files
+from diffblocks.components.files import folder_holds_component, inside_problem, select_component_files
 from diffblocks.components.transformers_config import check_transformers_config
 from diffblocks.components.spec import ComponentError, ComponentSpec
 from diffblocks.registry.components import ComponentTypeError, resolve_component_class
@@ -97,6 +97,9 @@ def _hub_folder(spec: ComponentSpec, options: LoadOptions) -> Path:
 def locate_component(spec: ComponentSpec, options: LoadOptions) -> Path:
     """The local root folder holding the component's files (downloading them from the Hub if needed)."""
     source = spec.pretrained_model_name_or_path
+    problem = inside_problem(spec.subfolder or "")
+    if problem is not None:
+        raise ComponentError(f"{_who(spec)}: subfolder {spec.subfolder!r} {problem}; a subfolder stays inside its model folder")
     if source is None:
         raise ComponentError(
             f"{_who(spec)} has neither a source (pretrained_model_name_or_path) nor a config; "

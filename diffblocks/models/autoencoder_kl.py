@@ -34,6 +34,7 @@ class AutoencoderKLConfig(ModelConfig):
         "in_channels": ("model_channels", 1), "out_channels": ("model_channels", 1),
         "latent_channels": ("model_channels", 1), "block_out_channels": ("model_channels", 1),
         "layers_per_block": ("model_layers", 1), "norm_num_groups": ("model_channels", 1),
+        "sample_size": ("image_side", 1),
     }
 
     in_channels: int = 3

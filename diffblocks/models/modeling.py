@@ -158,6 +158,8 @@ class ModelConfig:
         for key, (limit, minimum) in self.bounds.items():
             value = getattr(self, key)
             if isinstance(value, tuple):
+                if not value:
+                    raise self.invalid(key, value, "must not be empty")
                 limits.check("model_blocks", len(value), key=f"len({key})", where=where)
             for v in _leaves(value):
                 if isinstance(v, int) and not isinstance(v, bool) and v < minimum:

@@ -60,6 +60,7 @@ class UNet2DConditionConfig(ModelConfig):
         "addition_time_embed_dim": ("model_channels", 1), "num_class_embeds": ("vocab_size", 1),
         "time_embedding_dim": ("model_channels", 1), "time_cond_proj_dim": ("model_channels", 1),
         "projection_class_embeddings_input_dim": ("model_channels", 1),
+        "sample_size": ("image_side", 1),
         "conv_in_kernel": (None, 1), "conv_out_kernel": (None, 1),
     }
 
@@ -123,16 +124,13 @@ class UNet2DConditionConfig(ModelConfig):
                     "num_attention_heads", "cross_attention_dim", "only_cross_attention", "transformer_layers_per_block"):
             value = getattr(self, key)
             if isinstance(value, tuple) and len(value) != n:
-                raise ValueError(f"UNet2DConditionModel: config key {key!r} = {value!r} needs {n} entries, one per down block")
+                raise self.invalid(key, value, f"needs {n} entries, one per down block")
         if self.addition_embed_type == "text_time" and not (
             self.addition_time_embed_dim and self.projection_class_embeddings_input_dim
         ):
-            raise ValueError(
-                "UNet2DConditionModel: addition_embed_type 'text_time' needs addition_time_embed_dim and "
-                "projection_class_embeddings_input_dim"
-            )
+            raise self.invalid("addition_embed_type", "text_time", "needs addition_time_embed_dim and projection_class_embeddings_input_dim")
         if self.class_embed_type == "projection" and not self.projection_class_embeddings_input_dim:
-            raise ValueError("UNet2DConditionModel: class_embed_type 'projection' needs projection_class_embeddings_input_dim")
+            raise self.invalid("class_embed_type", "projection", "needs projection_class_embeddings_input_dim")
 
     def per_block(self, key: str) -> tuple[Any, ...]:
         """A per-block value of ``key`` (an int/bool in the config means the same for every block)."""

@@ -147,7 +147,12 @@ def _import_string(target: str) -> Any:
 def _scheduler_class(name: str) -> Any | None:
     schedulers = importlib.import_module("diffblocks.schedulers")
     table = getattr(schedulers, "SCHEDULER_CLASSES", {})
-    return table.get(name) or getattr(schedulers, name, None)
+    cls = table.get(name) or getattr(schedulers, name, None)
+    base = schedulers.Scheduler
+    # Only a concrete sampler: the base class (("diffusers", "Scheduler")) would fail mid-run.
+    if not (isinstance(cls, type) and issubclass(cls, base) and cls.new_state is not base.new_state):
+        return None
+    return cls
 
 
 def _where(component: str | None) -> str:

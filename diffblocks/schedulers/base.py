@@ -181,13 +181,18 @@ class Scheduler:
             config = config.config
         if isinstance(config, (str, os.PathLike)):
             config = _read_config(Path(config))
+        if config is not None and not isinstance(config, Mapping):
+            raise SchedulerConfigError(f"{cls.__name__}: a scheduler config is a JSON object, got {type(config).__name__}")
         config = dict(config or {})
-        defaulted = set(config.pop("_use_default_values", None) or [])
+        defaulted = config.pop("_use_default_values", None) or []
+        defaulted = set(defaulted) if isinstance(defaulted, list) and all(isinstance(k, str) for k in defaulted) else set()
         config = {k: v for k, v in config.items() if k not in defaulted and not k.startswith("_")}
         unknown = sorted(set(overrides) - set(cls.defaults))
         if unknown:
             raise SchedulerConfigError(f"{cls.__name__}: unknown config key(s) {unknown}; known keys: {sorted(cls.defaults)}")
         known = {k: v for k, v in config.items() if k in cls.defaults}
+        for key, value in {**known, **overrides}.items():  # before a subclass's __init__ reads them
+            _check_type(cls.__name__, key, value, cls.defaults[key])
         scheduler = cls(**{**known, **overrides})
         hidden = {k: v for k, v in config.items() if k not in cls.defaults}
         if hidden:
@@ -381,16 +386,45 @@ class Scheduler:
         return [index] * timesteps.reshape(-1).shape[0]
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_)) and bool(np.isfinite(value))
+
+
+def _finite_vector(value: Any) -> bool:
+    if isinstance(value, (np.ndarray, torch.Tensor)):  # given in Python
+        return value.ndim == 1 and len(value) > 0 and bool(np.isfinite(np.asarray(value, dtype=np.float64)).all())
+    return isinstance(value, (list, tuple)) and len(value) > 0 and all(_is_number(x) for x in value)
+
+
+# Keys whose default is null or a list: what a value may be instead.
+_OPTIONAL_TYPES: dict[str, tuple[str, Any]] = {
+    "trained_betas": ("null or a non-empty list of finite numbers", lambda v: v is None or _finite_vector(v)),
+    "sigma_min": ("null or a finite number", lambda v: v is None or _is_number(v)),
+    "sigma_max": ("null or a finite number", lambda v: v is None or _is_number(v)),
+    "shift_terminal": ("null or a finite number", lambda v: v is None or _is_number(v)),
+    "variance_type": ("null or a string", lambda v: v is None or isinstance(v, str)),
+    "disable_corrector": ("a list of step indices", lambda v: isinstance(v, (list, tuple)) and all(
+        isinstance(x, int) and not isinstance(x, bool) for x in v)),
+    "solver_p": ("null", lambda v: v is None),
+}
+
+
 def _check_type(name: str, key: str, value: Any, default: Any) -> None:
     """A value must have its default's JSON type (a flag is a bool, a count an int, a number finite)."""
-    if isinstance(default, (bool, np.bool_)):
+    if key in _OPTIONAL_TYPES:
+        want, fits = _OPTIONAL_TYPES[key]
+        ok = fits(value)
+    elif isinstance(default, (bool, np.bool_)):
         ok = isinstance(value, (bool, np.bool_))
         want = "true or false"
     elif isinstance(default, int):
         ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
         want = "an integer"
+    elif isinstance(default, float) and not np.isfinite(default):  # lambda_min_clipped: -inf is its "off"
+        ok = _is_number(value) or (isinstance(value, float) and np.isinf(value))
+        want = "a number"
     elif isinstance(default, float):
-        ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and bool(np.isfinite(value))
+        ok = _is_number(value)
         want = "a finite number"
     elif isinstance(default, str):
         ok = isinstance(value, str)
