@@ -27,7 +27,7 @@ FAST_CLASSES = frozenset({"CLIPTextModel", "CLIPTextModelWithProjection", "T5Enc
 
 
 class MissingWeightsError(ValueError):
-    """A weight file that lacks some of the model's weights (``.missing``: their names)."""
+    """A weight file (or folder) that lacks some of the model's weights (``.missing``: their names)."""
 
     def __init__(self, weights: Path, missing: list[str]) -> None:
         self.weights = weights

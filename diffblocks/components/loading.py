@@ -190,12 +190,8 @@ def _from_pretrained(cls: type, root: Path, spec: ComponentSpec, kwargs: dict[st
     obj, info = cls.from_pretrained(str(root), output_loading_info=True, **kwargs)
     missing = sorted(info.get("missing_keys") or ())
     if missing:
-        where = root / (spec.subfolder or "")
-        shown = ", ".join(missing[:20]) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
-        raise ComponentError(
-            f"{_who(spec)}: the weights in '{where}' lack {len(missing)} weight(s) of the model: {shown}; "
-            "refusing to load it with random weights"
-        )
+        err = MissingWeightsError(root / (spec.subfolder or ""), missing)
+        raise ComponentError(f"{_who(spec)}: {err}; refusing to load it with random weights")
     return obj
 
 
