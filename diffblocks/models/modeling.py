@@ -596,6 +596,8 @@ class Model(torch.nn.Module):
         if not safe_serialization:
             raise ValueError("save_pretrained writes safetensors only; pickle (.bin) weights are not written")
         folder = Path(save_directory)
+        if folder.is_symlink():  # save where the link points; swapping would replace the link itself
+            folder = folder.resolve()
         # Tensors may share storage (e.g. views of one mmap); safetensors wants each on its own.
         state_dict = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
         shards = _shard(state_dict, _parse_size(max_shard_size))

@@ -27,7 +27,7 @@ from tests.models.tiny_flux_vae import FLUX_SCHNELL_LIKE, VAE_FLUX_LIKE
 
 #: What docs/security.md promises a caller has to catch for bad model folders and configs.
 DOCUMENTED = (ComponentError, ModelConfigError, ModelLoadError, SchedulerConfigError, LimitError)
-FUZZ = settings(max_examples=40, deadline=2000, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+FUZZ = settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 
 ints = st.sampled_from([-(2**63), -1, 0, 1, 2, 3, 4, 8, 16, 32, 2**31, 10**12])
 scalars = st.none() | st.booleans() | ints | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=8)

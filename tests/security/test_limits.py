@@ -86,7 +86,7 @@ def test_transformers_text_encoder_configs_are_bounded_before_building(tmp_path,
     start = time.perf_counter()
     with pytest.raises(ComponentError, match=message) as info:
         spec.load()
-    assert time.perf_counter() - start < 2.0
+    assert time.perf_counter() - start < 5.0  # refused before transformers builds 100,000 layers
     assert "component 'text_encoder'" in str(info.value) and "config.json" in str(info.value)
 
 
