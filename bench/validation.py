@@ -7,7 +7,7 @@ Prints a table; asserts nothing. Three shapes of generated graph files:
 * ``chain``: a valid chain of n nodes;
 * ``missing``: 400 nodes plus m edges from nodes that do not exist ("did you mean ...?").
 
-Run: ``python bench/validation.py [--sizes 1000 2000 10000]``
+Run from the repository root: ``PYTHONPATH=. python bench/validation.py [--sizes 1000 2000 10000]``
 """
 
 from __future__ import annotations
