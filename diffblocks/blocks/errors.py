@@ -59,7 +59,11 @@ class Problem:
 
 
 class GraphError(Exception):
-    """A graph (or graph file, or run request) is invalid. ``.problems`` lists every problem."""
+    """A graph (or graph file, or run request) is invalid. ``.problems`` lists every problem;
+    the message shows the first ``PRINT_LIMIT`` of them and counts the rest."""
+
+    #: Problems spelled out in the message (a hostile file can have 100,000 of them).
+    PRINT_LIMIT = 50
 
     def __init__(self, problems: list[Problem] | Problem | str, title: str = "invalid graph") -> None:
         if isinstance(problems, str):
@@ -77,7 +81,11 @@ class GraphError(Exception):
     def _render(self) -> str:
         n = len(self.problems)
         head = f"{self.title}: {n} problem{'s' if n != 1 else ''}"
-        return "\n".join([head, *(f"  - {p}" for p in self.problems)])
+        lines = [head, *(f"  - {p}" for p in self.problems[: self.PRINT_LIMIT])]
+        if n > self.PRINT_LIMIT:
+            lines.append(f"  ... and {n - self.PRINT_LIMIT} more (all of them are in GraphError.problems)")
+        return "\n".join(lines)
+
 
 
 class InputError(GraphError, ValueError):

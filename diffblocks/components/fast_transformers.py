@@ -7,9 +7,11 @@ key. For the few encoder classes diffusion pipelines use, a checkpoint saved by 
 transformers has exactly the model's keys, so we do what we do for our own models: build
 on the ``meta`` device, read the safetensors, ``load_state_dict(assign=True)``.
 
-Anything unexpected (sharded or pickled weights, a key that does not match, a tensor left
-on ``meta`` that we cannot rebuild) returns None, and the caller falls back to
-``from_pretrained``: the fast path may only be faster, never different.
+Anything unexpected (sharded or pickled weights, an unexpected key, a tensor left on ``meta``
+that we cannot rebuild) returns None, and the caller falls back to ``from_pretrained``: the
+fast path may only be faster, never different. A checkpoint that lacks some of the model's
+weights is refused (:class:`MissingWeightsError`) rather than handed to ``from_pretrained``,
+which would initialise them at random and load silently.
 """
 
 from __future__ import annotations
@@ -19,9 +21,19 @@ from typing import Any
 
 import torch
 
-__all__ = ["FAST_CLASSES", "load_text_encoder_fast"]
+__all__ = ["FAST_CLASSES", "MissingWeightsError", "load_text_encoder_fast"]
 
 FAST_CLASSES = frozenset({"CLIPTextModel", "CLIPTextModelWithProjection", "T5EncoderModel", "UMT5EncoderModel"})
+
+
+class MissingWeightsError(ValueError):
+    """A weight file (or folder) that lacks some of the model's weights (``.missing``: their names)."""
+
+    def __init__(self, weights: Path, missing: list[str]) -> None:
+        self.weights = weights
+        self.missing = missing
+        shown = ", ".join(missing[:20]) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
+        super().__init__(f"'{weights}' lacks {len(missing)} weight(s) of the model: {shown}")
 
 
 def _weights_file(folder: Path, variant: str | None) -> Path | None:
@@ -71,7 +83,10 @@ def load_text_encoder_fast(
     result = model.load_state_dict(state, strict=False, assign=True)
     tied = getattr(model, "_tied_weights_keys", None) or {}
     tied_targets = set(tied) if isinstance(tied, dict) else set(tied)
-    if result.unexpected_keys or set(result.missing_keys) - tied_targets:
+    missing = sorted(set(result.missing_keys) - tied_targets)
+    if missing:
+        raise MissingWeightsError(weights, missing)
+    if result.unexpected_keys:
         return None
     if result.missing_keys:
         model.tie_weights()

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import glob
+import ntpath
+import os
+import posixpath
+import re
 from collections.abc import Iterable
 
-__all__ = ["WEIGHT_SUFFIXES", "select_component_files", "folder_holds_component"]
+__all__ = ["WEIGHT_SUFFIXES", "select_component_files", "folder_holds_component", "inside_problem", "looks_like_repo_id"]
 
 SAFE_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
@@ -74,3 +78,26 @@ def folder_holds_component(folder: str, subfolder: str | None) -> bool:
         return False
     names = os.listdir(path)
     return any(n.endswith(WEIGHT_SUFFIXES) or n in _MARKER_FILES for n in names)
+
+
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
+def looks_like_repo_id(text: str) -> bool:
+    """``"org/name"`` or ``"name"``: a Hub repo id, never a path (no ``..``, no leading ``.``)."""
+    return _REPO_ID.fullmatch(text) is not None and ".." not in text
+
+
+def inside_problem(relative: str) -> str | None:
+    """Why ``relative`` (a subfolder or a path in a folder's own index) would leave that folder,
+    or None when it stays inside: absolute paths, ``..`` parts, backslashes and NUL are refused."""
+    if not relative:
+        return None
+    if "\0" in relative or "\\" in relative:
+        return "holds a backslash or NUL"
+    if posixpath.isabs(relative) or ntpath.isabs(relative) or relative.startswith("~"):
+        return "is an absolute path"
+    if ".." in relative.split("/"):
+        return "climbs out with '..'"
+    return None
+

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from diffblocks.components.files import folder_holds_component
+from diffblocks.components.files import folder_holds_component, inside_problem, looks_like_repo_id
 from diffblocks.components.spec import ComponentError, ComponentSpec
+from diffblocks.fileio import FileReadError, atomic_write_text, read_text_bounded
 
 __all__ = [
     "CLASSIC_INDEX",
@@ -65,16 +67,18 @@ class IndexFile:
 
 def _load_json(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as err:
-        raise IndexFileError(f"index file '{path}' does not exist") from err
+        text = read_text_bounded(path, what="index file")
+    except FileReadError as err:
+        raise IndexFileError(f"{err}; point at a pipeline folder saved with save_pretrained") from None
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise IndexFileError(f"index file '{path}' is nested too deeply to be an index") from None
     except json.JSONDecodeError as err:
         raise IndexFileError(
             f"index file '{path}' is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}); "
             "fix or regenerate it (save_pretrained writes it)"
-        ) from err
+        ) from None
     if not isinstance(data, dict):
         raise IndexFileError(f"index file '{path}' must hold a JSON object, got {type(data).__name__}")
     return data
@@ -107,12 +111,39 @@ def _local_wins(spec: ComponentSpec, base: str | None) -> ComponentSpec:
     return spec.with_updates(pretrained_model_name_or_path=str(base), revision=None)
 
 
-def _relative_to(path: str | None, base: str | None) -> str | None:
-    """Relative local paths in a local index are relative to the index's folder."""
-    if path is None or base is None or os.path.isabs(path) or not os.path.isdir(base):
+def _source_in(path: str, base: str | None, where: str, name: str) -> str:
+    """Where a source written in an index points, kept inside what the index may name.
+
+    A local folder's index: a relative path is relative to the index's folder and must stay
+    inside it; an absolute path is the user's own reference to another folder (what
+    ``save_pretrained`` writes for components it did not copy). A Hub repo's index names Hub
+    repo ids only, never a path on this machine.
+    """
+    if base is None:
         return path
+    if not os.path.isdir(base):  # read from the Hub: base is the repo id
+        if not looks_like_repo_id(path):
+            raise IndexFileError(
+                f"{where}: '{name}' names {path!r} as its source; an index from the Hub may only name Hub "
+                "repo ids (org/name), never a local path"
+            )
+        return path
+    if os.path.isabs(path) or path.startswith("~"):
+        return path
+    problem = inside_problem(path)
+    if problem is not None:
+        raise IndexFileError(f"{where}: '{name}' source {path!r} {problem}; paths in a folder's index stay inside that folder")
     candidate = Path(base) / path
-    return str(candidate) if candidate.is_dir() else path
+    if candidate.is_dir() or not looks_like_repo_id(path):
+        return str(candidate)
+    return path  # not a folder here: a Hub repo id
+
+
+def _subfolder(value: str | None, where: str, name: str) -> str | None:
+    problem = None if value is None else inside_problem(value)
+    if problem is not None:
+        raise IndexFileError(f"{where}: '{name}' subfolder {value!r} {problem}; a subfolder stays inside its model folder")
+    return value
 
 
 def _modular_entry(name: str, value: list, where: str, base: str | None) -> ComponentSpec | None:
@@ -131,6 +162,9 @@ def _modular_entry(name: str, value: list, where: str, base: str | None) -> Comp
     for key in ("pretrained_model_name_or_path", "repo", "subfolder", "variant", "revision"):
         if loading.get(key) is not None and not isinstance(loading[key], str):
             raise IndexFileError(f"{where}: '{name}'.{key} must be a string or null, got {loading[key]!r}")
+    variant = loading.get("variant")
+    if variant is not None and not re.fullmatch(r"[\w.-]+", variant):
+        raise IndexFileError(f"{where}: '{name}'.variant {variant!r} must be a plain tag like 'fp16'")
     if "repo" in loading and loading.get("pretrained_model_name_or_path") not in (None, loading["repo"]):
         raise IndexFileError(f"{where}: '{name}' gives both 'repo' and 'pretrained_model_name_or_path'; keep one")
     hint = _hint(loading.get("type_hint"), f"{where}: '{name}'")
@@ -139,13 +173,16 @@ def _modular_entry(name: str, value: list, where: str, base: str | None) -> Comp
     source = loading.get("pretrained_model_name_or_path") or loading.get("repo")
     if hint is None and source is None:
         return None  # an unset slot, as diffusers writes for components it never had
-    if source is None and loading.get("subfolder"):
+    subfolder = _subfolder(loading.get("subfolder"), where, name)
+    if source is None and subfolder:
         source = base  # no source written: the component lives next to its index
+    elif source is not None:
+        source = _source_in(source, base, where, name)
     spec = ComponentSpec(
         name=name,
         type_hint=hint,
-        pretrained_model_name_or_path=_relative_to(source, base),
-        subfolder=loading.get("subfolder"),
+        pretrained_model_name_or_path=source,
+        subfolder=subfolder,
         variant=loading.get("variant"),
         revision=loading.get("revision"),
     )
@@ -160,6 +197,9 @@ def parse_index(data: dict[str, Any], *, source: str | None = None, where: str =
     """
     out = IndexFile(path=where)
     saw_modular = False
+    class_name = data.get("_class_name")
+    if class_name is not None and not isinstance(class_name, str):
+        raise IndexFileError(f"{where}: '_class_name' must be a string (a pipeline class name), got {class_name!r:.80}")
     for name, value in data.items():
         if name.startswith("_"):
             out.metadata[name] = value
@@ -171,6 +211,7 @@ def parse_index(data: dict[str, Any], *, source: str | None = None, where: str =
             if spec is not None:
                 out.specs[name] = spec
         elif value[0] is not None and value[1] is not None:
+            _subfolder(name, where, name)  # a classic entry's name is its subfolder
             out.specs[name] = ComponentSpec(
                 name=name, type_hint=(value[0], value[1]), pretrained_model_name_or_path=source, subfolder=name
             )
@@ -248,7 +289,4 @@ def write_modular_index(
         library, cls = spec.type_hint if spec.type_hint else (None, None)
         data[spec.name] = [library, cls, spec.to_dict()]
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")

@@ -10,7 +10,9 @@ from typing import Any
 
 import torch
 
-from diffblocks.components.files import folder_holds_component, select_component_files
+from diffblocks.components.fast_transformers import FAST_CLASSES, MissingWeightsError, load_text_encoder_fast
+from diffblocks.components.files import folder_holds_component, inside_problem, select_component_files
+from diffblocks.components.transformers_config import check_transformers_config
 from diffblocks.components.spec import ComponentError, ComponentSpec
 from diffblocks.registry.components import ComponentTypeError, resolve_component_class
 from diffblocks.registry.trust import UntrustedCodeError, load_class_from_file, refuse_repo_code
@@ -95,6 +97,9 @@ def _hub_folder(spec: ComponentSpec, options: LoadOptions) -> Path:
 def locate_component(spec: ComponentSpec, options: LoadOptions) -> Path:
     """The local root folder holding the component's files (downloading them from the Hub if needed)."""
     source = spec.pretrained_model_name_or_path
+    problem = inside_problem(spec.subfolder or "")
+    if problem is not None:
+        raise ComponentError(f"{_who(spec)}: subfolder {spec.subfolder!r} {problem}; a subfolder stays inside its model folder")
     if source is None:
         raise ComponentError(
             f"{_who(spec)} has neither a source (pretrained_model_name_or_path) nor a config; "
@@ -167,14 +172,27 @@ def _place(obj: Any, options: LoadOptions) -> Any:
 
 def _fast_transformers(cls: type, root: Path, spec: ComponentSpec, options: LoadOptions) -> Any | None:
     """The meta-device fast path for allow-listed transformers encoders; None to use from_pretrained."""
-    from diffblocks.components.fast_transformers import FAST_CLASSES, load_text_encoder_fast
-
     if cls.__name__ not in FAST_CLASSES:
         return None
     try:
         return load_text_encoder_fast(cls, root, spec.subfolder, options.torch_dtype, spec.variant)
+    except MissingWeightsError as err:
+        raise ComponentError(f"{_who(spec)}: {err}; refusing to load it with random weights") from None
     except Exception:  # the fast path may only be faster, never different: let transformers decide
         return None
+
+
+def _from_pretrained(cls: type, root: Path, spec: ComponentSpec, kwargs: dict[str, Any]) -> Any:
+    """``cls.from_pretrained``; for a transformers model, refuse weights it would have to make up."""
+    names, var_kw = _accepts(cls.from_pretrained)
+    if _is_ours(cls) or not issubclass(cls, torch.nn.Module) or not ("output_loading_info" in names or var_kw):
+        return cls.from_pretrained(str(root), **kwargs)
+    obj, info = cls.from_pretrained(str(root), output_loading_info=True, **kwargs)
+    missing = sorted(info.get("missing_keys") or ())
+    if missing:
+        err = MissingWeightsError(root / (spec.subfolder or ""), missing)
+        raise ComponentError(f"{_who(spec)}: {err}; refusing to load it with random weights")
+    return obj
 
 
 def load_component(spec: ComponentSpec, options: LoadOptions | None = None) -> Any:
@@ -196,10 +214,14 @@ def load_component(spec: ComponentSpec, options: LoadOptions | None = None) -> A
     kwargs = _loader_kwargs(cls, spec, options)
     if not _is_ours(cls):
         refuse_repo_code(root / (spec.subfolder or ""), trust_remote_code=options.trust_remote_code, component=spec.name)
+    if spec.type_hint and spec.type_hint[0] == "transformers":
+        check_transformers_config(root / (spec.subfolder or ""), _who(spec))
+    obj = _fast_transformers(cls, root, spec, options)
     try:
-        obj = _fast_transformers(cls, root, spec, options)
         if obj is None:
-            obj = cls.from_pretrained(str(root), **kwargs)
+            obj = _from_pretrained(cls, root, spec, kwargs)
+    except ComponentError:
+        raise
     except Exception as err:
         where = root / (spec.subfolder or "")
         raise ComponentError(f"{_who(spec)}: loading from '{where}' failed: {type(err).__name__}: {err}") from err

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from diffblocks.blocks.base import Block
 from diffblocks.blocks.errors import GraphError, Problem
+from diffblocks.fileio import atomic_write_text
 from diffblocks.blocks.ports import MISSING, PORT_NAME, ComponentRef, Port
 from diffblocks.graph import _state
 from diffblocks.graph.editing import EditingMixin, problem_key
@@ -500,7 +501,8 @@ class Graph(EditingMixin, Composite):
         return graph_from_document(document)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
+        """Write the graph file atomically: a failed save leaves an existing file as it was."""
+        atomic_write_text(path, self.to_json() + "\n")
 
     def save_pretrained(self, save_directory: str | Path, *, code_root: str | Path | None = None) -> Path:
         """Write ``graph.json``, a generated ``README.md`` model card and the ``code`` files (see docs/sharing.md)."""

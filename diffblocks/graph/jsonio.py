@@ -23,6 +23,8 @@ its blocks; they are imported only by ``diffblocks.sharing`` and only with
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -200,11 +202,29 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON (numbers must be finite)")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 parses as inf, which NaN/Infinity's refusal must cover too
+        raise ValueError(f"{text} is out of range (numbers must be finite)")
+    return value
+
+
+#: Characters refused in every string and key of a graph file: terminal control codes (ANSI
+#: escapes would reach the terminal raw when a name is printed) and lone surrogates (not
+#: Unicode; the file could never be written back). Tab, newline and carriage return are text.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _unprintable(text: str) -> str | None:
+    found = _UNPRINTABLE.search(text)
+    return None if found is None else f"U+{ord(found.group()):04X}"
+
+
 def _fail(message: str, path: str | None = None, kind: str = "bad_json", source: str = "graph file") -> GraphError:
     return GraphError([Problem(kind, message, json_path=path)], title=f"invalid {source}")
 
 
-def _check_limits(doc: Any, source: str) -> None:
+def _check_limits(doc: Any, source: str, title: str = "") -> None:
     """Depth, size, string length and duplicate keys, without recursion."""
     problems: list[Problem] = []
     items = 0
@@ -216,6 +236,10 @@ def _check_limits(doc: Any, source: str) -> None:
         if isinstance(value, str):
             if len(value) > LIMITS["max_string_chars"]:
                 problems.append(Problem("bad_json", f"string of {len(value)} characters (limit {LIMITS['max_string_chars']})", json_path=path or "$"))
+            elif bad := _unprintable(value):
+                problems.append(Problem("bad_json", f"string holds the control or non-Unicode character {bad}", json_path=path or "$"))
+        elif isinstance(value, float) and not math.isfinite(value):
+            problems.append(Problem("bad_json", f"number {value} is not finite (it cannot be written as JSON)", json_path=path or "$"))
         elif isinstance(value, dict):
             items += len(value)
             for dup in getattr(value, "duplicates", ()):
@@ -225,6 +249,9 @@ def _check_limits(doc: Any, source: str) -> None:
                 if len(key) > LIMITS["max_string_chars"]:
                     problems.append(Problem("bad_json", f"key of {len(key)} characters", json_path=path or "$"))
                     continue
+                if bad := _unprintable(key):
+                    problems.append(Problem("bad_json", f"key {key!r} holds the control or non-Unicode character {bad}", json_path=path or "$"))
+                    continue
                 stack.append((sub, f"{path}.{key}" if path else key, depth + 1))
         elif isinstance(value, list):
             items += len(value)
@@ -232,7 +259,7 @@ def _check_limits(doc: Any, source: str) -> None:
         if items > LIMITS["max_items"]:
             raise _fail(f"more than {LIMITS['max_items']} JSON items", source=source)
     if problems:
-        raise GraphError(problems, title=f"invalid {source}")
+        raise GraphError(problems, title=f"{source} {title}" if title else f"invalid {source}")
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -278,7 +305,7 @@ def load_graph(text_or_path: str | Path, trust_remote_code: bool = False) -> Gra
         if len(text) > LIMITS["max_file_bytes"]:
             raise _fail(f"text is {len(text)} characters (limit {LIMITS['max_file_bytes']})", source=source)
     try:
-        document = json.loads(text, object_pairs_hook=_pairs_hook, parse_constant=_no_constant)
+        document = json.loads(text, object_pairs_hook=_pairs_hook, parse_constant=_no_constant, parse_float=_finite_float)
     except RecursionError:
         raise _fail("nested too deeply to parse", source=source) from None
     except ValueError as exc:
@@ -292,7 +319,8 @@ def graph_from_document(document: Any, source: str = "graph document", trust_rem
     if isinstance(document, Mapping):
         if document.get("format") != FORMAT:
             raise _fail(f"'format' must be {FORMAT!r}", "format", source=source)
-        if document.get("version") != VERSION:
+        version = document.get("version")
+        if type(version) is not int or version != VERSION:  # not True, not 1.0: exactly 1
             raise _fail(f"unsupported version {document.get('version')!r}; this diffblocks reads version {VERSION}", "version", source=source)
     spec = _parse(document, source)
     problems: list[Problem] = []
@@ -381,6 +409,7 @@ def graph_to_document(graph: Graph) -> dict[str, Any]:
     document = {"format": FORMAT, "version": VERSION, "graph": body}
     if getattr(graph, "code", None):
         document["code"] = list(graph.code)
+    _check_limits(document, f"graph {graph.name!r}", title="cannot be saved")  # what load refuses, save refuses
     return document
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +13,7 @@ from ..blocks.base import Block
 from ..blocks.errors import Problem
 from ..blocks.types import is_compatible, type_name, validate_value
 from ..blocks.ports import MISSING
+from .graph import UnknownBlock
 
 if TYPE_CHECKING:
     from .graph import Graph
@@ -19,15 +22,96 @@ __all__ = ["graph_problems", "edge_problems", "component_problems", "walk_leaves
 
 
 def _unknown(blk: Block | None) -> bool:
-    from .graph import UnknownBlock
-
     return isinstance(blk, UnknownBlock)
 
 
-def _no_node(graph: Graph, node: str, role: str) -> Problem:
-    import difflib
+class _Hints:
+    """Suggestions for one validation pass, in time linear in the graph.
 
-    close = difflib.get_close_matches(node, list(graph.nodes), n=2)
+    "Did you mean" compares a missing node name with every node name (difflib is quadratic in
+    the name length), so a file with thousands of dangling edges would take minutes: the
+    comparisons are memoised per name and their cost is capped per pass (``SIMILAR_BUDGET``);
+    past the cap a problem simply has no hint. Sources for an input are looked up in tables indexed by port
+    name and type, built once.
+    """
+
+    #: Character comparisons allowed per validation pass: a handful of typos in a graph of a
+    #: thousand nodes get their hint; a file of thousands of dangling edges stops asking.
+    SIMILAR_BUDGET = 2_000_000
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self._budget = self.SIMILAR_BUDGET
+        self._similar: dict[str, list[str]] = {}
+        self._by_name: dict[str, list[tuple[str, Any]]] | None = None
+        self._by_type: dict[Any, list[tuple[str, str]]] | None = None
+        self._first: dict[Any, list[tuple[str, str]]] = {}
+
+    def similar(self, node: str) -> list[str]:
+        """Up to two node names close to ``node`` (difflib's ratio >= 0.6, best first)."""
+        if node not in self._similar:
+            matcher = difflib.SequenceMatcher()
+            matcher.set_seq2(node)
+            scored: list[tuple[float, str]] = []
+            for name in self.graph.nodes:
+                # quick_ratio is linear, ratio quadratic in the name lengths: charge both.
+                self._budget -= len(name) + len(node)
+                if self._budget < 0:
+                    break
+                matcher.set_seq1(name)
+                if matcher.real_quick_ratio() < 0.6 or matcher.quick_ratio() < 0.6:
+                    continue
+                self._budget -= len(name) * len(node)
+                if self._budget < 0:
+                    break
+                score = matcher.ratio()
+                if score >= 0.6:
+                    scored.append((score, name))
+            self._similar[node] = [name for _, name in sorted(scored, key=lambda x: -x[0])[:2]]
+        return self._similar[node]
+
+    def _tables(self) -> None:
+        self._by_name, self._by_type = {}, {}
+        for name, blk in self.graph.nodes.items():
+            if _unknown(blk):
+                continue
+            for port in blk.outputs.values():
+                self._by_name.setdefault(port.name, []).append((name, port.type))
+                if port.type is not Any:
+                    with contextlib.suppress(TypeError):  # an unhashable annotation gets no hint
+                        self._by_type.setdefault(port.type, []).append((name, port.name))
+
+    def source(self, dst: tuple[str, str], tp: Any) -> str | None:
+        """An output elsewhere in the graph that fits ``tp``: same port name first, then exact type."""
+        if self._by_name is None:
+            self._tables()
+        by_name, by_type = self._by_name or {}, self._by_type or {}
+        try:
+            named = self._firsts(("named", dst[1], tp), (
+                (n, dst[1]) for n, t in by_name.get(dst[1], ()) if (t == tp and tp is not Any) or is_compatible(t, tp)
+            ))
+            exact = [] if tp is Any else self._firsts(("exact", dst[1], tp), (
+                (n, p) for n, p in by_type.get(tp, ()) if p != dst[1]
+            ))
+        except TypeError:  # an unhashable annotation gets no hint
+            return None
+        return next((f"{n}.{p}" for n, p in [*named, *exact] if n != dst[0]), None)
+
+    def _firsts(self, key: Any, found: Iterator[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The first outputs of two distinct nodes (one may be the asking node itself), memoised."""
+        if key not in self._first:
+            first: list[tuple[str, str]] = []
+            for n, p in found:
+                if all(n != m for m, _ in first):
+                    first.append((n, p))
+                    if len(first) == 2:
+                        break
+            self._first[key] = first
+        return self._first[key]
+
+
+def _no_node(graph: Graph, node: str, role: str, hints: _Hints | None = None) -> Problem:
+    close = (hints or _Hints(graph)).similar(node)
     hint = f"; did you mean {' or '.join(close)}?" if close else ""
     return Problem("unknown_port", f"{role} node {node!r} does not exist{hint}", node)
 
@@ -39,14 +123,17 @@ def _no_port(graph: Graph, node: str, port: str, side: str) -> Problem:
     return Problem("unknown_port", f"block {blk.label} has no {kind} {port!r} ({side}: {names})", node, port)
 
 
-def edge_problems(graph: Graph, src: tuple[str, str], dst: tuple[str, str]) -> list[Problem]:
+def edge_problems(
+    graph: Graph, src: tuple[str, str], dst: tuple[str, str], hints: _Hints | None = None
+) -> list[Problem]:
     """Problems with the single edge src -> dst (ports exist, types compatible)."""
+    hints = hints or _Hints(graph)
     problems = []
     src_blk, dst_blk = graph.nodes.get(src[0]), graph.nodes.get(dst[0])
     if src_blk is None:
-        problems.append(_no_node(graph, src[0], "source"))
+        problems.append(_no_node(graph, src[0], "source", hints))
     if dst_blk is None:
-        problems.append(_no_node(graph, dst[0], "target"))
+        problems.append(_no_node(graph, dst[0], "target", hints))
     if problems or _unknown(src_blk) or _unknown(dst_blk):
         return problems
     assert src_blk is not None and dst_blk is not None
@@ -61,31 +148,17 @@ def edge_problems(graph: Graph, src: tuple[str, str], dst: tuple[str, str]) -> l
             f"{dst[0]}.{dst[1]} expects {type_name(inp.type)} but {src[0]}.{src[1]} gives "
             f"{type_name(out.type)}"
         )
-        better = _suggest_source(graph, dst, inp.type)
+        better = hints.source(dst, inp.type)
         msg += f"; connect {better}" if better else f"; feed it a {type_name(inp.type)}"
         problems.append(Problem("type_mismatch", msg, dst[0], dst[1]))
     return problems
-
-
-def _suggest_source(graph: Graph, dst: tuple[str, str], tp: Any) -> str | None:
-    """An output elsewhere in the graph that fits ``tp``: same port name first, then exact type."""
-    exact, named = [], []
-    for name, blk in graph.nodes.items():
-        if name == dst[0] or _unknown(blk):
-            continue
-        for port in blk.outputs.values():
-            if port.type == tp and tp is not Any:
-                (named if port.name == dst[1] else exact).append(f"{name}.{port.name}")
-            elif port.name == dst[1] and is_compatible(port.type, tp):
-                named.append(f"{name}.{port.name}")
-    candidates = named + exact
-    return candidates[0] if candidates else None
 
 
 def graph_problems(graph: Graph) -> list[Problem]:
     """Every structural problem of ``graph`` (nested composites included)."""
     problems: list[Problem] = []
     jp = graph.json_paths
+    hints = _Hints(graph)
 
     def at(p: Problem, key: str) -> Problem:
         path = jp.get(key)
@@ -101,7 +174,7 @@ def graph_problems(graph: Graph) -> list[Problem]:
 
     fed: dict[tuple[str, str], str] = {}
     for i, (dst, src) in enumerate(graph._edges.items()):
-        problems.extend(at(p, f"edge:{i}") for p in edge_problems(graph, src, dst))
+        problems.extend(at(p, f"edge:{i}") for p in edge_problems(graph, src, dst, hints))
         fed[dst] = f"edge from {src[0]}.{src[1]}"
 
     for name in [*graph._inputs, *graph._outputs]:
@@ -114,7 +187,7 @@ def graph_problems(graph: Graph) -> list[Problem]:
         for node, port in gi.targets:
             blk = graph.nodes.get(node)
             if blk is None:
-                problems.append(at(_no_node(graph, node, f"graph input {name!r} target"), f"input:{name}"))
+                problems.append(at(_no_node(graph, node, f"graph input {name!r} target", hints), f"input:{name}"))
                 continue
             if _unknown(blk):
                 continue
@@ -151,7 +224,7 @@ def graph_problems(graph: Graph) -> list[Problem]:
     for name, (node, port) in graph._outputs.items():
         blk = graph.nodes.get(node)
         if blk is None:
-            problems.append(at(_no_node(graph, node, f"graph output {name!r} source"), f"output:{name}"))
+            problems.append(at(_no_node(graph, node, f"graph output {name!r} source", hints), f"output:{name}"))
         elif not _unknown(blk) and port not in blk.outputs:
             problems.append(at(_no_port(graph, node, port, "outputs"), f"output:{name}"))
 
@@ -160,7 +233,7 @@ def graph_problems(graph: Graph) -> list[Problem]:
             continue
         for port in blk.inputs.values():
             if port.required and (name, port.name) not in fed:
-                better = _suggest_source(graph, (name, port.name), port.type)
+                better = hints.source((name, port.name), port.type)
                 fix = f"connect {better} or expose it as a graph input" if better else "connect an output or expose it as a graph input"
                 problems.append(
                     at(Problem("unconnected_input", f"required input ({port.type_name}) is not connected; {fix}", name, port.name), f"node:{name}")

@@ -30,6 +30,12 @@ class AutoencoderKLConfig(ModelConfig):
     """
 
     class_name: ClassVar[str] = "AutoencoderKL"
+    bounds: ClassVar[dict[str, tuple[str | None, int]]] = {
+        "in_channels": ("model_channels", 1), "out_channels": ("model_channels", 1),
+        "latent_channels": ("model_channels", 1), "block_out_channels": ("model_channels", 1),
+        "layers_per_block": ("model_layers", 1), "norm_num_groups": ("model_channels", 1),
+        "sample_size": ("image_side", 1),
+    }
 
     in_channels: int = 3
     out_channels: int = 3
@@ -53,6 +59,7 @@ class AutoencoderKLConfig(ModelConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         levels = len(self.block_out_channels)
+        self.check_divides("norm_num_groups", "block_out_channels")
         for key, kind in (("down_block_types", "DownEncoderBlock2D"), ("up_block_types", "UpDecoderBlock2D")):
             value = getattr(self, key)
             if list(value) != [kind] * levels:

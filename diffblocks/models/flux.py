@@ -25,6 +25,13 @@ class FluxTransformer2DConfig(ModelConfig):
     """diffusers' ``FluxTransformer2DModel`` config.json, key for key (defaults are Flux.1's)."""
 
     class_name: ClassVar[str] = "FluxTransformer2DModel"
+    bounds: ClassVar[dict[str, tuple[str | None, int]]] = {
+        "patch_size": (None, 1), "in_channels": ("model_channels", 1), "out_channels": ("model_channels", 1),
+        "num_layers": ("model_layers", 0), "num_single_layers": ("model_layers", 0),
+        "attention_head_dim": ("model_heads", 1), "num_attention_heads": ("model_heads", 1),
+        "joint_attention_dim": ("model_channels", 1), "pooled_projection_dim": ("model_channels", 1),
+        "axes_dims_rope": ("model_heads", 0),
+    }
 
     patch_size: int = 1
     in_channels: int = 64

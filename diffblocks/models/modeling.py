@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import gc
 import json
 import logging
+import math
 import os
 import re
+import shutil
+import types
+import typing
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -23,6 +28,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from diffblocks import limits
+from diffblocks.fileio import FileReadError, atomic_folder, read_text_bounded
 from diffblocks.formats import DIFFUSERS_FORMAT_VERSION
 
 logger = logging.getLogger(__name__)
@@ -35,11 +42,77 @@ class ModelLoadError(ValueError):
     """A model folder or weight file that cannot be loaded; the message names the file and keys."""
 
 
+class ModelConfigError(ValueError):
+    """A model config key with a value of the wrong type, out of range, or for a branch we do not build."""
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    """Whether a JSON-ish ``value`` fits the annotation ``tp`` (the shapes config fields use)."""
+    if tp is Any:
+        return True
+    if tp is None or tp is type(None):
+        return value is None
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_matches(v, args[0]) for v in value)
+        return len(args) == len(value) and all(_matches(v, a) for v, a in zip(value, args))
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if tp is str:
+        return isinstance(value, str)
+    return True
+
+
+def _describe(tp: Any) -> str:
+    if tp is None or tp is type(None):
+        return "null"
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of ({_describe(args[0])})"
+        return f"a list of {len(args)}"
+    return {bool: "true/false", int: "an integer", float: "a finite number", str: "a string"}.get(tp, str(tp))
+
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
 def _freeze(value: Any) -> Any:
     """JSON lists become tuples (recursively) so a config is hashable and immutable."""
     if isinstance(value, list | tuple):
         return tuple(_freeze(v) for v in value)
     return value
+
+
+def _leaves(value: Any) -> Iterator[Any]:
+    if isinstance(value, tuple):
+        for v in value:
+            yield from _leaves(v)
+    else:
+        yield value
+
+
+def _fixed_value(value: Any, allowed: tuple[Any, ...]) -> bool:
+    """``value in allowed`` where 0/1 never pass for False/True (and unhashables just fail)."""
+    return any(value is a if isinstance(a, bool) or a is None or isinstance(value, bool) else value == a for a in allowed)
 
 
 def _thaw(value: Any) -> Any:
@@ -63,28 +136,68 @@ class ModelConfig:
     class_name: ClassVar[str] = ""
     fixed: ClassVar[Mapping[str, tuple[Any, ...]]] = {}
     ignored: ClassVar[frozenset[str]] = frozenset()
+    #: Sizes checked before anything is built: key -> (limit name in diffblocks.limits or None,
+    #: minimum). A tuple value is checked per entry (nested ones too), its length against
+    #: ``model_blocks``.
+    bounds: ClassVar[Mapping[str, tuple[str | None, int]]] = {}
 
     def __post_init__(self) -> None:
         # Lists passed to the constructor directly become tuples too (hashable, immutable).
-        # Subclasses that validate in their own __post_init__ call this first.
+        # Subclasses that validate in their own __post_init__ call this first, so that their
+        # own checks only ever see values of the declared types within the limits.
+        hints = _field_types(type(self))
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, list):
-                object.__setattr__(self, f.name, _freeze(value))
+                value = _freeze(value)
+                object.__setattr__(self, f.name, value)
+            if not _matches(value, hints.get(f.name, Any)):
+                raise self.invalid(f.name, value, f"must be {_describe(hints[f.name])}")
+        where = self.class_name or type(self).__name__
+        for key, (limit, minimum) in self.bounds.items():
+            value = getattr(self, key)
+            if isinstance(value, tuple):
+                if not value:
+                    raise self.invalid(key, value, "must not be empty")
+                limits.check("model_blocks", len(value), key=f"len({key})", where=where)
+            for v in _leaves(value):
+                if isinstance(v, int) and not isinstance(v, bool) and v < minimum:
+                    raise self.invalid(key, value, f"must be at least {minimum}")
+                if limit is not None:
+                    limits.check(limit, v, key=key, where=where)
+
+    def check_divides(self, groups_key: str, channels_key: str) -> None:
+        """GroupNorm splits channels into groups: every ``channels_key`` entry must divide evenly."""
+        groups = getattr(self, groups_key)
+        for channels in _leaves(getattr(self, channels_key)):
+            if isinstance(groups, int) and isinstance(channels, int) and groups and channels % groups:
+                raise self.invalid(
+                    channels_key, getattr(self, channels_key), f"must be multiples of {groups_key} = {groups}"
+                )
+
+    def invalid(self, key: str, value: Any, why: str) -> ModelConfigError:
+        """The error for a bad value of ``key`` (raise it in ``__post_init__``)."""
+        return ModelConfigError(f"{self.class_name or type(self).__name__}: config key {key!r} = {_short(value)} {why}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
         """Build from a diffusers config dict (as read from ``config.json``)."""
+        if not isinstance(data, Mapping):
+            raise ModelConfigError(f"{cls.class_name or cls.__name__}: a config is a JSON object, got {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
-            if key.startswith("_") or key in cls.ignored:
+            if not isinstance(key, str) or key.startswith("_") or key in cls.ignored:
                 continue
+            try:
+                frozen = _freeze(value)
+            except RecursionError:
+                raise ModelConfigError(f"{cls.class_name or cls.__name__}: config key {key!r} is nested too deeply") from None
             if key in names:
-                kwargs[key] = _freeze(value)
+                kwargs[key] = frozen
             elif key in cls.fixed:
-                if _freeze(value) not in cls.fixed[key]:
-                    raise ValueError(
+                if not _fixed_value(frozen, cls.fixed[key]):
+                    raise ModelConfigError(
                         f"{cls.class_name or cls.__name__}: config key {key!r} = {value!r} is not "
                         f"supported (supported: {', '.join(map(repr, cls.fixed[key]))})"
                     )
@@ -105,12 +218,9 @@ class ModelConfig:
         """A copy with some keys changed (validated like a new config)."""
         return dataclasses.replace(self, **{k: _freeze(v) for k, v in changes.items()})
 
-    def unsupported(self, key: str, value: Any, supported: Any) -> ValueError:
+    def unsupported(self, key: str, value: Any, supported: Any) -> ModelConfigError:
         """The error for a value of ``key`` we do not implement (raise it in ``__post_init__``)."""
-        return ValueError(
-            f"{self.class_name or type(self).__name__}: config key {key!r} = {value!r} is not supported "
-            f"(supported: {supported})"
-        )
+        return self.invalid(key, value, f"is not supported (supported: {supported})")
 
 
 @dataclasses.dataclass
@@ -164,15 +274,30 @@ def find_weight_files(
 
 
 def _shards_from_index(index: Path) -> list[Path]:
+    """The shard files an index names; each must be a plain file name in the index's own folder."""
     try:
-        weight_map = json.loads(index.read_text())["weight_map"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ModelLoadError(f"{index}: not a valid shard index ({e})") from e
-    shards = [index.parent / name for name in dict.fromkeys(weight_map.values())]
+        weight_map = json.loads(read_text_bounded(index, what="shard index"))["weight_map"]
+    except (FileReadError, RecursionError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ModelLoadError(f"{index}: not a valid shard index ({e or type(e).__name__})") from None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise ModelLoadError(f"{index}: 'weight_map' must map tensor names to shard file names")
+    names = list(dict.fromkeys(weight_map.values()))
+    outside = [n for n in names if not _is_plain_name(n)]
+    if outside:
+        raise ModelLoadError(
+            f"{index}: weight_map names files outside the model folder: {outside[:5]}; shards must be "
+            "plain file names next to the index"
+        )
+    shards = [index.parent / name for name in names]
     missing = [str(s) for s in shards if not s.is_file()]
     if missing:
         raise ModelLoadError(f"{index} lists shards that do not exist: {missing}")
     return shards
+
+
+def _is_plain_name(name: str) -> bool:
+    """A file name with no folder part (``/``, ``\\``), not ``.``/``..``, no NUL."""
+    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0")
 
 
 def read_weights(
@@ -222,6 +347,24 @@ def _parse_size(size: int | str) -> int:
     unit = (m.group(2) or "B").upper()
     scale = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}[unit]
     return int(float(m.group(1)) * scale)
+
+
+def _carry_over(old: Path, new: Path, skip: Any) -> None:
+    """Hard-link (or copy) the entries of ``old`` that ``skip`` does not claim into ``new``."""
+    for entry in old.iterdir():
+        if skip(entry.name) or entry.name.startswith("."):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, new / entry.name, symlinks=True, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(entry, new / entry.name)
+
+
+def _link_or_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(src, dst, follow_symlinks=False)
 
 
 def _shard(state_dict: Mapping[str, torch.Tensor], max_bytes: int) -> list[dict[str, torch.Tensor]]:
@@ -337,9 +480,15 @@ class Model(torch.nn.Module):
         if not path.is_file():
             raise FileNotFoundError(f"{cls.__name__}: no {CONFIG_NAME} in {Path(folder)}")
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(read_text_bounded(path, what="model config"))
+        except FileReadError as e:
+            raise ModelLoadError(str(e)) from None
+        except RecursionError:
+            raise ModelLoadError(f"{path}: nested too deeply") from None
         except json.JSONDecodeError as e:
             raise ModelLoadError(f"{path}: invalid JSON ({e})") from e
+        if not isinstance(data, dict):
+            raise ModelLoadError(f"{path}: must hold a JSON object, got {type(data).__name__}")
         name = data.get("_class_name")
         expected = cls.config_class.class_name
         if name is not None and name != expected:
@@ -449,29 +598,33 @@ class Model(torch.nn.Module):
         if not safe_serialization:
             raise ValueError("save_pretrained writes safetensors only; pickle (.bin) weights are not written")
         folder = Path(save_directory)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2, sort_keys=True) + "\n")
-
+        if folder.is_symlink():  # save where the link points; swapping would replace the link itself
+            folder = folder.resolve()
         # Tensors may share storage (e.g. views of one mmap); safetensors wants each on its own.
         state_dict = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
         shards = _shard(state_dict, _parse_size(max_shard_size))
         single = variant_name(f"{WEIGHTS_STEM}.safetensors", variant)
         index_name = variant_name(f"{WEIGHTS_STEM}.safetensors.index.json", variant)
         stem = single.removesuffix(".safetensors")
-        # Stale files of an earlier save would shadow or mix with the new ones.
         shard_pattern = re.compile(re.escape(stem) + r"-\d{5}-of-\d{5}\.safetensors")
-        for old in folder.iterdir():
-            if old.name in (single, index_name) or shard_pattern.fullmatch(old.name):
-                old.unlink()
 
-        if len(shards) == 1:
-            save_file(shards[0], str(folder / single), metadata={"format": "pt"})
-            return
-        weight_map: dict[str, str] = {}
-        for i, shard in enumerate(shards, start=1):
-            name = f"{stem}-{i:05d}-of-{len(shards):05d}.safetensors"
-            save_file(shard, str(folder / name), metadata={"format": "pt"})
-            weight_map.update(dict.fromkeys(shard, name))
-        total = sum(t.numel() * t.element_size() for t in state_dict.values())
-        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-        (folder / index_name).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+        def ours(name: str) -> bool:  # files of an earlier save that would shadow or mix with the new ones
+            return name in (CONFIG_NAME, single, index_name) or shard_pattern.fullmatch(name) is not None
+
+        # The new folder is built beside the old one and swapped in whole: until then the old
+        # folder stays complete and loadable (a full disk or a kill mid-save loses nothing).
+        with atomic_folder(folder) as work:
+            if folder.is_dir():
+                _carry_over(folder, work, skip=ours)  # other variants, READMEs: kept (hard links)
+            (work / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2, sort_keys=True) + "\n")
+            if len(shards) == 1:
+                save_file(shards[0], str(work / single), metadata={"format": "pt"})
+                return
+            weight_map: dict[str, str] = {}
+            for i, shard in enumerate(shards, start=1):
+                name = f"{stem}-{i:05d}-of-{len(shards):05d}.safetensors"
+                save_file(shard, str(work / name), metadata={"format": "pt"})
+                weight_map.update(dict.fromkeys(shard, name))
+            total = sum(t.numel() * t.element_size() for t in state_dict.values())
+            index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+            (work / index_name).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")

@@ -50,6 +50,19 @@ class UNet2DConditionConfig(ModelConfig):
     }
     # Used by diffusers only for block or embedding types we reject anyway.
     ignored: ClassVar[frozenset[str]] = frozenset({"resnet_out_scale_factor", "addition_embed_type_num_heads"})
+    bounds: ClassVar[dict[str, tuple[str | None, int]]] = {
+        "in_channels": ("model_channels", 1), "out_channels": ("model_channels", 1),
+        "down_block_types": (None, 1), "up_block_types": (None, 1),
+        "block_out_channels": ("model_channels", 1), "layers_per_block": ("model_layers", 1),
+        "norm_num_groups": ("model_channels", 1), "cross_attention_dim": ("model_channels", 1),
+        "transformer_layers_per_block": ("model_layers", 1), "reverse_transformer_layers_per_block": ("model_layers", 1),
+        "attention_head_dim": ("model_heads", 1), "num_attention_heads": ("model_heads", 1),
+        "addition_time_embed_dim": ("model_channels", 1), "num_class_embeds": ("vocab_size", 1),
+        "time_embedding_dim": ("model_channels", 1), "time_cond_proj_dim": ("model_channels", 1),
+        "projection_class_embeddings_input_dim": ("model_channels", 1),
+        "sample_size": ("image_side", 1),
+        "conv_in_kernel": (None, 1), "conv_out_kernel": (None, 1),
+    }
 
     sample_size: int | tuple[int, int] | None = None
     in_channels: int = 4
@@ -106,20 +119,18 @@ class UNet2DConditionConfig(ModelConfig):
                 raise self.unsupported(key, value, list(allowed))
         if self.norm_num_groups is None:
             raise self.unsupported("norm_num_groups", None, "an int")
+        self.check_divides("norm_num_groups", "block_out_channels")
         for key in ("up_block_types", "block_out_channels", "layers_per_block", "attention_head_dim",
                     "num_attention_heads", "cross_attention_dim", "only_cross_attention", "transformer_layers_per_block"):
             value = getattr(self, key)
             if isinstance(value, tuple) and len(value) != n:
-                raise ValueError(f"UNet2DConditionModel: config key {key!r} = {value!r} needs {n} entries, one per down block")
+                raise self.invalid(key, value, f"needs {n} entries, one per down block")
         if self.addition_embed_type == "text_time" and not (
             self.addition_time_embed_dim and self.projection_class_embeddings_input_dim
         ):
-            raise ValueError(
-                "UNet2DConditionModel: addition_embed_type 'text_time' needs addition_time_embed_dim and "
-                "projection_class_embeddings_input_dim"
-            )
+            raise self.invalid("addition_embed_type", "text_time", "needs addition_time_embed_dim and projection_class_embeddings_input_dim")
         if self.class_embed_type == "projection" and not self.projection_class_embeddings_input_dim:
-            raise ValueError("UNet2DConditionModel: class_embed_type 'projection' needs projection_class_embeddings_input_dim")
+            raise self.invalid("class_embed_type", "projection", "needs projection_class_embeddings_input_dim")
 
     def per_block(self, key: str) -> tuple[Any, ...]:
         """A per-block value of ``key`` (an int/bool in the config means the same for every block)."""

@@ -20,7 +20,10 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import torch
 
+from diffblocks import limits
+from diffblocks.fileio import FileReadError, atomic_write_text, read_text_bounded
 from diffblocks.formats import DIFFUSERS_FORMAT_VERSION
+from diffblocks.schedulers.errors import SchedulerConfigError
 from diffblocks.schedulers.prediction import Prediction, prediction_for
 from diffblocks.schedulers.schedules import alphas_cumprod_from_config, check_num_steps, spaced_timesteps
 
@@ -34,10 +37,6 @@ COMMON_CHOICES: dict[str, tuple[Any, ...]] = {
     "final_sigmas_type": ("zero", "sigma_min"),
     "use_beta_sigmas": (False, True, None),
 }
-
-
-class SchedulerConfigError(ValueError):
-    """A scheduler config key or value we do not know or do not support."""
 
 
 class SchedulerNotReadyError(RuntimeError):
@@ -147,6 +146,15 @@ class Scheduler:
         if unknown:
             raise SchedulerConfigError(f"{name}: unknown config key(s) {unknown}; known keys: {sorted(self.defaults)}")
         values = {**self.defaults, **config}
+        for key, value in config.items():
+            _check_type(name, key, value, self.defaults[key])
+        if "num_train_timesteps" in values:  # the tables are this long: bound it before building them
+            if values["num_train_timesteps"] < 1:
+                raise SchedulerConfigError(f"{name}: num_train_timesteps must be at least 1, got {values['num_train_timesteps']}")
+            try:
+                limits.check("num_train_timesteps", values["num_train_timesteps"], key="num_train_timesteps", where=name)
+            except limits.LimitError as err:
+                raise SchedulerConfigError(str(err)) from None
         allowed = {**{k: v for k, v in COMMON_CHOICES.items() if k in self.defaults}, **self.choices}
         for key, options in allowed.items():
             if not any(_same_value(values[key], option) for option in options):
@@ -176,13 +184,18 @@ class Scheduler:
             config = config.config
         if isinstance(config, (str, os.PathLike)):
             config = _read_config(Path(config))
+        if config is not None and not isinstance(config, Mapping):
+            raise SchedulerConfigError(f"{cls.__name__}: a scheduler config is a JSON object, got {type(config).__name__}")
         config = dict(config or {})
-        defaulted = set(config.pop("_use_default_values", None) or [])
+        defaulted = config.pop("_use_default_values", None) or []
+        defaulted = set(defaulted) if isinstance(defaulted, list) and all(isinstance(k, str) for k in defaulted) else set()
         config = {k: v for k, v in config.items() if k not in defaulted and not k.startswith("_")}
         unknown = sorted(set(overrides) - set(cls.defaults))
         if unknown:
             raise SchedulerConfigError(f"{cls.__name__}: unknown config key(s) {unknown}; known keys: {sorted(cls.defaults)}")
         known = {k: v for k, v in config.items() if k in cls.defaults}
+        for key, value in {**known, **overrides}.items():  # before a subclass's __init__ reads them
+            _check_type(cls.__name__, key, value, cls.defaults[key])
         scheduler = cls(**{**known, **overrides})
         hidden = {k: v for k, v in config.items() if k not in cls.defaults}
         if hidden:
@@ -224,9 +237,7 @@ class Scheduler:
         directory.mkdir(parents=True, exist_ok=True)
         data = {"_class_name": type(self).__name__, "_diffusers_version": DIFFUSERS_FORMAT_VERSION}
         data.update({k: v for k, v in self.config.to_dict().items() if not k.startswith("_")})
-        target = directory / CONFIG_NAME
-        target.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        return target
+        return atomic_write_text(directory / CONFIG_NAME, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
     @property
     def compatibles(self) -> list[type[Scheduler]]:
@@ -387,6 +398,57 @@ class Scheduler:
         return [index] * timesteps.reshape(-1).shape[0]
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_)) and bool(np.isfinite(value))
+
+
+def _finite_vector(value: Any) -> bool:
+    if isinstance(value, (np.ndarray, torch.Tensor)):  # given in Python
+        return value.ndim == 1 and len(value) > 0 and bool(np.isfinite(np.asarray(value, dtype=np.float64)).all())
+    return isinstance(value, (list, tuple)) and len(value) > 0 and all(_is_number(x) for x in value)
+
+
+# Keys whose default is null or a list: what a value may be instead.
+_OPTIONAL_TYPES: dict[str, tuple[str, Any]] = {
+    "trained_betas": ("null or a non-empty list of finite numbers", lambda v: v is None or _finite_vector(v)),
+    "sigma_min": ("null or a finite number", lambda v: v is None or _is_number(v)),
+    "sigma_max": ("null or a finite number", lambda v: v is None or _is_number(v)),
+    "shift_terminal": ("null or a finite number", lambda v: v is None or _is_number(v)),
+    "variance_type": ("null or a string", lambda v: v is None or isinstance(v, str)),
+    "disable_corrector": ("a list of step indices", lambda v: isinstance(v, (list, tuple)) and all(
+        isinstance(x, int) and not isinstance(x, bool) for x in v)),
+    "solver_p": ("null", lambda v: v is None),
+}
+
+
+def _check_type(name: str, key: str, value: Any, default: Any) -> None:
+    """A value must have its default's JSON type (a flag is a bool, a count an int, a number finite)."""
+    if key in _OPTIONAL_TYPES:
+        want, fits = _OPTIONAL_TYPES[key]
+        ok = fits(value)
+    elif isinstance(default, (bool, np.bool_)):
+        ok = isinstance(value, (bool, np.bool_))
+        want = "true or false"
+    elif isinstance(default, int):
+        ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+        want = "an integer"
+    elif isinstance(default, float) and not np.isfinite(default):  # lambda_min_clipped: -inf is its "off"
+        ok = _is_number(value) or (isinstance(value, float) and np.isinf(value))
+        want = "a number"
+    elif isinstance(default, float):
+        ok = _is_number(value)
+        want = "a finite number"
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+        want = "a string"
+    else:
+        return
+    if not ok:
+        text = repr(value)
+        text = text if len(text) <= 80 else text[:77] + "..."
+        raise SchedulerConfigError(f"{name}: config key {key!r} = {text} must be {want}")
+
+
 def _same_value(value: Any, option: Any) -> bool:
     # True/False/None compare by identity so that 0 or 1 never pass for a flag (and vice versa)
     if isinstance(option, bool) or option is None or isinstance(value, bool):
@@ -404,7 +466,14 @@ def _read_config(path: Path) -> dict[str, Any]:
     for candidate in candidates:
         if candidate.is_file():
             try:
-                return json.loads(candidate.read_text())
+                data = json.loads(read_text_bounded(candidate, what="scheduler config"))
+            except FileReadError as err:
+                raise SchedulerConfigError(str(err)) from None
+            except RecursionError:
+                raise SchedulerConfigError(f"{candidate}: nested too deeply") from None
             except json.JSONDecodeError as err:
                 raise SchedulerConfigError(f"{candidate}: not valid JSON ({err})") from err
+            if not isinstance(data, dict):
+                raise SchedulerConfigError(f"{candidate}: must hold a JSON object, got {type(data).__name__}")
+            return data
     raise FileNotFoundError(f"no {CONFIG_NAME} found; looked for {', '.join(str(c) for c in candidates)}")

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from diffblocks.schedulers.errors import SchedulerConfigError
+
 # --------------------------------------------------------------------------- beta schedules
 
 
@@ -145,7 +147,7 @@ def check_num_steps(num_steps: int | None, num_train: int, owner: str) -> int:
     if not isinstance(num_steps, (int, np.integer)) or isinstance(num_steps, bool) or num_steps < 1:
         raise ValueError(f"{owner}: num_inference_steps must be a positive integer, got {num_steps!r}")
     if num_steps > num_train:
-        raise ValueError(
+        raise SchedulerConfigError(
             f"{owner}: num_inference_steps={num_steps} is larger than num_train_timesteps={num_train}; "
             "the model was trained on only that many noise levels"
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...blocks.errors import InputError
+from ...limits import check_image_request
 from ...blocks.function import block
 from ..stages.images import OUTPUT_TYPES, vae_scale_factor
 from ..stages.prompts import is_prompt as _is_prompt
@@ -80,6 +81,7 @@ def check_inputs_flux(
         if value % (2 * factor):
             raise InputError(f"{name} must be a multiple of {2 * factor} (the VAE's scale factor x 2 for "
                              f"Flux's 2x2 latent patches), got {value}")
+    check_image_request(height, width, num_inference_steps=num_inference_steps)
     if image is None:
         strength, default_scale = 1.0, default_guidance_scale
     else:

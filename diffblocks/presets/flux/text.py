@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from ...limits import check_image_request
 from ...blocks.function import block
 from ...blocks.ports import Outputs
 from ..stages.prompts import as_prompt_list
@@ -102,6 +103,8 @@ def encode_prompt_flux(
             raise ValueError(f"negative_prompt_embeds {tuple(negative.shape)} and prompt_embeds {tuple(embeds.shape)} "
                              "must have the same sequence length and width (true CFG runs them in one batch)")
     text_ids = torch.zeros(embeds.shape[1], 3, device=embeds.device, dtype=text_encoder.dtype)
+
+    check_image_request(batch=embeds.shape[0] * n)  # before repeating
 
     def per_image(x: torch.Tensor | None) -> torch.Tensor | None:
         return x.repeat_interleave(n, dim=0) if x is not None and n > 1 else x

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...blocks.errors import InputError
+from ...limits import check_image_request
 from ...blocks.function import block
 from ...blocks.ports import Outputs
 from ...blocks.types import PromptEmbeds
@@ -64,6 +65,7 @@ def check_inputs(
     if output_type not in OUTPUT_TYPES:
         raise InputError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
     height, width = resolve_size(unet, vae, image if mask_image is None else None, height, width)
+    check_image_request(height, width, num_inference_steps=num_inference_steps)
     inpaint = mask_image is not None
     if image is None:
         strength = 1.0

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ...limits import check_image_request
 from ..stages.prompts import as_prompt_list
 from . import hints as _hints
 from ...blocks.function import block
@@ -31,6 +32,7 @@ def _device(module: Any) -> torch.device:
 
 
 def _per_image(x: torch.Tensor, n: int) -> torch.Tensor:
+    check_image_request(batch=x.shape[0] * n)  # before repeating
     return x.repeat_interleave(n, dim=0) if n > 1 else x
 
 

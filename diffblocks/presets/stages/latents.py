@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from ...limits import check_image_request
 from ...noise import randn_tensor
 from ...schedulers.base import SchedulerState
 from . import hints as _hints
@@ -46,6 +47,7 @@ def repeat_to(x: torch.Tensor, batch: int, name: str) -> torch.Tensor:
 
 def noise_shape(vae: Any, batch: int, height: int, width: int) -> tuple[int, ...]:
     """(B, C, H, W) of image latents for ``height`` x ``width`` pixels."""
+    check_image_request(height, width, batch=batch)  # before the noise is allocated
     factor = vae_scale_factor(vae)
     return (batch, vae.config.latent_channels, height // factor, width // factor)
 
