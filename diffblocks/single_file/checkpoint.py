@@ -86,6 +86,18 @@ class Checkpoint(Mapping[str, torch.Tensor]):
                 + (" (GGUF files load with load_gguf)" if suffix == ".gguf" else "")
             ) from None
 
+    @classmethod
+    def from_tensors(cls, tensors: Mapping[str, torch.Tensor], name: str = "<tensors>",
+                     metadata: Mapping[str, str] | None = None) -> "Checkpoint":
+        """A checkpoint over tensors already in memory (e.g. a state dict, or a layout on ``meta``)."""
+        self = cls.__new__(cls)
+        self.path = Path(name)
+        self.metadata = dict(metadata or {})
+        self._file = None
+        self._tensors = dict(tensors)
+        self._keys = list(self._tensors)
+        return self
+
     def keys(self) -> list[str]:  # type: ignore[override]
         return list(self._keys)
 
