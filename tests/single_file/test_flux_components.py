@@ -1,0 +1,34 @@
+"""A Flux transformer-only single file (as people share them) in a Flux pipeline whose other
+components come from a folder: the transformer component of the folder's ComponentsManager is
+replaced by the single-file model (the Flux preset graph is another change; see the report)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffblocks.components import ComponentsManager
+from diffblocks.models import FluxTransformer2DModel
+from diffblocks.single_file.gguf import save_gguf
+from tests.single_file.test_models import _inputs, _run
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "gguf"])
+def test_flux_single_file_replaces_the_folder_transformer(tmp_path: Path, fmt: str) -> None:
+    from tests.components.tiny_pipelines import save_pipeline
+
+    folder = save_pipeline("flux", tmp_path / "flux")
+    manager = ComponentsManager()
+    manager.add_from_index(folder)
+    from_folder = manager["transformer"]
+    file = (from_folder.save_single_file(tmp_path / "flux.safetensors") if fmt == "safetensors"
+            else save_gguf(from_folder, tmp_path / "flux.gguf", "Q8_0"))
+    manager.set("transformer", FluxTransformer2DModel.from_single_file(file, config=folder))
+    assert manager["transformer"] is not from_folder
+    assert {"vae", "text_encoder", "text_encoder_2"} <= set(manager)  # still the folder's
+    inputs = _inputs("transformer", from_folder)
+    tol = 1e-5 if fmt == "safetensors" else 0.03 * _run("transformer", from_folder, inputs).abs().max().item()
+    assert (_run("transformer", manager["transformer"], inputs) - _run("transformer", from_folder, inputs)).abs().max() <= tol
+    assert type(manager["vae"]).__name__ == "AutoencoderKL"
