@@ -140,9 +140,10 @@ def model_from_single_file(
 
 
 def _check_leftovers(ckpt: Checkpoint, mapping: KeyMap, prefix: str, path: Path, cls: type[Model]) -> None:
-    """Keys under the model's prefix that the mapping did not use mean the config does not fit."""
-    if not prefix and detect(list(ckpt), ckpt.shape) is not None and detect(list(ckpt), ckpt.shape).is_pipeline:
-        return
+    """Keys under the model's prefix that the mapping did not use mean the config does not fit.
+
+    With an empty prefix the file holds only this model, so every key of it counts.
+    """
     used = mapping.original_keys
     left = sorted(k for k in ckpt if k.startswith(prefix) and k not in used and not any(s in k for s in _IGNORED))
     if left:

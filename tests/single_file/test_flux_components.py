@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from diffblocks.components import ComponentsManager
 from diffblocks.models import FluxTransformer2DModel
