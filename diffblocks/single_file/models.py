@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors.torch import save as safetensors_bytes
+from safetensors.torch import save_file
 
-from diffblocks.fileio import atomic_write_bytes
 from diffblocks.models.modeling import CONFIG_NAME, Model, gc_paused, skip_meta_init
 from diffblocks.single_file.checkpoint import Checkpoint, CheckpointError
 from diffblocks.single_file.detect import detect, flux_config, unet_config, vae_config
@@ -30,7 +29,7 @@ if TYPE_CHECKING:
     from diffblocks.models.modeling import ModelConfig
 
 __all__ = ["MODEL_KINDS", "model_from_single_file", "save_model_single_file", "key_map", "find_prefix",
-           "read_config", "CONFIG_METADATA"]
+           "read_config", "CONFIG_METADATA", "original_state_dict", "write_safetensors"]
 
 #: metadata key holding the diffusers config in files we write (read back before inferring)
 CONFIG_METADATA = "diffblocks_config"
@@ -164,4 +163,17 @@ def save_model_single_file(model: Model, path: str | os.PathLike[str], *, prefix
     metadata, so our loader needs no ``config=`` to read it back)."""
     tensors = {k: v.contiguous() for k, v in original_state_dict(model, prefix).items()}
     metadata = {"format": "pt", CONFIG_METADATA: json.dumps(model.config.to_dict(), sort_keys=True)}
-    return atomic_write_bytes(path, safetensors_bytes(tensors, metadata=metadata))
+    return write_safetensors(tensors, path, metadata)
+
+
+def write_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike[str], metadata: dict[str, str]) -> Path:
+    """Write through a temporary sibling and a rename (streamed: a multi-GB checkpoint is never
+    held twice in memory, and a failed write never leaves a half file under the real name)."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target

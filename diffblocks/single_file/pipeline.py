@@ -17,10 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save as safetensors_bytes
 
 from diffblocks.components.fast_transformers import _rebuild_position_ids
-from diffblocks.fileio import atomic_write_bytes
 from diffblocks.models.autoencoder_kl import AutoencoderKL
 from diffblocks.models.unet_2d_condition import UNet2DConditionModel
 from diffblocks.single_file.checkpoint import Checkpoint, CheckpointError
@@ -28,7 +26,7 @@ from diffblocks.single_file.detect import FAMILIES, detect, standard_family, une
 from diffblocks.single_file.keys_clip import ENCODER_PREFIXES, hf_clip_rows, open_clip_rows
 from diffblocks.single_file.keys_unet import UNET_PREFIX
 from diffblocks.single_file.keys_vae import VAE_PREFIX
-from diffblocks.single_file.models import model_from_single_file, original_state_dict
+from diffblocks.single_file.models import model_from_single_file, original_state_dict, write_safetensors
 from diffblocks.single_file.table import KeyMap, Row
 from diffblocks.single_file.tokenizer import clip_tokenizer
 
@@ -235,7 +233,7 @@ def write_pipeline_file(
     if prediction:
         metadata[PREDICTION_METADATA] = "v" if prediction == "v_prediction" else prediction
     tensors = {k: v.contiguous() for k, v in tensors.items()}
-    return atomic_write_bytes(path, safetensors_bytes(tensors, metadata=metadata))
+    return write_safetensors(tensors, path, metadata)
 
 
 __all__ += ["FAMILIES", "family_of", "load_text_encoder", "text_encoder_state"]

@@ -107,6 +107,13 @@ def test_offline_load_without_config(tiny_folder, tmp_path: Path) -> None:
             a, b = source.components[name].state_dict(), pipe.components[name].state_dict()
             assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
     assert sorted(pipe.components) == sorted(source.components)
+    # the export records the prediction type (Stability's model-spec metadata); it is read back
+    expected = "v_prediction" if kind == "sd2" else "epsilon"
+    assert Checkpoint(file).metadata["modelspec.prediction_type"] == ("v" if kind == "sd2" else "epsilon")
+    assert pipe.components["scheduler"].config["prediction_type"] == expected
+    if kind == "sd2":
+        eps = Pipeline.from_single_file(file, prediction_type="epsilon")
+        assert eps.components["scheduler"].config["prediction_type"] == "epsilon"
 
 
 @pytest.mark.parametrize("family", ["sd1", "sd2", "sdxl"])
