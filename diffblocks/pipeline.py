@@ -125,10 +125,17 @@ class Pipeline:
         """Build a pipeline from one SD 1.x / 2.x / SDXL checkpoint file (see `diffblocks.single_file`).
 
         Offline and without ``config`` for the standard families; ``config`` (a diffusers pipeline
-        folder) supplies component configs; ``allow_pickle=True`` admits ``.ckpt`` files.
+        folder) supplies component configs; ``allow_pickle=True`` admits ``.ckpt`` files. A file
+        holding one model (a Flux transformer, a UNet, a VAE; also GGUF) replaces that component
+        of the pipeline in ``config``.
         """
-        from .single_file.pipeline import read_pipeline_file  # on use: converters stay out of plain loads
+        from .single_file.pipeline import read_pipeline_file, single_component  # on use: keeps plain loads lean
 
+        component = single_component(path, config, torch_dtype=torch_dtype, **kwargs)
+        if component is not None:
+            pipe = cls.from_pretrained(config, preset=preset, torch_dtype=torch_dtype)  # type: ignore[arg-type]
+            pipe.components.set(*component)
+            return pipe
         parts = read_pipeline_file(path, config, torch_dtype=torch_dtype, **kwargs)
         manager = ComponentsManager(torch_dtype=torch_dtype)
         for name, component in parts.components.items():

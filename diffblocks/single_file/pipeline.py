@@ -166,10 +166,12 @@ def read_pipeline_file(
     if found is None or not found.is_pipeline:
         what = f"only a {found.kind} model" if found else f"no known layout (first keys: {', '.join(list(ckpt)[:4])})"
         hint = {
-            "flux": "; a Flux transformer file loads with FluxTransformer2DModel.from_single_file and replaces "
-                    "the 'transformer' component of a Flux pipeline loaded from a folder",
-            "unet": "; load it with UNet2DConditionModel.from_single_file",
-            "vae": "; load it with AutoencoderKL.from_single_file",
+            "flux": "; pass config=<a Flux pipeline folder> for the other components, or load it with "
+                    "FluxTransformer2DModel.from_single_file",
+            "unet": "; pass config=<a pipeline folder> for the other components, or load it with "
+                    "UNet2DConditionModel.from_single_file",
+            "vae": "; pass config=<a pipeline folder> for the other components, or load it with "
+                   "AutoencoderKL.from_single_file",
         }.get(found.kind if found else "", "")
         raise CheckpointError(
             f"{path}: holds {what}, expected a whole SD 1.x / 2.x / SDXL checkpoint "
@@ -199,6 +201,36 @@ def read_pipeline_file(
     index_config = {k: v for k, v in index.items() if not k.startswith("_") and not isinstance(v, list)}
     index_config = index_config or dict(standard_family(family).get("config", {}))
     return SingleFileParts(family, components, index_config, PRESET_FOR_FAMILY[family])
+
+
+#: single-model kinds -> (pipeline component name, our class name)
+COMPONENT_FOR_KIND = {"unet": ("unet", "UNet2DConditionModel"), "vae": ("vae", "AutoencoderKL"),
+                      "flux": ("transformer", "FluxTransformer2DModel")}
+
+
+def single_component(
+    path: str | os.PathLike[str], config: str | os.PathLike[str] | None, *, torch_dtype: torch.dtype | None = None,
+    allow_pickle: bool = False, **kwargs: Any,
+) -> tuple[str, Any] | None:
+    """``(component name, model)`` when the file holds one model (a Flux transformer, a UNet, a
+    VAE; safetensors or GGUF) that replaces that component of the pipeline in ``config``;
+    None for a whole-pipeline file."""
+    import diffblocks.models as models
+
+    path = Path(path)
+    if path.suffix.lower() == ".gguf":
+        from diffblocks.single_file.gguf import read_gguf
+
+        ckpt = read_gguf(path)
+    else:
+        ckpt = Checkpoint(path, allow_pickle=allow_pickle)
+    found = detect(list(ckpt), ckpt.shape)
+    if found is None or found.is_pipeline or config is None:
+        return None  # read_pipeline_file loads it or says what is wrong
+    name, class_name = COMPONENT_FOR_KIND[found.kind]
+    cls = getattr(models, class_name)
+    model = cls.from_single_file(path, config, subfolder=name, torch_dtype=torch_dtype, allow_pickle=allow_pickle, **kwargs)
+    return name, model
 
 
 # -- writing ---------------------------------------------------------------------------------
@@ -236,4 +268,4 @@ def write_pipeline_file(
     return write_safetensors(tensors, path, metadata)
 
 
-__all__ += ["FAMILIES", "family_of", "load_text_encoder", "text_encoder_state"]
+__all__ += ["FAMILIES", "family_of", "load_text_encoder", "text_encoder_state", "single_component"]

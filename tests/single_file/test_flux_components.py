@@ -1,6 +1,7 @@
 """A Flux transformer-only single file (as people share them) in a Flux pipeline whose other
 components come from a folder: the transformer component of the folder's ComponentsManager is
-replaced by the single-file model (the Flux preset graph is another change; see the report)."""
+replaced by the single-file model. (The Flux preset graph is another change; on this branch the
+Pipeline-level path is tested with a UNet file and an SD folder, the same code.)"""
 
 from __future__ import annotations
 
@@ -31,3 +32,22 @@ def test_flux_single_file_replaces_the_folder_transformer(tmp_path: Path, fmt: s
     tol = 1e-5 if fmt == "safetensors" else 0.03 * _run("transformer", from_folder, inputs).abs().max().item()
     assert (_run("transformer", manager["transformer"], inputs) - _run("transformer", from_folder, inputs)).abs().max() <= tol
     assert type(manager["vae"]).__name__ == "AutoencoderKL"
+
+
+def test_component_file_with_a_pipeline_folder(tiny_sd_dir: Path, tmp_path: Path) -> None:
+    """``Pipeline.from_single_file(model_file, config=folder)``: the file's model replaces that
+    component (here a UNet in an SD folder; a Flux transformer file does the same with a Flux
+    folder once the Flux preset is in). Same weights -> the same image as the folder."""
+    import torch
+
+    from diffblocks import Pipeline
+    from diffblocks.models import UNet2DConditionModel
+
+    folder_pipe = Pipeline.from_pretrained(tiny_sd_dir)
+    file = folder_pipe.components["unet"].save_single_file(tmp_path / "unet.safetensors")
+    pipe = Pipeline.from_single_file(file, config=tiny_sd_dir)
+    assert isinstance(pipe.components["unet"], UNet2DConditionModel)
+    assert pipe.components["unet"] is not folder_pipe.components["unet"]
+    call = {"prompt": "a photo of a cat", "num_inference_steps": 2, "height": 32, "width": 32, "output_type": "pt",
+            "seed": 0, "progress": False}
+    assert torch.equal(pipe(**call).images, folder_pipe(**call).images)
