@@ -8,7 +8,7 @@ with its fused ``in_proj`` attention and a transposed ``text_projection``.
 
 from __future__ import annotations
 
-from diffblocks.single_file.table import Leaf, Row
+from diffblocks.single_file.table import Leaf, LeafTable, Row
 
 __all__ = ["hf_clip_rows", "open_clip_rows", "ENCODER_PREFIXES"]
 
@@ -20,7 +20,7 @@ ENCODER_PREFIXES = {
     ("sdxl", "text_encoder_2"): ("conditioner.embedders.1.model.", "open_clip"),
 }
 
-OPEN_CLIP_LAYER_LEAVES = {
+OPEN_CLIP_LAYER_LEAVES: LeafTable = {
     "layer_norm1": "ln_1",
     "layer_norm2": "ln_2",
     "self_attn.q_proj.weight": Leaf("attn.in_proj_weight", "part", 0),
@@ -34,6 +34,9 @@ OPEN_CLIP_LAYER_LEAVES = {
     "mlp.fc2": "mlp.c_proj",
 }
 
+POSITION_LEAVES: LeafTable = {"weight": "positional_embedding"}
+PROJECTION_LEAVES: LeafTable = {"weight": Leaf("text_projection", "transpose")}
+
 
 # ``ours`` below is where the text transformer's keys start in the transformers model:
 # ``text_model.`` in CLIPTextModelWithProjection, nothing in transformers 5's CLIPTextModel.
@@ -45,10 +48,10 @@ def hf_clip_rows(ours: str = "text_model.") -> list[Row]:
 def open_clip_rows(num_layers: int, ours: str = "text_model.") -> list[Row]:
     rows = [
         Row(f"{ours}embeddings.token_embedding.", "token_embedding."),
-        Row(f"{ours}embeddings.position_embedding.", "", {"weight": "positional_embedding"}),
+        Row(f"{ours}embeddings.position_embedding.", "", POSITION_LEAVES),
         Row(f"{ours}final_layer_norm.", "ln_final."),
         # OpenCLIP multiplies x @ P; transformers' Linear stores P transposed
-        Row("text_projection.", "", {"weight": Leaf("text_projection", "transpose")}),
+        Row("text_projection.", "", PROJECTION_LEAVES),
     ]
     rows += [Row(f"{ours}encoder.layers.{n}.", f"transformer.resblocks.{n}.", OPEN_CLIP_LAYER_LEAVES)
              for n in range(num_layers)]

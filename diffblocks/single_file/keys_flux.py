@@ -9,14 +9,14 @@ Files from ComfyUI put ``model.diffusion_model.`` before every key; both are rea
 from __future__ import annotations
 
 from diffblocks.models.flux import FluxTransformer2DConfig
-from diffblocks.single_file.table import Leaf, Row
+from diffblocks.single_file.table import Leaf, LeafTable, Row
 
 __all__ = ["flux_rows", "FLUX_PREFIXES"]
 
 #: prefixes seen before the BFL keys (bare files, ComfyUI-saved files)
 FLUX_PREFIXES = ("", "model.diffusion_model.")
 
-DOUBLE_LEAVES = {
+DOUBLE_LEAVES: LeafTable = {
     "norm1.linear": "img_mod.lin",
     "norm1_context.linear": "txt_mod.lin",
     "attn.to_q": Leaf("img_attn.qkv", "part", 0),
@@ -37,7 +37,7 @@ DOUBLE_LEAVES = {
     "ff_context.net.2": "txt_mlp.2",
 }
 
-SINGLE_LEAVES = {
+SINGLE_LEAVES: LeafTable = {
     "norm.linear": "modulation.lin",
     "attn.to_q": Leaf("linear1", "part", 0),
     "attn.to_k": Leaf("linear1", "part", 1),
@@ -48,6 +48,8 @@ SINGLE_LEAVES = {
     "attn.norm_k.weight": "norm.key_norm.scale",
 }
 
+SWAP_LEAVES: LeafTable = {"weight": Leaf("weight", "swap"), "bias": Leaf("bias", "swap")}
+
 FIXED_ROWS = [
     Row("x_embedder.", "img_in."),
     Row("context_embedder.", "txt_in."),
@@ -57,7 +59,7 @@ FIXED_ROWS = [
     Row("time_text_embed.guidance_embedder.linear_2.", "guidance_in.out_layer."),
     Row("time_text_embed.text_embedder.linear_1.", "vector_in.in_layer."),
     Row("time_text_embed.text_embedder.linear_2.", "vector_in.out_layer."),
-    Row("norm_out.linear.", "final_layer.adaLN_modulation.1.", {"weight": Leaf("weight", "swap"), "bias": Leaf("bias", "swap")}),
+    Row("norm_out.linear.", "final_layer.adaLN_modulation.1.", SWAP_LEAVES),
     Row("proj_out.", "final_layer.linear."),
 ]
 

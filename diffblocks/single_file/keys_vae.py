@@ -8,15 +8,15 @@ diffusers uses linear layers.
 from __future__ import annotations
 
 from diffblocks.models.autoencoder_kl import AutoencoderKLConfig
-from diffblocks.single_file.table import Leaf, Row
+from diffblocks.single_file.table import Leaf, LeafTable, Row
 
 __all__ = ["VAE_PREFIX", "vae_rows"]
 
 VAE_PREFIX = "first_stage_model."
 
-RESNET_LEAVES = {"conv_shortcut": "nin_shortcut"}
+RESNET_LEAVES: LeafTable = {"conv_shortcut": "nin_shortcut"}
 
-ATTENTION_LEAVES = {
+ATTENTION_LEAVES: LeafTable = {
     "group_norm": "norm",
     "to_q": Leaf("q", "conv1x1"),
     "to_k": Leaf("k", "conv1x1"),

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["Leaf", "Row", "Target", "KeyMap", "ConversionError"]
+__all__ = ["Leaf", "LeafTable", "Row", "Target", "KeyMap", "ConversionError"]
 
 OPS = ("same", "part", "conv1x1", "transpose", "swap")
 

@@ -29,10 +29,10 @@ def _byte_symbols() -> list[str]:
 @cache
 def _vocab_and_merges() -> tuple[dict[str, int], tuple[tuple[str, str], ...]]:
     lines = gzip.decompress(VOCAB_FILE.read_bytes()).decode("utf-8").split("\n")
-    merges = tuple(tuple(line.split()) for line in lines[1 : MERGES + 1])
+    merges: tuple[tuple[str, str], ...] = tuple((a, b) for a, b in (line.split() for line in lines[1 : MERGES + 1]))
     symbols = _byte_symbols()
-    tokens = [*symbols, *(s + "</w>" for s in symbols), *("".join(m) for m in merges), "<|startoftext|>", "<|endoftext|>"]
-    return {t: i for i, t in enumerate(tokens)}, merges  # type: ignore[return-value]
+    tokens: list[str] = [*symbols, *(s + "</w>" for s in symbols), *("".join(m) for m in merges), "<|startoftext|>", "<|endoftext|>"]
+    return {t: i for i, t in enumerate(tokens)}, merges
 
 
 def clip_tokenizer(pad_token: str = "<|endoftext|>", model_max_length: int = 77) -> Any:
@@ -46,6 +46,7 @@ def clip_tokenizer(pad_token: str = "<|endoftext|>", model_max_length: int = 77)
 
     vocab, merges = _vocab_and_merges()
     return CLIPTokenizer(
-        vocab=dict(vocab), merges=list(merges), model_max_length=model_max_length,
+        # transformers hints merges as strings; the Rust backend wants the pairs themselves
+        vocab=dict(vocab), merges=list(merges), model_max_length=model_max_length,  # type: ignore[arg-type]
         bos_token="<|startoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>", pad_token=pad_token,
     )
