@@ -84,3 +84,26 @@ def test_unrelated_safetensors_names_file_keys_and_expectation(tmp_path: Path) -
     (tmp_path / "broken.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(CheckpointError, match=r"broken\.safetensors: not a readable safetensors file"):
         UNet2DConditionModel.from_single_file(tmp_path / "broken.safetensors")
+
+
+def test_load_refuses_the_hostile_pickle_too(hostile: tuple[Path, Path]) -> None:
+    import diffblocks
+
+    file, marker = hostile
+    for allow in (False, True):
+        with pytest.raises(CheckpointError):
+            diffblocks.load(file, allow_pickle=allow)
+    assert not marker.exists()
+
+
+def test_plain_model_imports_do_not_pull_in_the_converters() -> None:
+    """The single-file methods import their package on use: loading a diffusers folder never
+    pays for the converters or gguf."""
+    import subprocess
+    import sys
+
+    code = ("import sys, diffblocks.models.unet_2d_condition, diffblocks.pipeline; "
+            "print(any(m.startswith(('diffblocks.single_file', 'gguf')) for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.strip() == "False"
