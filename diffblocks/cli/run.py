@@ -36,7 +36,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser("run", help="generate an image from a preset or graph file")
     p.add_argument("graph", nargs="?", default=None, metavar="PRESET|GRAPH.json",
                    help="preset name (sd15, sd15-img2img, sdxl, ...) or graph file; default: from the model's index")
-    p.add_argument("--model", default=None, help="model folder, Hub repo id or single-file checkpoint (default: the shipped tiny-shapes model)")
+    p.add_argument("--model", default=None, help="model folder or Hub repo id (default: the shipped tiny-shapes model)")
     p.add_argument("--prompt", default=None)
     p.add_argument("--negative-prompt", default=None)
     p.add_argument("--steps", type=int, default=None, help="number of inference steps")
@@ -100,9 +100,9 @@ def generate(settings: dict[str, Any], graph: Any = None, *, progress: bool = Tr
     """Run one generation from ``settings`` (see `_settings`); returns (PIL images, pipeline)."""
     import torch
 
-    dtype = getattr(torch, _DTYPES[settings.get("dtype") or "float32"])
     from .run_single_file import load_pipeline  # --model may also be one checkpoint file
 
+    dtype = getattr(torch, _DTYPES[settings.get("dtype") or "float32"])
     pipe = load_pipeline(_model_path(settings["model"]), preset=graph, torch_dtype=dtype)
     if settings.get("scheduler"):
         pipe.set_scheduler(settings["scheduler"])

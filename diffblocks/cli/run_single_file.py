@@ -8,14 +8,15 @@ from typing import Any
 __all__ = ["load_pipeline"]
 
 
-def load_pipeline(model: str, *, preset: Any, torch_dtype: Any) -> Any:
-    """The pipeline for ``--model``: a folder or repo as before, or one checkpoint file
-    (SD 1.x / 2.x / SDXL); a file holding only one model is an error that says so."""
+def load_pipeline(model: str, *, preset: Any, torch_dtype: Any, **folder_options: Any) -> Any:
+    """The pipeline for ``--model``: a folder or repo as before (``folder_options`` such as
+    ``revision`` or ``trust_remote_code`` go to ``Pipeline.from_pretrained``), or one checkpoint
+    file (SD 1.x / 2.x / SDXL); a file holding only one model is an error that says so."""
     from ..pipeline import Pipeline
 
     path = Path(model).expanduser()
     if not path.is_file():
-        return Pipeline.from_pretrained(model, preset=preset, torch_dtype=torch_dtype)
+        return Pipeline.from_pretrained(model, preset=preset, torch_dtype=torch_dtype, **folder_options)
     from ..loader import LoadError, describe
     from ..single_file.checkpoint import CheckpointError
 
