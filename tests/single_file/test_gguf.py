@@ -124,3 +124,29 @@ def test_k_quants_and_others_dequantise_through_gguf() -> None:
         packed = torch.from_numpy(gguf.quants.quantize(w.numpy(), qt))
         values = dequantize(packed, qt, w.shape)
         assert (values - w).abs().max().item() < 0.2, name
+
+
+def test_k_quant_layers_match_diffusers_dequantisation() -> None:
+    """K-quants cannot be written by ``gguf.quants.quantize``; random blocks (with sane fp16
+    scales) are dequantised by us (``gguf.quants.dequantize``) and by diffusers' torch kernels,
+    and a `GGUFLinear` over them computes F.linear with those values."""
+    import gguf
+    from diffusers.quantizers.gguf.utils import GGUFParameter, dequantize_gguf_tensor
+
+    gen = torch.Generator().manual_seed(0)
+    scales_at = {"Q2_K": (80, 82), "Q3_K": (108,), "Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,)}
+    for name, offsets in scales_at.items():
+        qt = gguf.GGMLQuantizationType[name]
+        block, size = gguf.GGML_QUANT_SIZES[qt]
+        rows, cols = 3, 2 * block
+        data = torch.randint(0, 256, (rows, cols // block, size), generator=gen, dtype=torch.uint8)
+        for at in offsets:  # fp16 scales in [0.01, 0.02): random bytes would give inf / nan
+            scale = (torch.rand(rows, cols // block, generator=gen) * 0.01 + 0.01).half()
+            data[:, :, at:at + 2] = scale.view(torch.uint8).reshape(rows, cols // block, 2)
+        data = data.reshape(rows, -1)
+        ours = QuantTensor(data, qt, (rows, cols)).dequantize()
+        theirs = dequantize_gguf_tensor(GGUFParameter(data, quant_type=qt)).float()
+        assert torch.isfinite(ours).all() and (ours - theirs).abs().max().item() <= 1e-2 * ours.abs().max().item(), name
+        layer = GGUFLinear(QuantTensor(data, qt, (rows, cols)), torch.zeros(rows), torch.float32)
+        x = torch.randn(2, cols, generator=gen)
+        assert torch.allclose(layer(x), x @ ours.T, atol=1e-4, rtol=1e-4), name
