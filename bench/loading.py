@@ -12,8 +12,16 @@ Folders are built once (random weights, diffusers' save_pretrained) under --work
 ``tiny`` is the test-suite pipeline; ``mid`` is an SD-shaped pipeline at a fraction of
 SD 1.5's width (UNet channels 128-256-512-512, the full SD VAE, a 6-layer 512-wide CLIP).
 
+Single-file and GGUF rows (``--kinds single gguf``) time the same libraries on one file:
+
+    single: read_pipeline_file(file, config=folder)   vs  StableDiffusionPipeline.from_single_file(file, config=folder)
+            (the file is the folder's pipeline exported by our save_single_file, LDM layout)
+    gguf:   FluxTransformer2DModel.from_single_file(q8_0.gguf, config=folder)   vs  diffusers' GGUF loader
+            (a Flux transformer with BFL keys; tiny = the tests' 1+1 layers, mid = 2+4 layers, 4 x 128 heads)
+
     python bench/loading.py                      # tiny + mid, 3 repeats
     python bench/loading.py --sizes tiny --repeats 5
+    python bench/loading.py --kinds folder single gguf
 """
 
 from __future__ import annotations
@@ -76,6 +84,70 @@ def build(size: str, workdir: Path) -> Path:
     return folder
 
 
+def build_single(size: str, workdir: Path) -> tuple[Path, Path]:
+    """(pipeline folder, its whole-pipeline single file written by our save_single_file)."""
+    folder = build(size, workdir)
+    file = workdir / f"sd-{size}.safetensors"
+    if not file.is_file():
+        sys.path.insert(0, str(ROOT))
+        from diffblocks import Pipeline
+
+        Pipeline.from_pretrained(folder).save_single_file(file)
+    return folder, file
+
+
+def build_gguf(size: str, workdir: Path) -> tuple[Path, Path]:
+    """(Flux folder with ``transformer/config.json``, its Q8_0 GGUF in BFL keys)."""
+    folder = workdir / f"flux-{size}"
+    file = workdir / f"flux-{size}-Q8_0.gguf"
+    if file.is_file():
+        return folder, file
+    import torch
+    from diffusers import FluxTransformer2DModel
+
+    sys.path.insert(0, str(ROOT))
+    from diffblocks.models import FluxTransformer2DModel as Ours
+    from diffblocks.models.single_file.gguf import save_gguf
+
+    shapes = {"tiny": dict(num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
+                           joint_attention_dim=32, pooled_projection_dim=32, axes_dims_rope=[4, 4, 8], in_channels=4),
+              "mid": dict(num_layers=2, num_single_layers=4, attention_head_dim=128, num_attention_heads=4,
+                          joint_attention_dim=512, pooled_projection_dim=256, axes_dims_rope=[16, 56, 56], in_channels=64)}
+    torch.manual_seed(0)
+    FluxTransformer2DModel(patch_size=1, **shapes[size]).save_pretrained(str(folder / "transformer"))
+    save_gguf(Ours.from_pretrained(folder, subfolder="transformer"), file, "Q8_0")
+    return folder, file
+
+
+def _load_single(library: str, folder: str, file: str) -> dict:
+    if library == "diffblocks":  # the components (as the folder rows): no graph is built
+        from diffblocks.single_file.pipeline import read_pipeline_file
+
+        return read_pipeline_file(file, config=folder).components
+    from diffusers import StableDiffusionPipeline
+
+    return StableDiffusionPipeline.from_single_file(file, config=folder).components
+
+
+def _load_gguf(library: str, folder: str, file: str) -> dict:
+    import torch
+
+    if library == "diffblocks":
+        from diffblocks.models import FluxTransformer2DModel
+
+        return {"transformer": FluxTransformer2DModel.from_single_file(file, config=folder, subfolder="transformer")}
+    import diffusers
+
+    sys.path.insert(0, str(ROOT))
+    from tests.single_file.reference import flux_width_from_file  # diffusers hard-codes Flux's full width
+
+    with flux_width_from_file():
+        model = diffusers.FluxTransformer2DModel.from_single_file(
+            file, config=folder, subfolder="transformer",
+            quantization_config=diffusers.GGUFQuantizationConfig(compute_dtype=torch.float32))
+    return {"transformer": model}
+
+
 # -- one measurement (child process) -------------------------------------------------------------
 def _rss_mb() -> float:
     """Peak resident set of this process so far (VmHWM).
@@ -108,13 +180,23 @@ def _import_classes(library: str, folder: str) -> None:
             getattr(importlib.import_module(lib), name)
 
 
-def child(library: str, folder: str) -> None:
+def child(library: str, folder: str, kind: str = "folder", file: str | None = None) -> None:
     t0 = time.perf_counter()
-    _import_classes(library, folder)
+    if kind == "folder":
+        _import_classes(library, folder)
+    else:  # the single-file loaders import what they use; do it before the clock
+        import diffblocks.single_file.pipeline  # noqa: F401
+        import diffblocks.models.single_file.gguf  # noqa: F401
+        from diffusers import FluxTransformer2DModel, StableDiffusionPipeline  # noqa: F401
+        from transformers import CLIPTextModel, CLIPTokenizer  # noqa: F401
     import_s = time.perf_counter() - t0
     rss_before = _rss_mb()
     t1 = time.perf_counter()
-    if library == "diffblocks":
+    if kind == "single":
+        objects = _load_single(library, folder, file)
+    elif kind == "gguf":
+        objects = _load_gguf(library, folder, file)
+    elif library == "diffblocks":
         from diffblocks.components import ComponentsManager
 
         objects = ComponentsManager.from_pretrained(folder).load()
@@ -131,20 +213,25 @@ def child(library: str, folder: str) -> None:
     modules = [o for o in objects.values() if isinstance(o, torch.nn.Module)]
     params = sum(p.numel() for m in modules for p in m.parameters())
     t2 = time.perf_counter()
-    with torch.no_grad():
+    # (diffusers' GGUF parameters re-wrap every result; read them as plain tensors)
+    with torch.no_grad(), torch._C.DisableTorchFunctionSubclass():
         for m in modules:
             for t in list(m.parameters()) + list(m.buffers()):
                 t.sum()
     touch_s = time.perf_counter() - t2
+    resident = sum(t.numel() * t.element_size() for m in modules for t in [*m.parameters(), *m.buffers()])
     print(json.dumps({"import_s": import_s, "load_s": load_s, "touch_s": touch_s, "rss_before_mb": rss_before,
-                      "peak_rss_mb": peak, "touched_rss_mb": _rss_mb(), "params": params}))
+                      "peak_rss_mb": peak, "touched_rss_mb": _rss_mb(), "params": params,
+                      "resident_mb": resident / 2**20}))
 
 
-def measure(library: str, folder: Path) -> dict:
+def measure(library: str, folder: Path, kind: str = "folder", file: Path | None = None) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error",
-           "HF_HUB_DISABLE_PROGRESS_BARS": "1", "DIFFUSERS_VERBOSITY": "error"}
+           "HF_HUB_DISABLE_PROGRESS_BARS": "1", "DIFFUSERS_VERBOSITY": "error",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}  # this checkout's diffblocks
     out = subprocess.run(
-        [sys.executable, __file__, "--child", library, "--folder", str(folder)],
+        [sys.executable, __file__, "--child", library, "--folder", str(folder), "--kind", kind,
+         *(["--file", str(file)] if file else [])],
         capture_output=True, text=True, env=env, cwd=str(ROOT), check=False,
     )
     if out.returncode != 0:
@@ -159,10 +246,19 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "diffblocks-bench")
     parser.add_argument("--child", choices=["diffblocks", "diffusers"], help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
+    parser.add_argument("--kinds", nargs="+", default=["folder"], choices=["folder", "single", "gguf"],
+                        help="folder loads (default), whole-pipeline single files, GGUF Flux transformers")
+    parser.add_argument("--kind", default="folder", help=argparse.SUPPRESS)
+    parser.add_argument("--file", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.folder)
+        child(args.child, args.folder, args.kind, args.file)
         return
+    if args.kinds != ["folder"]:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        single_file_rows(args)
+        if "folder" not in args.kinds:
+            return
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -190,6 +286,31 @@ def main() -> None:
               f"{ours['touched_rss_mb']:.0f} / {ref['touched_rss_mb']:.0f} | "
               f"{ours['import_s']:.2f} / {ref['import_s']:.2f} |")
     print(f"\nmedian of {args.repeats} runs each, fresh process per run; machine: {os.cpu_count()} CPUs")
+
+
+def single_file_rows(args: argparse.Namespace) -> None:
+    """The single-file / GGUF table: same protocol as the folder rows (fresh process, alternating)."""
+    rows = []
+    for kind in [k for k in args.kinds if k != "folder"]:
+        for size in args.sizes:
+            folder, file = (build_single if kind == "single" else build_gguf)(size, args.workdir)
+            runs: dict[str, list[dict]] = {"diffblocks": [], "diffusers": []}
+            measure("diffblocks", folder, kind, file)  # warm the page cache
+            for _ in range(args.repeats):
+                for library in runs:
+                    runs[library].append(measure(library, folder, kind, file))
+            med = {lib: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for lib, rs in runs.items()}
+            rows.append((f"{kind} {'sd' if kind == 'single' else 'flux'}-{size}", file.stat().st_size / 2**20, med))
+    print("| load | file MiB | params | load s, ours / diffusers | ratio | peak RSS MiB after load, ours / diffusers "
+          "(+ over imports) | after reading every weight | resident weights MiB, ours / diffusers |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, size_mb, med in rows:
+        ours, ref = med["diffblocks"], med["diffusers"]
+        print(f"| {name} | {size_mb:.1f} | {ours['params'] / 1e6:.1f} M | {ours['load_s']:.3f} / {ref['load_s']:.3f} | "
+              f"{ours['load_s'] / ref['load_s']:.2f}x | {ours['peak_rss_mb']:.0f} (+{ours['peak_rss_mb'] - ours['rss_before_mb']:.0f}) / "
+              f"{ref['peak_rss_mb']:.0f} (+{ref['peak_rss_mb'] - ref['rss_before_mb']:.0f}) | "
+              f"{ours['touched_rss_mb']:.0f} / {ref['touched_rss_mb']:.0f} | {ours['resident_mb']:.1f} / {ref['resident_mb']:.1f} |")
+    print(f"\nmedian of {args.repeats} runs each, fresh process per run; machine: {os.cpu_count()} CPUs\n")
 
 
 if __name__ == "__main__":

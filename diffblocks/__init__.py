@@ -26,6 +26,7 @@ _EXPORTS = {
     "ComponentSpec": "diffblocks.components",
     "load_preset": "diffblocks.presets",
     "list_presets": "diffblocks.presets",
+    "load": "diffblocks.loader",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -237,6 +237,49 @@ class Pipeline:
         outputs = dict(result)
         return PipelineOutput(images=outputs.get("images"), outputs=outputs)
 
+    # -- single files (diffblocks.single_file) ----------------------------------------------
+    @classmethod
+    def from_single_file(
+        cls,
+        path: str | os.PathLike[str],
+        config: str | os.PathLike[str] | None = None,
+        *,
+        preset: str | os.PathLike[str] | Graph | None = None,
+        torch_dtype: Any = None,
+        **kwargs: Any,
+    ) -> "Pipeline":
+        """Build a pipeline from one SD 1.x / 2.x / SDXL checkpoint file (see `diffblocks.single_file`).
+
+        Offline and without ``config`` for the standard families; ``config`` (a diffusers pipeline
+        folder) supplies component configs; ``allow_pickle=True`` admits ``.ckpt`` files. A file
+        holding one model (a Flux transformer, a UNet, a VAE; also GGUF) replaces that component
+        of the pipeline in ``config``.
+        """
+        from .single_file.pipeline import read_pipeline_file, single_component  # on use: keeps plain loads lean
+
+        if torch_dtype is None:  # one dtype per pipeline, as from_pretrained (module docstring)
+            torch_dtype = torch.get_default_dtype()
+        component = single_component(path, config, torch_dtype=torch_dtype, **kwargs)
+        if component is not None:
+            pipe = cls.from_pretrained(config, preset=preset, torch_dtype=torch_dtype)  # type: ignore[arg-type]
+            pipe.components.set(*component)
+            return pipe
+        parts = read_pipeline_file(path, config, torch_dtype=torch_dtype, **kwargs)
+        manager = ComponentsManager(torch_dtype=torch_dtype)
+        for name, obj in parts.components.items():
+            manager.set(name, obj)
+        manager.config.update(parts.index_config)
+        graph = _graph_from(preset if preset is not None else parts.preset)
+        _apply_index_config(graph, manager.config)
+        graph.validate(components=manager)
+        return cls(graph, manager, source=os.fspath(path))
+
+    def save_single_file(self, path: str | os.PathLike[str]) -> Path:
+        """Write UNet, VAE and text encoder(s) as one original-layout (LDM / Stability) safetensors file."""
+        from .single_file.pipeline import write_pipeline_file
+
+        return write_pipeline_file({name: self.components[name] for name in self.components}, path)
+
     # -- schedulers ---------------------------------------------------------------------------
     def set_scheduler(self, name_or_scheduler: Any) -> None:
         """Swap the scheduler: a sampler name users know ("DPM++ 2M Karras", "Euler a", ...),

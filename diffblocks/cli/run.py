@@ -129,7 +129,7 @@ def generate(
     import torch
 
     from ..blocks.errors import GraphError
-    from ..pipeline import Pipeline
+    from .run_single_file import load_pipeline
 
     call = {k: settings.get(k) for k in ("prompt", "negative_prompt", "num_inference_steps", "guidance_scale",
                                          "guidance_rescale", "height", "width", "num_images_per_prompt", "eta",
@@ -139,8 +139,8 @@ def generate(
     call["mask_image"] = mask.convert("L") if mask is not None else None
     present = {k: v for k, v in call.items() if v is not None}
     dtype = getattr(torch, settings.get("dtype") or "float32")
-    pipe = Pipeline.from_pretrained(settings["model"], preset=graph, torch_dtype=dtype, threads=settings.get("threads"),
-                                    revision=settings.get("revision"), **load)
+    pipe = load_pipeline(settings["model"], preset=graph, torch_dtype=dtype, threads=settings.get("threads"),
+                         revision=settings.get("revision"), **load)
     unknown = sorted(set(present) - set(pipe.input_names))
     if unknown:
         flags = ", ".join(_FLAGS.get(k, "--" + k.replace("_", "-")) for k in unknown)

@@ -549,6 +549,31 @@ class Model(torch.nn.Module):
         return model.eval()
 
     @classmethod
+    def from_single_file(
+        cls,
+        path: str | os.PathLike[str],
+        config: Any = None,
+        torch_dtype: torch.dtype | None = None,
+        **kwargs: Any,
+    ) -> Self:
+        """Load an original-layout single file (LDM / Stability / BFL keys, or GGUF).
+
+        ``config`` (a diffusers folder, with ``subfolder=`` for a pipeline folder) overrides the
+        config inferred from the file's shapes; ``allow_pickle=True`` admits ``.ckpt`` files.
+        See `diffblocks.single_file`.
+        """
+        # Imported on use: a plain model load never pays for the converters (or gguf).
+        from diffblocks.models.single_file.models import model_from_single_file
+
+        return model_from_single_file(cls, path, config, torch_dtype=torch_dtype, **kwargs)  # type: ignore[return-value]
+
+    def save_single_file(self, path: str | os.PathLike[str]) -> Path:
+        """Write the weights as one safetensors file in the original layout other tools read."""
+        from diffblocks.models.single_file.models import save_model_single_file
+
+        return save_model_single_file(self, path)
+
+    @classmethod
     def convert_legacy_keys(cls, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Rename keys written by older diffusers versions to today's names.
 

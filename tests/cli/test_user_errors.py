@@ -49,7 +49,7 @@ CASES = [
     ("height-not-multiple-of-vae-factor", lambda c: ["run", "--model", c["model"], "--height", "65", *T], ["height", "multiple of"]),
     ("model-folder-missing", lambda c: ["run", "--model", str(c["tmp"] / "no" / "such-folder"), *T], ["does not exist", "such-folder"]),
     ("model-folder-empty", lambda c: ["run", "--model", str(c["tmp"] / "empty"), *T], ["model_index.json"]),
-    ("model-is-a-file", lambda c: ["run", "--model", c["init"], *T], ["is a file"]),
+    ("model-is-a-file", lambda c: ["run", "--model", c["init"], *T], ["a .png file; expected"]),
     ("unknown-shipped-model", lambda c: ["run", "--model", "diffblocks:no-such", *T], ["no shipped model"]),
     ("hub-repo-offline", lambda c: ["run", "--model", "nobody/no-such-model", *T], ["nobody/no-such-model"]),
     ("untrusted-component-class", lambda c: ["run", "--model", c["untrusted"], *T], ["evil"]),

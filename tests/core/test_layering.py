@@ -132,6 +132,7 @@ KNOWN_CYCLES_INSIDE = {
                         "export, select, compose and validate, which import Graph",
     "diffblocks.schedulers": "base.compatibles and names look SCHEDULER_CLASSES up in the package __init__",
     "diffblocks.components": "ComponentSpec.load delegates to components.loading, which imports spec",
+    "diffblocks.models": "Model.from_single_file / save_single_file delegate to models.single_file, which builds models",
 }
 
 
