@@ -19,6 +19,7 @@ import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "DEFAULT_READ_LIMIT",
@@ -28,6 +29,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "read_bytes_bounded",
+    "read_json_object",
     "read_text_bounded",
 ]
 
@@ -84,6 +86,26 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def read_json_object(
+    path: str | os.PathLike[str], *, what: str = "file", error: type[Exception] = ValueError, limit: int = DEFAULT_READ_LIMIT
+) -> dict[str, Any]:
+    """A JSON object read from a bounded regular file; every failure (unreadable, too deep, not
+    JSON, not an object) is one ``error`` naming the file."""
+    import json
+
+    try:
+        data = json.loads(read_text_bounded(path, limit, what=what))
+    except FileReadError as err:
+        raise error(str(err)) from None
+    except RecursionError:
+        raise error(f"{path}: nested too deeply") from None
+    except json.JSONDecodeError as err:
+        raise error(f"{path}: invalid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: must hold a JSON object, got {type(data).__name__}")
+    return data
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

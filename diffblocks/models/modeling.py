@@ -29,7 +29,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from diffblocks import limits
-from diffblocks.fileio import FileReadError, atomic_folder, read_text_bounded
+from diffblocks.fileio import FileReadError, atomic_folder, read_json_object, read_text_bounded
 from diffblocks.formats import DIFFUSERS_FORMAT_VERSION
 
 logger = logging.getLogger(__name__)
@@ -479,16 +479,7 @@ class Model(torch.nn.Module):
         path = Path(folder) / CONFIG_NAME
         if not path.is_file():
             raise FileNotFoundError(f"{cls.__name__}: no {CONFIG_NAME} in {Path(folder)}")
-        try:
-            data = json.loads(read_text_bounded(path, what="model config"))
-        except FileReadError as e:
-            raise ModelLoadError(str(e)) from None
-        except RecursionError:
-            raise ModelLoadError(f"{path}: nested too deeply") from None
-        except json.JSONDecodeError as e:
-            raise ModelLoadError(f"{path}: invalid JSON ({e})") from e
-        if not isinstance(data, dict):
-            raise ModelLoadError(f"{path}: must hold a JSON object, got {type(data).__name__}")
+        data = read_json_object(path, what="model config", error=ModelLoadError)
         name = data.get("_class_name")
         expected = cls.config_class.class_name
         if name is not None and name != expected:

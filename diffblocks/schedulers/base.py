@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from diffblocks import limits
-from diffblocks.fileio import FileReadError, atomic_write_text, read_text_bounded
+from diffblocks.fileio import atomic_write_text, read_json_object
 from diffblocks.formats import DIFFUSERS_FORMAT_VERSION
 from diffblocks.schedulers.errors import SchedulerConfigError
 from diffblocks.schedulers.prediction import Prediction, prediction_for
@@ -465,15 +465,5 @@ def _read_config(path: Path) -> dict[str, Any]:
     candidates = [path] if path.is_file() else [path / CONFIG_NAME, path / "scheduler" / CONFIG_NAME]
     for candidate in candidates:
         if candidate.is_file():
-            try:
-                data = json.loads(read_text_bounded(candidate, what="scheduler config"))
-            except FileReadError as err:
-                raise SchedulerConfigError(str(err)) from None
-            except RecursionError:
-                raise SchedulerConfigError(f"{candidate}: nested too deeply") from None
-            except json.JSONDecodeError as err:
-                raise SchedulerConfigError(f"{candidate}: not valid JSON ({err})") from err
-            if not isinstance(data, dict):
-                raise SchedulerConfigError(f"{candidate}: must hold a JSON object, got {type(data).__name__}")
-            return data
+            return read_json_object(candidate, what="scheduler config", error=SchedulerConfigError)
     raise FileNotFoundError(f"no {CONFIG_NAME} found; looked for {', '.join(str(c) for c in candidates)}")
