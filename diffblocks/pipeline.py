@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from .adapters.api import PipelineAdapterMethods
 from .blocks.errors import GraphError, Problem
 from .components import MODULAR_INDEX, ComponentsManager, ComponentSpec, write_modular_index
 from .graph import Graph
@@ -62,7 +63,7 @@ def _graph_from(preset: str | os.PathLike[str] | Graph) -> Graph:
     return load_preset(str(preset))
 
 
-class Pipeline:
+class Pipeline(PipelineAdapterMethods):
     """A graph + a ComponentsManager + defaults for the call.
 
     Calling the pipeline runs the graph with the given inputs (a ``seed`` becomes a CPU

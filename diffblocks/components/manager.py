@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from diffblocks.adapters.api import AdapterMethods
 from diffblocks.components.index import CLASSIC_INDEX, MODULAR_INDEX, IndexFile, IndexFileError, read_index
 from diffblocks.components.loading import LoadOptions, load_component, resolve_spec_class
 from diffblocks.components.offload import ModelOffloader
@@ -75,7 +76,7 @@ def _fmt_bytes(n: int) -> str:
     return str(n)
 
 
-class ComponentsManager(Mapping[str, Any]):
+class ComponentsManager(AdapterMethods, Mapping[str, Any]):
     """Holds component specs and loads each one on first access (``manager["unet"]``).
 
     The manager is the Mapping a graph executor reads: ``name in manager`` never loads,
@@ -338,6 +339,13 @@ class ComponentsManager(Mapping[str, Any]):
             if offloading and isinstance(obj, torch.nn.Module):
                 self._offloader.attach(name, obj)  # type: ignore[union-attr]
             return obj
+
+    def _unshare(self, name: str) -> None:
+        """Stop handing component ``name`` to other managers (it is about to get adapters)."""
+        obj = self._objects.get(name)
+        with _SHARED_LOCK:
+            for key in [k for k, v in _SHARED.items() if v is obj]:
+                del _SHARED[key]
 
     @staticmethod
     def _remember(key: tuple, obj: Any) -> None:
