@@ -26,6 +26,7 @@ for a component, so changing a LoRA's weight re-runs exactly the nodes using tha
 from __future__ import annotations
 
 import re
+import warnings
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -136,7 +137,9 @@ def attach_lora(module: torch.nn.Module, layers: Mapping[str, LoraWeights], name
     if not layers:
         raise LoraFormatError(f"adapter {name!r} has no layers for this model")
     check_lora_fits(module, layers, name)
-    inject_adapter_in_model(_config(layers), module, adapter_name=name, low_cpu_mem_usage=True)
+    with warnings.catch_warnings():  # peft warns that a second adapter is a second adapter
+        warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+        inject_adapter_in_model(_config(layers), module, adapter_name=name, low_cpu_mem_usage=True)
     state: dict[str, torch.Tensor] = {}
     for path, w in layers.items():
         base = module.get_submodule(path).get_base_layer()
@@ -246,8 +249,8 @@ def delete_lora(module: torch.nn.Module, name: str) -> None:
     for layer in list(_layers(module)):
         if name in layer.lora_A:
             layer.delete_adapter(name)
-    for table in (record.weights, record.content):
-        table.pop(name)
+    for table in (record.weights, record.content, getattr(module, "peft_config", {})):
+        table.pop(name, None)
     record.active = [n for n in record.active if n != name]
     _apply(module, record)
 
@@ -263,6 +266,8 @@ def unload_lora(module: torch.nn.Module) -> None:
         parent_path, _, child = path.rpartition(".")
         parent = module.get_submodule(parent_path) if parent_path else module
         setattr(parent, child, sub.get_base_layer())
+    for attr in ("peft_config", "_hf_peft_config_loaded"):  # what inject_adapter_in_model left behind
+        module.__dict__.pop(attr, None)
     if record is not None:
         object.__delattr__(module, _RECORD)
         object.__setattr__(module, "_diffblocks_revision", record.base_revision)
