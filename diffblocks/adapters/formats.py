@@ -57,7 +57,7 @@ def describe_non_lora(keys: list[str]) -> str | None:
         return "a full Stable Diffusion checkpoint (single-file model weights), not a LoRA"
     if any(k.startswith(("double_blocks.", "single_blocks.")) for k in keys):
         return "a full Flux transformer checkpoint, not a LoRA"
-    if any(k.startswith(("down_blocks.", "up_blocks.", "mid_block.")) for k in keys):
+    if any(k.startswith(("down_blocks.", "up_blocks.", "mid_block.", "conv_in.", "time_embedding.")) for k in keys):
         return "a full UNet state dict (diffusers layout), not a LoRA"
     if any(k.startswith(("encoder.", "decoder.")) for k in keys):
         return "a VAE or text-encoder state dict, not a LoRA"
