@@ -38,7 +38,7 @@ def diffusers_layout(parts: dict[str, dict[str, tuple[torch.Tensor, torch.Tensor
     sd = {}
     for component, pairs in parts.items():
         for path, (down, up) in pairs.items():
-            if component.startswith("text_encoder"):
+            if component.startswith("text_encoder") and not path.startswith("text_model."):
                 path = f"text_model.{path}"
             sd[f"{component}.{path}.lora_A.weight"] = down.contiguous()
             sd[f"{component}.{path}.lora_B.weight"] = up.contiguous()
@@ -55,7 +55,7 @@ def kohya_layout(parts: dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]],
     for component, pairs in parts.items():
         prefix = "lora_te_" if sd15 and component == "text_encoder" else KOHYA[component]
         for path, (down, up) in pairs.items():
-            if component.startswith("text_encoder"):
+            if component.startswith("text_encoder") and not path.startswith("text_model."):
                 path = f"text_model.{path}"
             stem = prefix + path.replace(".", "_")
             sd[f"{stem}.lora_down.weight"] = down.contiguous()
@@ -68,3 +68,29 @@ def save(sd: dict[str, torch.Tensor], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(sd, str(path))
     return path
+
+
+_RESNET_LDM = {"conv1": "in_layers.2", "conv2": "out_layers.3", "time_emb_proj": "emb_layers.1",
+               "conv_shortcut": "skip_connection"}
+
+
+def ldm_unet_path(path: str, layers_per_block: int = 2) -> str:
+    """diffusers UNet path -> the original LDM name kohya's SDXL files use (the inverse map)."""
+    import re
+
+    per = layers_per_block + 1
+    if m := re.match(r"down_blocks\.(\d+)\.(attentions|resnets)\.(\d+)\.(.+)$", path):
+        b, kind, layer, rest = int(m[1]), m[2], int(m[3]), m[4]
+        j = 1 if kind == "attentions" else 0
+        rest = rest if j else _RESNET_LDM.get(rest, rest)
+        return f"input_blocks.{per * b + layer + 1}.{j}.{rest}"
+    if m := re.match(r"up_blocks\.(\d+)\.(attentions|resnets)\.(\d+)\.(.+)$", path):
+        b, kind, layer, rest = int(m[1]), m[2], int(m[3]), m[4]
+        j = 1 if kind == "attentions" else 0
+        rest = rest if j else _RESNET_LDM.get(rest, rest)
+        return f"output_blocks.{per * b + layer}.{j}.{rest}"
+    if m := re.match(r"mid_block\.attentions\.0\.(.+)$", path):
+        return f"middle_block.1.{m[1]}"
+    if m := re.match(r"mid_block\.resnets\.(\d)\.(.+)$", path):
+        return f"middle_block.{2 * int(m[1])}.{_RESNET_LDM.get(m[2], m[2])}"
+    raise ValueError(path)
