@@ -22,8 +22,9 @@ from typing import Any
 import torch
 
 from diffblocks.adapters import lora as ops
-from diffblocks.adapters.files import DEFAULT_LORA_FILE, read_adapter_file
+from diffblocks.adapters.files import DEFAULT_EMBEDDING_FILE, DEFAULT_LORA_FILE, read_adapter_file
 from diffblocks.adapters.formats import split_lora_state_dict
+from diffblocks.adapters.textual_inversion import add_embedding, embeddings_in
 from diffblocks.adapters.weights import LoraFormatError
 
 __all__ = ["AdapterMethods", "LoadedAdapter", "PipelineAdapterMethods"]
@@ -189,6 +190,44 @@ class AdapterMethods:
                     ops.delete_lora(module, n)
         for n in names:
             self._adapter_log().pop(n, None)
+
+    def load_textual_inversion(
+        self,
+        pretrained_model_name_or_path: str | os.PathLike[str] | Mapping[str, Any],
+        token: str | None = None,
+        *,
+        weight_name: str | None = None,
+        text_encoder: str = "text_encoder",
+        tokenizer: str = "tokenizer",
+        allow_pickle: bool = False,
+    ) -> list[str]:
+        """Add a textual-inversion embedding's token(s) to ``tokenizer`` and ``text_encoder``
+        (component names). An SDXL pair (``clip_l`` / ``clip_g``) goes to both text encoders.
+        Returns the tokens added (``tok``, ``tok_1``, ... for a multi-vector embedding)."""
+        hub = {k: getattr(self, k) for k in ("cache_dir", "token", "local_files_only") if hasattr(self, k)}
+        file = read_adapter_file(pretrained_model_name_or_path, weight_name=weight_name, default=DEFAULT_EMBEDDING_FILE,
+                                 allow_pickle=allow_pickle, hub=hub)
+        parts = embeddings_in(file.tensors, file.path, token)
+        targets = {"": (text_encoder, tokenizer), "clip_l": ("text_encoder", "tokenizer"),
+                   "clip_g": ("text_encoder_2", "tokenizer_2")}
+        for part in parts:
+            missing = [c for c in targets[part] if c not in self]  # type: ignore[operator]
+            if missing:
+                raise KeyError(f"{file.path}: embedding part {part or 'embedding'!r} needs component(s) {missing}")
+        added: list[str] = []
+        names: list[str] = []
+        for part, (name, vectors) in parts.items():
+            encoder_name, tokenizer_name = targets[part]
+            unshare = getattr(self, "_unshare", None)
+            for c in (encoder_name, tokenizer_name):
+                if unshare is not None:
+                    unshare(c)
+            added += add_embedding(self[encoder_name], self[tokenizer_name], name, vectors, content_id=file.sha256)  # type: ignore[index]
+            names += [encoder_name, tokenizer_name]
+        first = next(iter(parts.values()))[0]
+        self._adapter_log()[f"embedding:{first}"] = LoadedAdapter("embedding", first, file.path, file.sha256, names,
+                                                                 tokens=list(dict.fromkeys(added)))
+        return list(dict.fromkeys(added))
 
     def unload_lora_weights(self) -> None:
         """Remove every LoRA from every component (fused weights are unfused first)."""

@@ -17,10 +17,12 @@ from typing import Any
 
 import torch
 
-__all__ = ["AdapterFile", "AdapterFileError", "DEFAULT_LORA_FILE", "read_adapter_file", "sha256_of"]
+__all__ = ["AdapterFile", "AdapterFileError", "DEFAULT_EMBEDDING_FILE", "DEFAULT_LORA_FILE", "read_adapter_file", "sha256_of"]
 
 #: What ``load_lora_weights(folder)`` reads when no ``weight_name`` is given (diffusers' name).
 DEFAULT_LORA_FILE = "pytorch_lora_weights.safetensors"
+#: What ``load_textual_inversion(folder)`` reads when no ``weight_name`` is given.
+DEFAULT_EMBEDDING_FILE = "learned_embeds.safetensors"
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 

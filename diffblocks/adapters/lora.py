@@ -36,6 +36,7 @@ import torch
 from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
 from peft.tuners.tuners_utils import BaseTunerLayer
 
+from diffblocks.adapters.revision import publish_revision
 from diffblocks.adapters.weights import LoraFormatError, LoraWeights
 
 __all__ = [
@@ -59,12 +60,11 @@ class AdapterRecord:
     active: list[str] = field(default_factory=list)
     enabled: bool = True
     fused: tuple[float, tuple[str, ...]] | None = None
-    base_revision: Any = None
 
     def token(self) -> tuple:
         """Hashable summary: equal tokens mean the module computes the same function."""
         adapters = tuple((n, self.content[n], self.weights[n], n in self.active) for n in self.weights)
-        return ("lora", adapters, self.enabled, self.fused, self.base_revision)
+        return ("lora", adapters, self.enabled, self.fused)
 
 
 def lora_record(module: torch.nn.Module) -> AdapterRecord | None:
@@ -81,10 +81,6 @@ def _layers(module: torch.nn.Module) -> Iterator[BaseTunerLayer]:
     for sub in module.modules():
         if isinstance(sub, BaseTunerLayer):
             yield sub
-
-
-def _publish(module: torch.nn.Module, record: AdapterRecord) -> None:
-    object.__setattr__(module, "_diffblocks_revision", record.token())
 
 
 def check_lora_fits(module: torch.nn.Module, layers: Mapping[str, LoraWeights], name: str) -> None:
@@ -129,7 +125,7 @@ def _config(layers: Mapping[str, LoraWeights]) -> LoraConfig:
 def attach_lora(module: torch.nn.Module, layers: Mapping[str, LoraWeights], name: str, *, content_id: str,
                 weight: float = 1.0) -> None:
     """Add adapter ``name`` (module path -> LoraWeights) to ``module`` and make it active at ``weight``."""
-    record = lora_record(module) or AdapterRecord(base_revision=getattr(module, "_diffblocks_revision", None))
+    record = lora_record(module) or AdapterRecord()
     if name in record.weights:
         raise LoraError(f"an adapter named {name!r} is already loaded; pass another adapter_name or unload it")
     if record.fused is not None:
@@ -172,7 +168,7 @@ def _apply(module: torch.nn.Module, record: AdapterRecord) -> None:
         layer.enable_adapters(record.enabled)
         for n in present:
             layer.set_scale(n, record.weights[n])
-    _publish(module, record)
+    publish_revision(module)
 
 
 def _require(module: torch.nn.Module) -> AdapterRecord:
@@ -221,7 +217,7 @@ def fuse_lora(module: torch.nn.Module, lora_scale: float = 1.0, adapter_names: S
             layer.scale_layer(lora_scale)
         layer.merge(adapter_names=present)
     record.fused = (float(lora_scale), names)
-    _publish(module, record)
+    publish_revision(module)
 
 
 def unfuse_lora(module: torch.nn.Module) -> None:
@@ -270,4 +266,4 @@ def unload_lora(module: torch.nn.Module) -> None:
         module.__dict__.pop(attr, None)
     if record is not None:
         object.__delattr__(module, _RECORD)
-        object.__setattr__(module, "_diffblocks_revision", record.base_revision)
+        publish_revision(module)
