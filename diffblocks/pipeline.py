@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from .adapters.api import PipelineAdapterMethods
+from .adapters.record import write_adapter_record
 from .blocks.errors import GraphError, Problem
 from .components import MODULAR_INDEX, ComponentsManager, ComponentSpec, write_modular_index
 from .graph import Graph
@@ -189,12 +190,14 @@ class Pipeline(PipelineAdapterMethods):
     def save_pretrained(self, save_directory: str | os.PathLike[str], *, save_weights: bool = False) -> Path:
         """Write ``graph.json`` and ``modular_model_index.json`` (and, with ``save_weights=True``,
         each loaded-or-loadable component in its own subfolder). Scheduler configs are always
-        written (they are tiny) so the folder is self-describing."""
+        written (they are tiny) so the folder is self-describing. Loaded LoRAs and embeddings are
+        recorded in ``adapters.json`` (file, sha256, name, weight) with copies under ``adapters/``."""
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
         manager = self.components
         if not isinstance(manager, ComponentsManager):
             raise TypeError("save_pretrained needs the pipeline's components in a ComponentsManager")
+        write_adapter_record(out, manager, saved_weights=sorted(manager.loaded) if save_weights else ())
         specs: dict[str, ComponentSpec] = {}
         for name in manager:
             spec = manager.specs.get(name)

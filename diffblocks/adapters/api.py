@@ -103,15 +103,15 @@ class AdapterMethods:
                                        denoiser=denoiser)
         if not layers:
             raise LoraFormatError(f"{file.path}: no LoRA layers for this pipeline's components")
+        unshare = getattr(self, "_unshare", None)
+        for c in layers if unshare is not None else ():
+            unshare(c)  # a model shared with other pipelines is copied before it changes
         targets = {c: self[c] for c in layers}  # type: ignore[index]
         for c, module in targets.items():
             ops.check_lora_fits(module, layers[c], name)  # all parts fit before any is attached
         done: list[torch.nn.Module] = []
         try:
             for c, module in targets.items():
-                unshare = getattr(self, "_unshare", None)
-                if unshare is not None:
-                    unshare(c)
                 ops.attach_lora(module, layers[c], name, content_id=file.sha256)
                 done.append(module)
         except Exception:
@@ -219,9 +219,8 @@ class AdapterMethods:
         for part, (name, vectors) in parts.items():
             encoder_name, tokenizer_name = targets[part]
             unshare = getattr(self, "_unshare", None)
-            for c in (encoder_name, tokenizer_name):
-                if unshare is not None:
-                    unshare(c)
+            for c in (encoder_name, tokenizer_name) if unshare is not None else ():
+                unshare(c)
             added += add_embedding(self[encoder_name], self[tokenizer_name], name, vectors, content_id=file.sha256)  # type: ignore[index]
             names += [encoder_name, tokenizer_name]
         first = next(iter(parts.values()))[0]
@@ -230,7 +229,8 @@ class AdapterMethods:
         return list(dict.fromkeys(added))
 
     def unload_lora_weights(self) -> None:
-        """Remove every LoRA from every component (fused weights are unfused first)."""
+        """Remove every LoRA from every component. Fused updates stay in the weights (as in
+        diffusers: fuse, unload, save bakes a LoRA in); :meth:`unfuse_lora` first drops them."""
         for _, module in list(self._adapted()):
             ops.unload_lora(module)
         log = self._adapter_log()

@@ -252,13 +252,15 @@ def delete_lora(module: torch.nn.Module, name: str) -> None:
 
 
 def unload_lora(module: torch.nn.Module) -> None:
-    """Remove every adapter: unmerge if fused and put the original layers back."""
+    """Remove every adapter and put the plain layers back.
+
+    Fused updates stay in the base weights, as in diffusers: ``fuse_lora()`` then
+    ``unload_lora()`` bakes a LoRA into the model; call :func:`unfuse_lora` first to drop it.
+    """
     record = lora_record(module)
     for path, sub in list(module.named_modules()):
         if not isinstance(sub, BaseTunerLayer):
             continue
-        if sub.merged:
-            sub.unmerge()
         parent_path, _, child = path.rpartition(".")
         parent = module.get_submodule(parent_path) if parent_path else module
         setattr(parent, child, sub.get_base_layer())

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from . import run_adapters
 
 __all__ = ["register", "DEFAULT_MODEL", "default_model_path", "read_png_metadata", "png_metadata_keys"]
 
@@ -54,6 +55,7 @@ def register(sub: Any) -> None:
                    "with --replay, IMAGE-replay.png")
     p.add_argument("--replay", default=None, metavar="IMAGE.png", help="re-run the graph and inputs stored in a PNG")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    run_adapters.add_arguments(p)
     p.set_defaults(func=cmd_run)
 
 
@@ -73,6 +75,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "mask_image": args.mask,
         "strength": args.strength,
         "dtype": args.dtype,
+        **run_adapters.settings(args),
     }
 
 
@@ -106,6 +109,7 @@ def generate(settings: dict[str, Any], graph: Any = None, *, progress: bool = Tr
     pipe = Pipeline.from_pretrained(_model_path(settings["model"]), preset=graph, torch_dtype=dtype)
     if settings.get("scheduler"):
         pipe.set_scheduler(settings["scheduler"])
+    run_adapters.apply(pipe, settings)
     call = {k: settings[k] for k in ("prompt", "negative_prompt", "num_inference_steps", "guidance_scale",
                                      "height", "width", "strength", "seed")}
     call["image"] = _load_image(settings.get("image"))

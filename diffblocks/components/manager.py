@@ -117,6 +117,7 @@ class ComponentsManager(AdapterMethods, Mapping[str, Any]):
         self._sources: dict[str, str] = {}
         self._pins: dict[tuple[str, str | None], str] = {}
         self._baselines: dict[str, int] = {}  # tensor versions right after loading
+        self._private: set[str] = set()  # names never shared (they carry adapters)
         self._offloader: ModelOffloader | None = None
         self._lock = threading.RLock()
         items = specs.values() if isinstance(specs, Mapping) else (specs or ())
@@ -323,7 +324,7 @@ class ComponentsManager(AdapterMethods, Mapping[str, Any]):
             )
             key = (*spec.identity[:4], commit or spec.identity[4], spec.identity[5], str(dtype))
             obj = None
-            if self.share and not stateful:
+            if self.share and not stateful and name not in self._private:
                 with _SHARED_LOCK:
                     obj = _SHARED.get(key)
                     if obj is None:
@@ -341,11 +342,13 @@ class ComponentsManager(AdapterMethods, Mapping[str, Any]):
             return obj
 
     def _unshare(self, name: str) -> None:
-        """Stop handing component ``name`` to other managers (it is about to get adapters)."""
-        obj = self._objects.get(name)
-        with _SHARED_LOCK:
-            for key in [k for k, v in _SHARED.items() if v is obj]:
-                del _SHARED[key]
+        """Give this manager a private copy of ``name`` (it is about to get adapters, which must
+        not show up in other pipelines sharing the object); a shared one is loaded again."""
+        with self._lock:
+            self._private.add(name)
+            obj = self._objects.get(name)
+            if obj is not None and any(v is obj for v in list(_SHARED.values())):
+                self.unload(name)
 
     @staticmethod
     def _remember(key: tuple, obj: Any) -> None:
