@@ -4,7 +4,6 @@ See :mod:`diffblocks.adapters.api` for the methods on ComponentsManager and Pipe
 """
 
 from diffblocks.adapters.files import AdapterFileError
-from diffblocks.adapters.lora import LoraError
-from diffblocks.adapters.weights import LoraFormatError, LoraWeights
+from diffblocks.adapters.weights import LoraError, LoraFormatError, LoraWeights
 
 __all__ = ["AdapterFileError", "LoraError", "LoraFormatError", "LoraWeights"]

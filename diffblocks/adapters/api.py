@@ -17,19 +17,28 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from types import ModuleType
 from typing import Any
 
 import torch
 
-from diffblocks.adapters import lora as ops
 from diffblocks.adapters.files import DEFAULT_EMBEDDING_FILE, DEFAULT_LORA_FILE, read_adapter_file
 from diffblocks.adapters.formats import split_lora_state_dict
+from diffblocks.adapters.state import adapter_names, lora_record
 from diffblocks.adapters.textual_inversion import add_embedding, embeddings_in
-from diffblocks.adapters.weights import LoraFormatError
+from diffblocks.adapters.weights import LoraError, LoraFormatError
 
 __all__ = ["AdapterMethods", "LoadedAdapter", "PipelineAdapterMethods"]
 
 Weights = float | Mapping[str, float]
+
+
+def _ops() -> ModuleType:
+    """The peft-backed operations, imported on first use: a cold peft import pulls in much of
+    transformers (seconds), which ``import diffblocks`` and runs without adapters should not pay."""
+    import diffblocks.adapters.lora as ops
+
+    return ops
 
 
 @dataclass
@@ -72,7 +81,7 @@ class AdapterMethods:
         loaded = getattr(self, "loaded", None)
         for name in (loaded if loaded is not None else list(self)):  # type: ignore[call-overload]
             obj = self[name]  # type: ignore[index]
-            if isinstance(obj, torch.nn.Module) and ops.lora_record(obj) is not None:
+            if isinstance(obj, torch.nn.Module) and lora_record(obj) is not None:
                 yield name, obj
 
     def load_lora_weights(
@@ -88,10 +97,11 @@ class AdapterMethods:
         says otherwise, Hub repo, or state dict) into the components its keys name, or into
         ``component``. Returns the adapter name (``default_N`` when not given). Keys that match
         no module are one error listing them; nothing is attached unless every part fits."""
+        ops = _ops()
         log = self._adapter_log()
         name = adapter_name or f"default_{sum(a.kind == 'lora' for a in log.values())}"
         if name in log:
-            raise ops.LoraError(f"an adapter named {name!r} is already loaded; pass another adapter_name")
+            raise LoraError(f"an adapter named {name!r} is already loaded; pass another adapter_name")
         hub = {k: getattr(self, k) for k in ("cache_dir", "token", "local_files_only") if hasattr(self, k)}
         file = read_adapter_file(pretrained_model_name_or_path_or_dict, weight_name=weight_name,
                                  default=DEFAULT_LORA_FILE, allow_pickle=allow_pickle, hub=hub)
@@ -124,10 +134,11 @@ class AdapterMethods:
     def set_adapters(self, adapter_names: str | Sequence[str], adapter_weights: Weights | Sequence[Weights] | None = None) -> None:
         """Activate exactly ``adapter_names`` with their weights (one number, or a dict per
         component such as ``{"unet": 0.7, "text_encoder": 0.3}``); others are deactivated."""
+        ops = _ops()
         names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
         log = self._adapter_log()
         if unknown := [n for n in names if n not in log or log[n].kind != "lora"]:
-            raise ops.LoraError(f"no LoRA adapter(s) {unknown}; loaded: {[n for n, a in log.items() if a.kind == 'lora']}")
+            raise LoraError(f"no LoRA adapter(s) {unknown}; loaded: {[n for n, a in log.items() if a.kind == 'lora']}")
         if adapter_weights is None:
             weights: list[Weights] = [1.0] * len(names)
         elif isinstance(adapter_weights, (int, float, Mapping)):
@@ -152,41 +163,46 @@ class AdapterMethods:
         """Names of the active LoRA adapters (in load order)."""
         active: dict[str, None] = {}
         for _, module in self._adapted():
-            record = ops.lora_record(module)
+            record = lora_record(module)
             if record is not None and record.enabled:
                 active.update(dict.fromkeys(record.active))
         return [n for n in self._adapter_log() if n in active]
 
     def get_list_adapters(self) -> dict[str, list[str]]:
         """Which adapters each component holds."""
-        return {c: ops.adapter_names(m) for c, m in self._adapted()}
+        return {c: adapter_names(m) for c, m in self._adapted()}
 
     def enable_lora(self) -> None:
+        ops = _ops()
         for _, module in self._adapted():
             ops.enable_lora(module, True)
 
     def disable_lora(self) -> None:
         """Run without the adapters (they stay loaded; :meth:`enable_lora` brings them back)."""
+        ops = _ops()
         for _, module in self._adapted():
             ops.enable_lora(module, False)
 
     def fuse_lora(self, lora_scale: float = 1.0, components: Sequence[str] | None = None,
                   adapter_names: Sequence[str] | None = None) -> None:
         """Add the active adapters' updates into the base weights of ``components`` (default: all)."""
+        ops = _ops()
         for c, module in self._adapted():
             if components is None or c in components:
                 ops.fuse_lora(module, lora_scale, adapter_names)
 
     def unfuse_lora(self, components: Sequence[str] | None = None) -> None:
+        ops = _ops()
         for c, module in self._adapted():
             if components is None or c in components:
                 ops.unfuse_lora(module)
 
     def delete_adapters(self, adapter_names: str | Sequence[str]) -> None:
+        ops = _ops()
         names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
         for _, module in list(self._adapted()):
             for n in names:
-                if n in ops.adapter_names(module):
+                if n in adapter_names(module):
                     ops.delete_lora(module, n)
         for n in names:
             self._adapter_log().pop(n, None)
@@ -231,6 +247,7 @@ class AdapterMethods:
     def unload_lora_weights(self) -> None:
         """Remove every LoRA from every component. Fused updates stay in the weights (as in
         diffusers: fuse, unload, save bakes a LoRA in); :meth:`unfuse_lora` first drops them."""
+        ops = _ops()
         for _, module in list(self._adapted()):
             ops.unload_lora(module)
         log = self._adapter_log()

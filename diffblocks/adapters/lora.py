@@ -29,53 +29,20 @@ import re
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
 from peft.tuners.tuners_utils import BaseTunerLayer
 
 from diffblocks.adapters.revision import publish_revision
-from diffblocks.adapters.weights import LoraFormatError, LoraWeights
+from diffblocks.adapters.state import RECORD_ATTR as _RECORD
+from diffblocks.adapters.state import AdapterRecord, adapter_names, lora_record
+from diffblocks.adapters.weights import LoraError, LoraFormatError, LoraWeights
 
 __all__ = [
-    "AdapterRecord", "LoraError", "adapter_names", "attach_lora", "check_lora_fits", "delete_lora", "enable_lora", "fuse_lora",
+    "AdapterRecord", "LoraError", "adapter_names", "adapter_state_dict", "attach_lora", "check_lora_fits", "delete_lora", "enable_lora", "fuse_lora",
     "lora_record", "set_lora_weights", "unfuse_lora", "unload_lora",
 ]
-
-_RECORD = "_diffblocks_lora"
-
-
-class LoraError(ValueError):
-    """An adapter operation that cannot be done (unknown name, shape mismatch, fused state)."""
-
-
-@dataclass
-class AdapterRecord:
-    """What is attached to one module: adapters in load order with their weight and content id."""
-
-    weights: dict[str, float] = field(default_factory=dict)
-    content: dict[str, str] = field(default_factory=dict)
-    active: list[str] = field(default_factory=list)
-    enabled: bool = True
-    fused: tuple[float, tuple[str, ...]] | None = None
-
-    def token(self) -> tuple:
-        """Hashable summary: equal tokens mean the module computes the same function."""
-        adapters = tuple((n, self.content[n], self.weights[n], n in self.active) for n in self.weights)
-        return ("lora", adapters, self.enabled, self.fused)
-
-
-def lora_record(module: torch.nn.Module) -> AdapterRecord | None:
-    """The adapters attached to ``module`` by this package (None if none)."""
-    return getattr(module, _RECORD, None)
-
-
-def adapter_names(module: torch.nn.Module) -> list[str]:
-    record = lora_record(module)
-    return list(record.weights) if record else []
-
 
 def _layers(module: torch.nn.Module) -> Iterator[BaseTunerLayer]:
     for sub in module.modules():
@@ -126,6 +93,9 @@ def attach_lora(module: torch.nn.Module, layers: Mapping[str, LoraWeights], name
                 weight: float = 1.0) -> None:
     """Add adapter ``name`` (module path -> LoraWeights) to ``module`` and make it active at ``weight``."""
     record = lora_record(module) or AdapterRecord()
+    if "." in name or not name or hasattr(torch.nn.ModuleDict(), name):
+        # peft keeps adapters in ModuleDicts: a name like "train" or "to" would clash with a method.
+        raise LoraError(f"adapter name {name!r} cannot be used (empty, has a '.', or is a torch.nn.Module attribute)")
     if name in record.weights:
         raise LoraError(f"an adapter named {name!r} is already loaded; pass another adapter_name or unload it")
     if record.fused is not None:
@@ -249,6 +219,19 @@ def delete_lora(module: torch.nn.Module, name: str) -> None:
         table.pop(name, None)
     record.active = [n for n in record.active if n != name]
     _apply(module, record)
+
+
+def adapter_state_dict(module: torch.nn.Module, name: str, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Adapter ``name``'s tensors in diffusers' file layout (``<prefix>.<path>.lora_A.weight`` /
+    ``lora_B.weight``; the layer's scale folded into ``lora_B`` so the file needs no alpha)."""
+    out: dict[str, torch.Tensor] = {}
+    lead = f"{prefix}." if prefix else ""
+    for path, layer in module.named_modules():
+        if isinstance(layer, BaseTunerLayer) and name in layer.lora_A:
+            scale = layer.lora_alpha[name] / layer.r[name]
+            out[f"{lead}{path}.lora_A.weight"] = layer.lora_A[name].weight.detach().clone()
+            out[f"{lead}{path}.lora_B.weight"] = layer.lora_B[name].weight.detach() * scale
+    return out
 
 
 def unload_lora(module: torch.nn.Module) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from diffblocks.adapters.files import AdapterFileError, sha256_of
-from diffblocks.adapters.lora import lora_record
+from diffblocks.adapters.state import lora_record
 from diffblocks.fileio import atomic_write_text
 
 __all__ = ["ADAPTER_RECORD_FILE", "adapter_record", "apply_adapter_record", "write_adapter_record"]

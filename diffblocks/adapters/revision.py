@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from diffblocks.adapters.state import RECORD_ATTR
+
 __all__ = ["publish_revision"]
 
 _BASE = "_diffblocks_base_revision"
-_PARTS = ("_diffblocks_lora", "_diffblocks_embeddings")
+_PARTS = (RECORD_ATTR, "_diffblocks_embeddings")
 
 
 def publish_revision(obj: Any) -> None:

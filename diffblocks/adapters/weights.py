@@ -6,7 +6,11 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["LoraFormatError", "LoraWeights"]
+__all__ = ["LoraError", "LoraFormatError", "LoraWeights"]
+
+
+class LoraError(ValueError):
+    """An adapter operation that cannot be done (unknown name, shape mismatch, fused state)."""
 
 
 class LoraFormatError(ValueError):
