@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from diffblocks.adapters.files import DEFAULT_EMBEDDING_FILE, DEFAULT_LORA_FILE, read_adapter_file
-from diffblocks.adapters.formats import split_lora_state_dict
+from diffblocks.adapters.formats import apply_adapter_metadata, split_lora_state_dict
 from diffblocks.adapters.state import adapter_names, lora_record
 from diffblocks.adapters.textual_inversion import add_embedding, embeddings_in
 from diffblocks.adapters.weights import LoraError, LoraFormatError
@@ -113,6 +113,7 @@ class AdapterMethods:
                                        denoiser=denoiser)
         if not layers:
             raise LoraFormatError(f"{file.path}: no LoRA layers for this pipeline's components")
+        layers = apply_adapter_metadata(layers, file.metadata, file.path)
         unshare = getattr(self, "_unshare", None)
         for c in layers if unshare is not None else ():
             unshare(c)  # a model shared with other pipelines is copied before it changes

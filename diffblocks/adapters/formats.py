@@ -28,7 +28,7 @@ import torch
 from diffblocks.adapters.flux_formats import is_flux_original_layout, to_diffusers_flux
 from diffblocks.adapters.weights import LoraFormatError, LoraWeights
 
-__all__ = ["LoraFormatError", "LoraWeights", "describe_non_lora", "split_lora_state_dict", "COMPONENT_PREFIXES"]
+__all__ = ["apply_adapter_metadata", "LoraFormatError", "LoraWeights", "describe_non_lora", "split_lora_state_dict", "COMPONENT_PREFIXES"]
 
 #: diffusers' key prefixes, in the order they are tried.
 COMPONENT_PREFIXES = ("text_encoder_2", "text_encoder", "unet", "transformer")
@@ -241,3 +241,40 @@ def _ldm_to_diffusers(stem: str, found: Mapping[str, torch.nn.Module]) -> str | 
             return f"up_blocks_{block}_upsamplers_0_conv"
         return f"up_blocks_{block}_attentions_{layer}_{rest}"
     return None
+
+
+#: safetensors metadata key under which diffusers' ``save_lora_weights`` stores each component's
+#: peft config (``"unet.r"``, ``"unet.lora_alpha"``, ``"unet.alpha_pattern"``, ...).
+ADAPTER_METADATA_KEY = "lora_adapter_metadata"
+
+
+def apply_adapter_metadata(layers: Layers, metadata: Mapping[str, str], source: str) -> Layers:
+    """Give layers without an ``alpha`` tensor the alpha the file's peft metadata states.
+
+    A diffusers file trained with ``lora_alpha != r`` carries no alpha tensors; its scale lives
+    only in this metadata, so ignoring it would change every layer's strength.
+    """
+    import json
+    from dataclasses import replace
+
+    raw = metadata.get(ADAPTER_METADATA_KEY)
+    if not raw:
+        return layers
+    try:
+        config = json.loads(raw)
+    except ValueError as err:
+        raise LoraFormatError(f"{source}: unreadable {ADAPTER_METADATA_KEY} metadata ({err})") from err
+    out: Layers = {}
+    for component, found in layers.items():
+        default = config.get(f"{component}.lora_alpha")
+        patterns = config.get(f"{component}.alpha_pattern") or {}
+        if default is None and not patterns:
+            out[component] = found
+            continue
+        out[component] = {}
+        for path, w in found.items():
+            if w.alpha is None:
+                match = next((v for k, v in patterns.items() if path == k or path.endswith("." + k)), default)
+                w = replace(w, alpha=float(match)) if match is not None else w
+            out[component][path] = w
+    return out

@@ -135,3 +135,26 @@ def test_pickles_need_allow_pickle(sd, tmp_path):
     with pytest.raises(AdapterFileError, match="allow_pickle=True"):
         sd.ours.load_lora_weights(tmp_path / "lora.bin")
     assert sd.ours.load_lora_weights(tmp_path / "lora.bin", allow_pickle=True) == "default_0"
+
+
+def test_diffusers_metadata_alpha(sd, tmp_path):
+    """A diffusers file trained with lora_alpha != r keeps the scale only in its safetensors metadata."""
+    import json
+
+    from safetensors.torch import save_file
+
+    path = tmp_path / "meta.safetensors"
+    config = {"r": 4, "lora_alpha": 8, "target_modules": list(UNET_TARGETS), "alpha_pattern": {}, "rank_pattern": {}}
+    meta = {"lora_adapter_metadata": json.dumps({f"unet.{k}": v for k, v in config.items()})}
+    save_file(diffusers_layout(_parts(sd, 8, text=False)), str(path), metadata=meta)
+    sd.ours.load_lora_weights(path, adapter_name="m")
+    sd.theirs.load_lora_weights(str(path), adapter_name="m")
+    _close(*sd.both())
+    with_meta = sd.run_ours()
+    sd.ours.unload_lora_weights()
+    plain = save(diffusers_layout(_parts(sd, 8, text=False)), tmp_path / "plain.safetensors")
+    sd.ours.load_lora_weights(plain, adapter_name="p")
+    sd.ours.set_adapters("p", 2.0)  # alpha 8 / rank 4: the metadata file equals the bare file at weight 2
+    assert np.abs(sd.run_ours() - with_meta).max() <= TOLERANCE
+    sd.ours.set_adapters("p", 1.0)
+    assert np.abs(sd.run_ours() - with_meta).max() > 1e-3
