@@ -174,6 +174,7 @@ class AdapterMethods:
         return {c: adapter_names(m) for c, m in self._adapted()}
 
     def enable_lora(self) -> None:
+        """Switch the loaded adapters back on after :meth:`disable_lora`."""
         ops = _ops()
         for _, module in self._adapted():
             ops.enable_lora(module, True)
@@ -193,17 +194,20 @@ class AdapterMethods:
                 ops.fuse_lora(module, lora_scale, adapter_names)
 
     def unfuse_lora(self, components: Sequence[str] | None = None) -> None:
+        """Subtract fused updates from the base weights of ``components`` (default: all)."""
         ops = _ops()
         for c, module in self._adapted():
             if components is None or c in components:
                 ops.unfuse_lora(module)
 
     def delete_adapters(self, adapter_names: str | Sequence[str]) -> None:
+        """Remove the named LoRA adapters from every component (others stay as they are)."""
         ops = _ops()
         names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
         for _, module in list(self._adapted()):
+            record = lora_record(module)
             for n in names:
-                if n in adapter_names(module):
+                if record is not None and n in record.weights:
                     ops.delete_lora(module, n)
         for n in names:
             self._adapter_log().pop(n, None)

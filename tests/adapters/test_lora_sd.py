@@ -158,3 +158,17 @@ def test_diffusers_metadata_alpha(sd, tmp_path):
     assert np.abs(sd.run_ours() - with_meta).max() <= TOLERANCE
     sd.ours.set_adapters("p", 1.0)
     assert np.abs(sd.run_ours() - with_meta).max() > 1e-3
+
+
+def test_delete_one_adapter_keeps_the_other(sd, tmp_path):
+    a = save(diffusers_layout(_parts(sd, 9, text=False)), tmp_path / "a.safetensors")
+    b = save(diffusers_layout(_parts(sd, 10)), tmp_path / "b.safetensors")
+    sd.ours.load_lora_weights(a, adapter_name="a")
+    only_a = sd.run_ours()
+    sd.ours.load_lora_weights(b, adapter_name="b")
+    assert sd.ours.get_list_adapters() == {"unet": ["a", "b"], "text_encoder": ["b"]}
+    sd.ours.delete_adapters("b")
+    assert sd.ours.get_list_adapters() == {"unet": ["a"]} and sd.ours.get_active_adapters() == ["a"]
+    assert np.abs(sd.run_ours() - only_a).max() == 0
+    with pytest.raises(Exception, match="cannot be used"):
+        sd.ours.load_lora_weights(b, adapter_name="train")  # would clash with torch.nn.Module.train
