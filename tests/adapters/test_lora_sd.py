@@ -146,13 +146,14 @@ def test_diffusers_metadata_alpha(sd, tmp_path):
     path = tmp_path / "meta.safetensors"
     config = {"r": 4, "lora_alpha": 8, "target_modules": list(UNET_TARGETS), "alpha_pattern": {}, "rank_pattern": {}}
     meta = {"lora_adapter_metadata": json.dumps({f"unet.{k}": v for k, v in config.items()})}
-    save_file(diffusers_layout(_parts(sd, 8, text=False)), str(path), metadata=meta)
+    state = diffusers_layout(_parts(sd, 8, text=False))
+    save_file(state, str(path), metadata=meta)
+    plain = save(state, tmp_path / "plain.safetensors")
     sd.ours.load_lora_weights(path, adapter_name="m")
     sd.theirs.load_lora_weights(str(path), adapter_name="m")
     _close(*sd.both())
     with_meta = sd.run_ours()
     sd.ours.unload_lora_weights()
-    plain = save(diffusers_layout(_parts(sd, 8, text=False)), tmp_path / "plain.safetensors")
     sd.ours.load_lora_weights(plain, adapter_name="p")
     sd.ours.set_adapters("p", 2.0)  # alpha 8 / rank 4: the metadata file equals the bare file at weight 2
     assert np.abs(sd.run_ours() - with_meta).max() <= TOLERANCE
