@@ -22,6 +22,10 @@ Single-file and GGUF rows (``--kinds single gguf``) time the same libraries on o
     python bench/loading.py                      # tiny + mid, 3 repeats
     python bench/loading.py --sizes tiny --repeats 5
     python bench/loading.py --kinds folder single gguf
+
+LoRA rows (``--lora-sizes``, default mid): time and peak-RSS growth to load a rank-16 LoRA on
+every attention and feed-forward linear of the (already loaded) UNet, ours
+(``ComponentsManager.load_lora_weights``) vs diffusers (``UNet2DConditionModel.load_lora_adapter``).
 """
 
 from __future__ import annotations
@@ -239,6 +243,76 @@ def measure(library: str, folder: Path, kind: str = "folder", file: Path | None 
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+# -- LoRA loading rows (self-contained) ------------------------------------------------------------
+LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2", "proj_in", "proj_out")
+
+
+def _save_lora(folder: Path, rank: int = 16) -> Path:
+    """A diffusers-layout LoRA for the folder's UNet (random A and B), written once beside it."""
+    path = folder / f"lora-r{rank}.safetensors"
+    if path.is_file():
+        return path
+    import torch
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import save_file
+
+    unet = UNet2DConditionModel.from_pretrained(str(folder), subfolder="unet")
+    gen = torch.Generator().manual_seed(0)
+    state = {}
+    for name, module in unet.named_modules():
+        if isinstance(module, torch.nn.Linear) and name.endswith(LORA_TARGETS):
+            state[f"unet.{name}.lora_A.weight"] = torch.randn(rank, module.in_features, generator=gen) * 0.01
+            state[f"unet.{name}.lora_B.weight"] = torch.randn(module.out_features, rank, generator=gen) * 0.01
+    save_file(state, str(path))
+    return path
+
+
+def lora_child(library: str, folder: str, lora: str) -> None:
+    if library == "diffblocks":
+        from diffblocks.components import ComponentsManager
+
+        manager = ComponentsManager.from_pretrained(folder, names=["unet"], share=False)
+        manager["unet"]
+    else:
+        from diffusers import UNet2DConditionModel
+
+        unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet")
+    import peft  # noqa: F401  (both sides use peft: import it before the clock)
+
+    rss_before = _rss_mb()
+    t0 = time.perf_counter()
+    if library == "diffblocks":
+        manager.load_lora_weights(lora, adapter_name="bench")
+    else:
+        unet.load_lora_adapter(lora, prefix="unet", adapter_name="bench")
+    load_s = time.perf_counter() - t0
+    print(json.dumps({"load_s": load_s, "rss_before_mb": rss_before, "peak_rss_mb": _rss_mb()}))
+
+
+def lora_rows(sizes: list[str], workdir: Path, repeats: int) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "DIFFUSERS_VERBOSITY": "error"}
+    print("\n| UNet | LoRA file | diffblocks load s | diffusers load s | ratio | peak RSS growth MiB, ours / diffusers |")
+    print("|---|---|---|---|---|---|")
+    for size in sizes:
+        folder = build(size, workdir)
+        lora = _save_lora(folder)
+        runs: dict[str, list[dict]] = {"diffblocks": [], "diffusers": []}
+        for _ in range(repeats):
+            for library in runs:
+                out = subprocess.run([sys.executable, __file__, "--lora-child", library, "--folder", str(folder),
+                                      "--lora-file", str(lora)], capture_output=True, text=True, env=env,
+                                     cwd=str(ROOT), check=False)
+                if out.returncode != 0:
+                    raise RuntimeError(f"{library} LoRA child failed:\n{out.stderr[-3000:]}")
+                runs[library].append(json.loads(out.stdout.strip().splitlines()[-1]))
+        med = {lib: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for lib, rs in runs.items()}
+        ours, ref = med["diffblocks"], med["diffusers"]
+        print(f"| sd-{size} | {lora.stat().st_size / 2**20:.1f} MiB (rank 16) | {ours['load_s']:.3f} | "
+              f"{ref['load_s']:.3f} | {ours['load_s'] / ref['load_s']:.2f}x | "
+              f"+{ours['peak_rss_mb'] - ours['rss_before_mb']:.0f} / +{ref['peak_rss_mb'] - ref['rss_before_mb']:.0f} |")
+    print(f"\nmedian of {repeats} runs each, fresh process per run")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["tiny", "mid"])
@@ -250,9 +324,15 @@ def main() -> None:
                         help="folder loads (default), whole-pipeline single files, GGUF Flux transformers")
     parser.add_argument("--kind", default="folder", help=argparse.SUPPRESS)
     parser.add_argument("--file", help=argparse.SUPPRESS)
+    parser.add_argument("--lora-sizes", nargs="*", default=["mid"], help="UNets for the LoRA rows (none: skip)")
+    parser.add_argument("--lora-child", choices=["diffblocks", "diffusers"], help=argparse.SUPPRESS)
+    parser.add_argument("--lora-file", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child, args.folder, args.kind, args.file)
+        return
+    if args.lora_child:
+        lora_child(args.lora_child, args.folder, args.lora_file)
         return
     if args.kinds != ["folder"]:
         args.workdir.mkdir(parents=True, exist_ok=True)
@@ -286,6 +366,8 @@ def main() -> None:
               f"{ours['touched_rss_mb']:.0f} / {ref['touched_rss_mb']:.0f} | "
               f"{ours['import_s']:.2f} / {ref['import_s']:.2f} |")
     print(f"\nmedian of {args.repeats} runs each, fresh process per run; machine: {os.cpu_count()} CPUs")
+    if args.lora_sizes:
+        lora_rows(args.lora_sizes, args.workdir, args.repeats)
 
 
 def single_file_rows(args: argparse.Namespace) -> None:

@@ -29,6 +29,8 @@ from typing import Any
 import torch
 
 from . import pipeline_io
+from .adapters.api import PipelineAdapterMethods
+from .adapters.record import write_adapter_record
 from .blocks.errors import GraphError, InputError, Problem
 from .components import ComponentError, ComponentsManager
 from .fileio import read_text_bounded
@@ -66,7 +68,7 @@ def _graph_from(preset: str | os.PathLike[str] | Graph) -> Graph:
     return load_preset(str(preset))
 
 
-class Pipeline:
+class Pipeline(PipelineAdapterMethods):
     """A graph + a ComponentsManager + defaults for the call.
 
     Calling the pipeline runs the graph with the given inputs (a ``seed`` becomes a CPU
@@ -317,7 +319,8 @@ class Pipeline:
     def save_pretrained(self, save_directory: str | os.PathLike[str], *, save_weights: bool = False) -> Path:
         """Write ``graph.json`` and ``modular_model_index.json`` (and, with ``save_weights=True``,
         each loaded-or-loadable component in its own subfolder). Scheduler configs are always
-        written (they are tiny) so the folder is self-describing.
+        written (they are tiny) so the folder is self-describing. Loaded LoRAs and embeddings are
+        recorded in ``adapters.json`` (file, sha256, name, weight) with copies under ``adapters/``.
 
         With ``save_weights=True`` and a stock preset graph (``sd15``, ``sdxl`` and their
         workflows, unswapped), the classic ``model_index.json`` is written too, so diffusers'
@@ -333,7 +336,11 @@ class Pipeline:
         if not isinstance(manager, ComponentsManager):
             raise TypeError("save_pretrained needs the pipeline's components in a ComponentsManager")
         classic = _stock_pipeline_class(self.graph, manager.config) if save_weights else None
-        return pipeline_io.save_pipeline(self.graph, manager, Path(save_directory), save_weights=save_weights, classic_class=classic)
+        saved = sorted(manager.loaded) if save_weights else ()
+        return pipeline_io.save_pipeline(
+            self.graph, manager, Path(save_directory), save_weights=save_weights, classic_class=classic,
+            also=lambda folder: write_adapter_record(folder, manager, saved_weights=saved),
+        )
 
     def push_to_hub(self, repo_id: str, *, weights: bool = False, **options: Any) -> str:
         """Push ``graph.json`` + ``modular_model_index.json`` pinned to the commits the weights come

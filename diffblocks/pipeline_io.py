@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ from .blocks.errors import InputError
 from .components import CLASSIC_INDEX, ComponentsManager, ComponentSpec, write_modular_index
 from .fileio import atomic_folder, atomic_write_text
 from .graph import Graph
-from .models.modeling import DIFFUSERS_FORMAT_VERSION
+from .formats import DIFFUSERS_FORMAT_VERSION
 
 __all__ = ["GRAPH_FILE", "save_pipeline", "check_sampler_fits", "is_flow_matching"]
 
@@ -22,9 +22,16 @@ GRAPH_FILE = "graph.json"
 
 
 def save_pipeline(
-    graph: Graph, manager: ComponentsManager, out: Path, *, save_weights: bool, classic_class: str | None = None
+    graph: Graph,
+    manager: ComponentsManager,
+    out: Path,
+    *,
+    save_weights: bool,
+    classic_class: str | None = None,
+    also: Callable[[Path], Any] | None = None,
 ) -> Path:
-    """Write ``out`` as a whole (see ``Pipeline.save_pretrained``); returns ``out``."""
+    """Write ``out`` as a whole (see ``Pipeline.save_pretrained``); returns ``out``. ``also(folder)``
+    writes more files into the new folder before it replaces the old one (e.g. the adapter record)."""
     target = out.expanduser().resolve()
     # Everything the new folder needs is loaded first: a component still to be read lazily from
     # the folder being replaced would find it gone after the swap.
@@ -58,6 +65,8 @@ def save_pipeline(
         atomic_write_text(work / GRAPH_FILE, graph.to_json() + "\n")
         if classic_class is not None and not kept:
             write_classic_index(work, classic_class, hints, config)
+        if also is not None:
+            also(work)
         _carry_over(target, work)
     return out
 

@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 #: Modules adding flags to ``run`` (LoRA, Hub, single-file ...): see the module docstring.
-RUN_OPTION_MODULES: list[str] = []
+RUN_OPTION_MODULES: list[str] = ["diffblocks.cli.run_adapters"]
 DTYPES = ("float32", "float16", "bfloat16")
 #: Pipeline input -> the flag that gives it, where the names differ.
 _FLAGS = {"image": "--image", "mask_image": "--mask", "num_inference_steps": "--steps", "guidance_scale": "--guidance"}

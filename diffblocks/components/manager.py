@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from diffblocks.adapters.api import AdapterMethods
 from diffblocks.components.index import CLASSIC_INDEX, MODULAR_INDEX, IndexFile, IndexFileError, read_index
 from diffblocks.components.loading import LoadOptions, load_component, resolve_spec_class
 from diffblocks.components.offload import ModelOffloader
@@ -75,7 +76,7 @@ def _fmt_bytes(n: int) -> str:
     return str(n)
 
 
-class ComponentsManager(Mapping[str, Any]):
+class ComponentsManager(AdapterMethods, Mapping[str, Any]):
     """Holds component specs and loads each one on first access (``manager["unet"]``).
 
     The manager is the Mapping a graph executor reads: ``name in manager`` never loads,
@@ -116,6 +117,7 @@ class ComponentsManager(Mapping[str, Any]):
         self._sources: dict[str, str] = {}
         self._pins: dict[tuple[str, str | None], str] = {}
         self._baselines: dict[str, int] = {}  # tensor versions right after loading
+        self._private: set[str] = set()  # names never shared (they carry adapters)
         self._offloader: ModelOffloader | None = None
         self._lock = threading.RLock()
         items = specs.values() if isinstance(specs, Mapping) else (specs or ())
@@ -322,7 +324,7 @@ class ComponentsManager(Mapping[str, Any]):
             )
             key = (*spec.identity[:4], commit or spec.identity[4], spec.identity[5], str(dtype))
             obj = None
-            if self.share and not stateful:
+            if self.share and not stateful and name not in self._private:
                 with _SHARED_LOCK:
                     obj = _SHARED.get(key)
                     if obj is None:
@@ -338,6 +340,15 @@ class ComponentsManager(Mapping[str, Any]):
             if offloading and isinstance(obj, torch.nn.Module):
                 self._offloader.attach(name, obj)  # type: ignore[union-attr]
             return obj
+
+    def _unshare(self, name: str) -> None:
+        """Give this manager a private copy of ``name`` (it is about to get adapters, which must
+        not show up in other pipelines sharing the object); a shared one is loaded again."""
+        with self._lock:
+            self._private.add(name)
+            obj = self._objects.get(name)
+            if obj is not None and any(v is obj for v in list(_SHARED.values())):
+                self.unload(name)
 
     @staticmethod
     def _remember(key: tuple, obj: Any) -> None:
