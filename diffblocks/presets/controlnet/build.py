@@ -18,15 +18,17 @@ __all__ = ["PRESETS", "build_control_preset"]
 
 BASES: dict[str, Callable[[], Graph]] = {"sd15": build_sd15, "sdxl": build_sdxl}
 WORKFLOW_INPUTS = {"text2img": {}, "img2img": {"image": True}, "inpaint": {"image": True, "mask_image": True}}
-SIZE_DESCRIPTION = "image {} in pixels (default: the control image's)"
+SIZE_DESCRIPTION = "image {} in pixels (default: the size of image)"
 
 
-def _text2img(base: str) -> Graph:
-    """The text2img graph whose ``image`` input is free for the control image, which also gives the
-    default size (a node ``control_size`` before ``check_inputs``)."""
-    document = BASES[base]().select().to_dict()
+def _with_size_node(base: str, workflow: str) -> Graph:
+    """The ``workflow`` graph of ``base`` with a node ``control_size`` before ``check_inputs``: the
+    size defaults to the ``image`` input's (as in diffusers' ControlNet text2img and inpaint
+    pipelines). For text2img, ``image`` is freed for the control image."""
+    document = BASES[base]().select(**WORKFLOW_INPUTS[workflow]).to_dict()
     inputs = document["graph"]["inputs"]
-    for name in ("image", "mask_image", "strength", "height", "width"):
+    dropped = ("image", "mask_image", "strength") if workflow == "text2img" else ()
+    for name in (*dropped, "height", "width"):
         inputs.pop(name, None)
     g = Graph.from_dict(document)
     g.add("control_size", "default_size_from_image")
@@ -38,15 +40,16 @@ def _text2img(base: str) -> Graph:
 
 def build_control_preset(base: str, workflow: str, kind: str) -> Graph:
     """``base`` ("sd15" / "sdxl") with ``workflow`` selected and ``kind`` ("controlnet" / "adapter") added."""
-    if workflow == "text2img":
-        g = _text2img(base)
-        image_input = "image"
-    else:
+    image_input = "image" if workflow == "text2img" else "control_image"
+    if workflow == "img2img":
         g = BASES[base]().select(**WORKFLOW_INPUTS[workflow])
-        image_input = "control_image"
+        if base == "sdxl":  # diffusers' SDXL ControlNet img2img defaults to strength 0.8 (plain SDXL: 0.3)
+            g.replace("check_inputs", "check_inputs", config={**g.nodes["check_inputs"].config, "img2img_strength": 0.8})
+    else:
+        g = _with_size_node(base, workflow)
     g = with_controlnet(g, image_input=image_input) if kind == "controlnet" else with_t2i_adapter(g, image_input=image_input)
-    if workflow == "text2img":
-        g.expose_input(image_input, "control_size.image")
+    if workflow != "img2img":
+        g.expose_input("image", "control_size.image")
     what = "ControlNet" if kind == "controlnet" else "T2I-Adapter"
     model = "Stable Diffusion XL" if base == "sdxl" else "Stable Diffusion 1.5"
     g.name = f"{base}-{kind}" + ("" if workflow == "text2img" else f"-{workflow}")
