@@ -41,12 +41,11 @@ def _with_size_node(base: str, workflow: str) -> Graph:
 def build_control_preset(base: str, workflow: str, kind: str) -> Graph:
     """``base`` ("sd15" / "sdxl") with ``workflow`` selected and ``kind`` ("controlnet" / "adapter") added."""
     image_input = "image" if workflow == "text2img" else "control_image"
-    if workflow == "img2img":
-        g = BASES[base]().select(**WORKFLOW_INPUTS[workflow])
-        if base == "sdxl":  # diffusers' SDXL ControlNet img2img defaults to strength 0.8 (plain SDXL: 0.3)
-            g.replace("check_inputs", "check_inputs", config={**g.nodes["check_inputs"].config, "img2img_strength": 0.8})
-    else:
-        g = _with_size_node(base, workflow)
+    g = BASES[base]().select(**WORKFLOW_INPUTS[workflow]) if workflow == "img2img" else _with_size_node(base, workflow)
+    if base == "sdxl" and kind == "controlnet":
+        # diffusers' SDXL ControlNet pipelines: img2img strength 0.8 (plain SDXL: 0.3), inpaint guidance 5.0 (7.5)
+        config = {**g.nodes["check_inputs"].config, "img2img_strength": 0.8, "inpaint_guidance_scale": 5.0}
+        g.replace("check_inputs", "check_inputs", config=config)
     g = with_controlnet(g, image_input=image_input) if kind == "controlnet" else with_t2i_adapter(g, image_input=image_input)
     if workflow != "img2img":
         g.expose_input("image", "control_size.image")
