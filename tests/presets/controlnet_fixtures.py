@@ -56,6 +56,16 @@ def save_control_pipeline(kind: str, family: str, folder: Path, n_controlnets: i
         cls = getattr(diffusers, f"StableDiffusion{xl}ControlNetPipeline")
         extra: dict[str, Any] = {"controlnet": nets[0] if n_controlnets == 1 else nets}
     else:
+        # Adapter features join after a cross-attention block's first layer and after a plain
+        # block: attention first gives feature sizes (16, 8) that a 2-stage adapter makes.
+        from diffusers import UNet2DConditionModel
+
+        config = dict(parts["unet"].config)
+        config.update(down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
+        if family == "sdxl":
+            config["transformer_layers_per_block"] = (2, 1)
+        torch.manual_seed(7)
+        parts["unet"] = UNet2DConditionModel.from_config(config)
         nets = [tiny_adapter(seed=20)]
         cls = getattr(diffusers, f"StableDiffusion{xl}AdapterPipeline")
         extra = {"adapter": nets[0]}
@@ -66,6 +76,8 @@ def save_control_pipeline(kind: str, family: str, folder: Path, n_controlnets: i
             extra[flag] = False
     pipe = cls(**parts, **extra)
     pipe.save_pretrained(str(folder))
+    for i, net in enumerate(nets):  # each net alone too, for a MultiControlNetModel of ours
+        net.save_pretrained(str(folder / f"net{i}"))
     return folder, nets
 
 

@@ -42,7 +42,7 @@ def folders(tmp_path_factory: pytest.TempPathFactory):
 def _diffusers(folder: Path, class_name: str, nets: list[Any] | None = None) -> Any:
     import diffusers
 
-    extra = {"controlnet": nets} if nets and len(nets) > 1 else {}
+    extra = {"controlnet": diffusers.MultiControlNetModel(nets)} if nets and len(nets) > 1 else {}
     pipe = getattr(diffusers, class_name).from_pretrained(str(folder), **extra)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -97,7 +97,7 @@ def test_multi_controlnet(folders, family: str) -> None:
     folder, nets = folders("controlnet", family, 2)
     ref = _diffusers(folder, DIFFUSERS[(family, "text2img")], nets)
     ours = Pipeline.from_pretrained(folder, preset=f"{family}-controlnet")
-    ours.components.set("controlnet", MultiControlNetModel([ControlNetModel.from_pretrained(folder / name) for name in ("controlnet", "controlnet_1")]))
+    ours.components.set("controlnet", MultiControlNetModel([ControlNetModel.from_pretrained(folder / name) for name in ("net0", "net1")]))
     inputs = {
         "prompt": "a cat", "image": [control_image(0), control_image(1)], "controlnet_conditioning_scale": [0.7, 1.2],
         "control_guidance_start": [0.0, 0.5], "control_guidance_end": [0.5, 1.0], "num_inference_steps": 4,
