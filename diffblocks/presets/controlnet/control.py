@@ -95,8 +95,10 @@ def apply_controlnet(
         if scale == 0.0:
             continue
         image = batch_for_guidance(ctx, f"image{i}", image, image) if doubled else image
-        d, m = net(x, t, encoder_hidden_states=states, controlnet_cond=image, conditioning_scale=scale,
-                   added_cond_kwargs=added, guess_mode=guess, return_dict=False)
+        dtype = image.dtype  # the net's (prepare_control_image): text encoders may run in another
+        cond = {k: v.to(dtype) for k, v in added.items()} if added else None
+        d, m = net(x.to(dtype), t, encoder_hidden_states=states.to(dtype), controlnet_cond=image, conditioning_scale=scale,
+                   added_cond_kwargs=cond, guess_mode=guess, return_dict=False)
         down = list(d) if down is None else [a + b for a, b in zip(down, d)]
         mid = m if mid is None else mid + m
     if down is not None and guidance_active and guess:  # zero residuals for the unconditional rows
