@@ -66,6 +66,7 @@ CASES = {
     "scale_window": {"num_inference_steps": 4, "controlnet_conditioning_scale": 0.7, "control_guidance_start": 0.3, "control_guidance_end": 0.8},
     "guess_mode": {"guess_mode": True, "guidance_scale": 6.0},
     "two_prompts_cfg": {"prompt": ["a cat", "a dog"], "negative_prompt": ["blurry", "dark"], "num_images_per_prompt": 2},
+    "image_per_prompt": {"prompt": ["a cat", "a dog"], "image": [control_image(0), control_image(1)], "num_images_per_prompt": 2},
 }
 
 
@@ -90,6 +91,19 @@ def test_controlnet_workflows(folders, family: str, workflow: str) -> None:
     inputs = {"prompt": "a cat", **_workflow_inputs(workflow), "controlnet_conditioning_scale": 0.8}
     got, want = _run(ours, True, **inputs), _run(_diffusers(folder, DIFFUSERS[(family, workflow)]), False, **inputs)
     assert np.abs(got - want).max() <= TOLERANCE
+
+
+@pytest.mark.parametrize("case", ["guess_mode", "two_prompts_cfg"])
+def test_sdxl_controlnet_guess_mode_and_batches(folders, case: str) -> None:
+    """SDXL: in guess mode the ControlNet gets the conditional half of the pooled embeddings and time ids too."""
+    folder, _ = folders("controlnet", "sdxl")
+    ours = Pipeline.from_pretrained(folder)
+    assert ours.graph.name == "sdxl-controlnet"
+    inputs = {"prompt": "a cat", "image": control_image(), **CASES[case]}
+    got, want = _run(ours, True, **inputs), _run(_diffusers(folder, DIFFUSERS[("sdxl", "text2img")]), False, **inputs)
+    assert np.abs(got - want).max() <= TOLERANCE
+    again = _run(ours, True, **inputs)  # a second run of the same pipeline: nothing left over from the first
+    assert np.array_equal(got, again)
 
 
 @pytest.mark.parametrize("family", ["sd15", "sdxl"])
