@@ -6,7 +6,9 @@ diffusers' ``MultiControlNetModel``). The ``apply_controlnet`` block also accept
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,6 +26,16 @@ class MultiControlNetModel(nn.Module):
             raise ValueError("MultiControlNetModel needs at least one ControlNet")
         self.nets = nn.ModuleList(controlnets)
 
+    @classmethod
+    def from_pretrained(
+        cls, path: str | os.PathLike[str], subfolder: str | None = "controlnet", torch_dtype: torch.dtype | None = None,
+        variant: str | None = None, device: torch.device | str | None = None,
+    ) -> MultiControlNetModel:
+        """The nets diffusers saves for a pipeline with several ControlNets: ``<subfolder>``,
+        ``<subfolder>_1``, ``<subfolder>_2`` … beside each other in a local pipeline folder."""
+        options = {"torch_dtype": torch_dtype, "variant": variant, "device": device}
+        return cls(_load_nets(Path(path), subfolder or "controlnet", **{k: v for k, v in options.items() if v is not None}))
+
     def forward(
         self, sample: torch.Tensor, timestep: Any, encoder_hidden_states: torch.Tensor,
         controlnet_cond: Sequence[torch.Tensor], conditioning_scale: Sequence[float], **kwargs: Any,
@@ -36,6 +48,18 @@ class MultiControlNetModel(nn.Module):
             down = list(d) if down is None else [a + b for a, b in zip(down, d)]
             mid = m if mid is None else mid + m
         return down, mid  # type: ignore[return-value]
+
+
+def _load_nets(root: Path, subfolder: str, **options: Any) -> list[nn.Module]:
+    from .controlnet import ControlNetModel
+
+    nets, index = [], 0
+    while (root / (name := subfolder if index == 0 else f"{subfolder}_{index}") / "config.json").is_file():
+        nets.append(ControlNetModel.from_pretrained(root, subfolder=name, **options))
+        index += 1
+    if not nets:
+        raise FileNotFoundError(f"no ControlNet in {root / subfolder}")
+    return nets
 
 
 def controlnets_of(controlnet: Any) -> list[nn.Module]:

@@ -42,6 +42,7 @@ _DIFFUSERS_MODELS: dict[str, str] = {
     "FluxTransformer2DModel": "diffblocks.models:FluxTransformer2DModel",
     "ControlNetModel": "diffblocks.models:ControlNetModel",
     "T2IAdapter": "diffblocks.models:T2IAdapter",
+    "MultiControlNetModel": "diffblocks.models.multi_controlnet:MultiControlNetModel",
 }
 
 # Scheduler classes we implement. The authoritative table is diffblocks.schedulers.SCHEDULER_CLASSES
