@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from .run_control import add_control_arguments, apply_control, control_components, control_settings
+from . import run_control
 from .run_hub import add_hub_arguments, graph_for_run, replay_graph
 
 __all__ = ["register", "DEFAULT_MODEL", "default_model_path", "read_png_metadata", "png_metadata_keys"]
@@ -57,7 +57,7 @@ def register(sub: Any) -> None:
     p.add_argument("--replay", default=None, metavar="IMAGE.png", help="re-run the graph and inputs stored in a PNG")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_hub_arguments(p)
-    add_control_arguments(p)
+    run_control.add_arguments(p)
     p.set_defaults(func=cmd_run)
 
 
@@ -107,7 +107,7 @@ def generate(settings: dict[str, Any], graph: Any = None, *, progress: bool = Tr
     from ..pipeline import Pipeline
 
     dtype = getattr(torch, _DTYPES[settings.get("dtype") or "float32"])
-    load = control_components(settings, dtype, load)
+    load = run_control.control_components(settings, dtype, load)
     pipe = Pipeline.from_pretrained(_model_path(settings["model"]), preset=graph, torch_dtype=dtype, revision=settings.get("revision"), **load)
     if settings.get("scheduler"):
         pipe.set_scheduler(settings["scheduler"])
@@ -117,7 +117,7 @@ def generate(settings: dict[str, Any], graph: Any = None, *, progress: bool = Tr
     mask = _load_image(settings.get("mask_image"))
     call["mask_image"] = mask.convert("L") if mask is not None else None
     present = {k: v for k, v in call.items() if v is not None}
-    present.update(apply_control(pipe, settings, _load_image))
+    run_control.configure(pipe, settings)
     unknown = sorted(set(present) - set(pipe.input_names))
     if unknown:
         raise SystemExit(f"error: this graph takes no {', '.join(unknown)}")
@@ -165,7 +165,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.prompt is None:
             print("error: --prompt is required (or --replay IMAGE.png)", file=sys.stderr)
             return 2
-        settings = {**_settings(args), **control_settings(args)}
+        settings = {**_settings(args), **run_control.settings(args)}
         graph = graph_for_run(args, settings)
         out = Path(args.out or "out.png")
     images, pipe = generate(settings, graph, progress=not args.quiet, trust_remote_code=args.trust_remote_code)

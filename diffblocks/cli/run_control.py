@@ -4,6 +4,10 @@ Each flag repeats: one ``--control-image`` (and optionally one ``--control-scale
 ``--controlnet``; several ControlNets sum their residuals. ``--canny`` turns the photo into canny
 edges first (one ControlNet). The graph gets ControlNet through ``with_controlnet`` unless it has
 it already (a ControlNet preset, or a replayed graph), so ``--image`` keeps meaning the init image.
+
+A run-option module: ``add_arguments(parser)``, ``settings(args)`` (recorded in the PNG) and
+``configure(pipe, settings)`` (before the run); ``control_components`` declares the ControlNet
+before the pipeline loads, so a replayed graph that has ControlNet validates.
 """
 
 from __future__ import annotations
@@ -15,12 +19,12 @@ from ..components import ComponentsManager, ComponentSpec
 from ..models.multi_controlnet import MultiControlNetModel
 from ..presets.controlnet import with_controlnet
 
-__all__ = ["add_control_arguments", "control_settings", "control_components", "apply_control"]
+__all__ = ["add_arguments", "settings", "configure", "control_components"]
 
 _HINT = ("diffusers", "ControlNetModel")
 
 
-def add_control_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("ControlNet")
     group.add_argument("--controlnet", action="append", default=[], metavar="PATH",
                        help="ControlNet folder or Hub repo id (repeat for several)")
@@ -30,7 +34,7 @@ def add_control_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--canny", action="store_true", help="use the canny edges of the control image (one ControlNet)")
 
 
-def control_settings(args: argparse.Namespace) -> dict[str, Any]:
+def settings(args: argparse.Namespace) -> dict[str, Any]:
     """The ControlNet part of a run's settings (recorded in the PNG), checked for consistency."""
     nets, images, scales = list(args.controlnet), list(args.control_image), list(args.control_scale)
     if not nets and (images or scales or args.canny):
@@ -48,6 +52,15 @@ def _has_controlnet(pipe: Any) -> bool:
     return any(getattr(b, "name", None) == "apply_controlnet" for n in pipe.graph.nodes.values() for b in getattr(getattr(n, "body", None), "nodes", {}).values())
 
 
+def _declare(manager: ComponentsManager, nets: list[str]) -> None:
+    """Component ``controlnet``: the one net, or a ``MultiControlNetModel`` of ``controlnet_0`` …"""
+    names = ["controlnet"] if len(nets) == 1 else [f"controlnet_{i}" for i in range(len(nets))]
+    for name, path in zip(names, nets):
+        manager.add(ComponentSpec(name=name, type_hint=_HINT, pretrained_model_name_or_path=path), replace=True)
+    if len(nets) > 1:
+        manager.set("controlnet", MultiControlNetModel([manager[name] for name in names]))
+
+
 def control_components(settings: dict[str, Any], torch_dtype: Any, load: dict[str, Any]) -> dict[str, Any]:
     """``Pipeline.from_pretrained`` keyword arguments: ``load`` as it is without ControlNets, else a
     ``components`` manager that declares them (component ``controlnet``; several become one
@@ -56,25 +69,35 @@ def control_components(settings: dict[str, Any], torch_dtype: Any, load: dict[st
     if not nets:
         return load
     manager = ComponentsManager(torch_dtype=torch_dtype, **load)
-    names = ["controlnet"] if len(nets) == 1 else [f"controlnet_{i}" for i in range(len(nets))]
-    for name, path in zip(names, nets):
-        manager.add(ComponentSpec(name=name, type_hint=_HINT, pretrained_model_name_or_path=path))
-    if len(nets) > 1:
-        manager.set("controlnet", MultiControlNetModel([manager[name] for name in names]))
+    _declare(manager, nets)
     return {"components": manager}
 
 
-def apply_control(pipe: Any, settings: dict[str, Any], load_image: Any) -> dict[str, Any]:
-    """Add ControlNet to ``pipe``'s graph unless it has it; returns the call inputs for ``settings``."""
+def _load_image(path: str) -> Any:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except OSError as err:
+        raise SystemExit(f"error: cannot read --control-image {path}: {err}") from None
+
+
+def configure(pipe: Any, settings: dict[str, Any]) -> None:
+    """Give ``pipe`` its ControlNet(s): the graph gets them unless it has them, the components are
+    declared unless ``control_components`` did it, and the control image(s) and scale(s) become
+    call defaults."""
     nets = settings.get("controlnet") or []
     if not nets:
-        return {}
+        return
+    if "controlnet" not in pipe.components:
+        _declare(pipe.components, nets)
     if not _has_controlnet(pipe):
-        pipe.graph = with_controlnet(pipe.graph, canny=bool(settings.get("canny"))).validate(components=pipe.components)
+        pipe.graph = with_controlnet(pipe.graph, canny=bool(settings.get("canny")))
+    pipe.graph.validate(components=pipe.components)
     image_input = "image" if "control_image" not in pipe.graph.inputs else "control_image"
-    images = [load_image(path) for path in settings["control_image"]]
-    call: dict[str, Any] = {image_input: images[0] if len(images) == 1 else images}
+    images = [_load_image(path) for path in settings["control_image"]]
+    pipe.defaults[image_input] = images[0] if len(images) == 1 else images
     if settings.get("control_scale"):
         scales = settings["control_scale"]
-        call["controlnet_conditioning_scale"] = scales[0] if len(scales) == 1 else scales
-    return call
+        pipe.defaults["controlnet_conditioning_scale"] = scales[0] if len(scales) == 1 else scales
