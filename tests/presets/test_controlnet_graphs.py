@@ -89,3 +89,16 @@ def test_canny_edges_finds_a_square() -> None:
     edges = canny_edges(image=image)
     assert edges.shape == (1, 3, 32, 32) and set(edges.unique().tolist()) <= {0.0, 1.0}
     assert edges[0, 0, 8:24, 7:9].sum() > 10 and edges[0, 0, 14:18, 14:18].sum() == 0  # border yes, inside no
+
+
+def test_control_image_count_must_match_the_nets() -> None:
+    from diffblocks.models.multi_controlnet import MultiControlNetModel
+    from diffblocks.presets.controlnet.images import prepare_control_image
+
+    stand_in = torch.nn.Linear(1, 1)  # the counts are checked before any net runs
+    with pytest.raises(ValueError, match="2 ControlNets need 2 control images"):
+        prepare_control_image(components={"controlnet": MultiControlNetModel([stand_in, stand_in])}, image=control_image(), height=32,
+                              width=32, prompt_embeds=torch.zeros(1, 4, 8))
+    with pytest.raises(ValueError, match="3 images for 4 latents"):
+        prepare_control_image(components={"controlnet": stand_in}, image=[control_image()] * 3, height=32, width=32,
+                              prompt_embeds=torch.zeros(4, 4, 8))
