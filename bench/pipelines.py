@@ -51,8 +51,11 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "a photo of a cat on the grass"
-KINDS = ("sd", "sdxl", "flux")
-LIBRARIES = {"sd": ("ours", "classic"), "sdxl": ("ours", "classic", "modular"), "flux": ("ours", "classic", "modular")}
+KINDS = ("sd", "sdxl", "flux", "sd-controlnet")
+LIBRARIES = {"sd": ("ours", "classic"), "sdxl": ("ours", "classic", "modular"), "flux": ("ours", "classic", "modular"),
+             "sd-controlnet": ("ours", "classic")}
+#: ControlNet conditioning embedding per size: it downsamples the control image like the VAE (2x tiny, 8x mid).
+CONTROLNET_EMBEDDING = {"tiny": (8, 16), "mid": (16, 32, 96, 256)}
 #: Image side in pixels per size (tiny VAE scales by 2, mid VAE by 8: latents 32x32 and 24x24).
 IMAGE_SIDE = {"tiny": 64, "mid": 192}
 DEFAULT_REPEATS = {"tiny": 5, "mid": 2}
@@ -158,6 +161,20 @@ def _tiny_flux_pipeline(workdir: Path) -> Any:
     return diffusers.FluxPipeline.from_pretrained(str(folder))
 
 
+def _controlnet_pipeline(base: Any, size: str) -> Any:
+    """``base`` (an SD pipeline) with one ControlNet made from its UNet, every weight random."""
+    import diffusers
+    import torch
+
+    torch.manual_seed(1)
+    net = diffusers.ControlNetModel.from_unet(base.unet, conditioning_embedding_out_channels=CONTROLNET_EMBEDDING[size])
+    with torch.no_grad():
+        for p in net.parameters():  # the zero convs too: residuals that change the image
+            p.add_(torch.randn_like(p) * 0.02)
+    parts = {k: v for k, v in base.components.items() if k != "image_encoder"}
+    return diffusers.StableDiffusionControlNetPipeline(**parts, controlnet=net, requires_safety_checker=False)
+
+
 def pipeline_folder(workdir: Path, size: str, kind: str) -> Path:
     """The saved pipeline for (size, kind), built on first use; the name carries a config digest."""
     recipe = json.dumps([size, kind, MID_UNET_SD, MID_UNET_SDXL, MID_VAE, MID_CLIP]
@@ -172,6 +189,8 @@ def pipeline_folder(workdir: Path, size: str, kind: str) -> Path:
     workdir.mkdir(parents=True, exist_ok=True)
     if kind == "flux":
         pipe = _tiny_flux_pipeline(workdir) if size == "tiny" else _mid_flux_pipeline(workdir)
+    elif kind == "sd-controlnet":
+        pipe = _controlnet_pipeline(build_pipeline("sd") if size == "tiny" else _mid_pipeline("sd"), size)
     else:
         pipe = build_pipeline(kind) if size == "tiny" else _mid_pipeline(kind)
     tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=workdir))
@@ -256,7 +275,8 @@ def _load(library: str, kind: str, folder: str, device: str, dtype: Any, guidanc
     if library == "classic":
         import diffusers
 
-        classes = {"sd": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline", "flux": "FluxPipeline"}
+        classes = {"sd": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline", "flux": "FluxPipeline",
+                   "sd-controlnet": "StableDiffusionControlNetPipeline"}
         pipe = getattr(diffusers, classes[kind]).from_pretrained(folder, torch_dtype=dtype).to(device)
         pipe.set_progress_bar_config(disable=True)
         return pipe, getattr(pipe, denoiser), pipe.scheduler
@@ -323,6 +343,12 @@ def _caller(library: str, pipe: Any, opts: dict[str, Any]) -> Callable[[int], An
 
     common = {"prompt": PROMPT, "num_inference_steps": opts["steps"], "height": opts["side"], "width": opts["side"],
               "output_type": "np"}
+    if opts["kind"] == "sd-controlnet":
+        import numpy as np
+        from PIL import Image
+
+        pixels = np.random.default_rng(0).integers(0, 256, (opts["side"], opts["side"], 3), dtype=np.uint8)
+        common["image"] = Image.fromarray(pixels)  # the control image (diffusers' argument name)
     if library == "ours":
         return lambda seed: pipe(**common, seed=seed, guidance_scale=opts["guidance"], progress=False).images
     generator = lambda seed: torch.Generator("cpu").manual_seed(seed)  # noqa: E731
@@ -454,12 +480,26 @@ def print_tables(rows: list[tuple[str, str, dict[str, dict[str, float]], dict[st
                   f"| {r['unet_calls']:.0f} "
                   f"| {r['non_unet_s'] * 1e6:.0f} | {r['scheduler_s'] * 1e6:.0f} "
                   f"| {(r['non_unet_s'] - r['scheduler_s']) * 1e6:.0f} | {r['null_non_unet_s'] * 1e6:.0f} |")
+    steps = {(size, kind): res for size, kind, res, _ in rows}
+    added = [(size, steps[(size, "sd")], steps[(size, "sd-controlnet")]) for size, kind, _, _ in rows
+             if kind == "sd-controlnet" and (size, "sd") in steps]
+    if added:
+        print("\nTime one ControlNet adds per denoise step: non-UNet time per step of sd-controlnet minus sd (the "
+              "ControlNet forward and the framework's cost around it; the UNet's own time, which the residuals "
+              "do not change, is left out so its noise does not blur the figure; step time difference in brackets):\n")
+        print("| size | ours (ms) | diffusers classic (ms) | ours / classic |")
+        print("|---|---:|---:|---:|")
+        for size, plain, control in added:
+            cost = {lib: control[lib]["non_unet_s"] - plain[lib]["non_unet_s"] for lib in ("ours", "classic")}
+            step = {lib: control[lib]["step_s"] - plain[lib]["step_s"] for lib in ("ours", "classic")}
+            print(f"| {size} | {cost['ours'] * 1e3:.2f} ({step['ours'] * 1e3:.2f}) | {cost['classic'] * 1e3:.2f} "
+                  f"({step['classic'] * 1e3:.2f}) | {cost['ours'] / cost['classic']:.2f}x |")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="tiny,mid", help="comma list of tiny, mid")
-    parser.add_argument("--kinds", default="sd,sdxl,flux", help="comma list of sd, sdxl, flux")
+    parser.add_argument("--kinds", default="sd,sdxl,flux,sd-controlnet", help="comma list of sd, sdxl, flux, sd-controlnet")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--threads", type=int, default=1,

@@ -32,7 +32,7 @@ __all__ = [
     "SemanticType", "SemanticTensor",
     "Latents", "PromptEmbeds", "PooledEmbeds", "TextIds", "PromptMask", "Timesteps", "Timestep",
     "Sigmas", "NoisePred", "Images", "Mask", "Noise", "Generator", "Seed", "TimeIds",
-    "ImageLatents", "LatentIds",
+    "ImageLatents", "LatentIds", "ControlImage", "ControlResiduals", "MidResidual", "AdapterResiduals",
     "is_compatible", "type_name", "strip_optional", "is_optional", "validate_value",
     "PORT_TYPES", "port_type_by_name",
 ]
@@ -152,6 +152,28 @@ class Seed(SemanticType):
     """An integer random seed."""
 
     __base_type__ = int
+
+
+class ControlImage(SemanticType):
+    """A prepared control image (B, 3, H, W) in [0, 1], or a list of them (one per ControlNet)."""
+
+    __base_type__ = object
+
+
+class ControlResiduals(SemanticType):
+    """A ControlNet's residuals for the UNet's down blocks (a list of tensors)."""
+
+    __base_type__ = list
+
+
+class MidResidual(SemanticTensor):
+    """A ControlNet's residual for the UNet's mid block."""
+
+
+class AdapterResiduals(SemanticType):
+    """T2I-Adapter features added inside the UNet's down blocks (a list of tensors)."""
+
+    __base_type__ = list
 
 
 _NONE = type(None)

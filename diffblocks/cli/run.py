@@ -4,7 +4,8 @@ Every PNG it writes carries, in text chunks, the graph that ran, the inputs, the
 diffblocks version, so ``diffblocks run --replay image.png`` makes the same image again
 (`diffblocks.cli.replay`). Flags for other features plug in through ``RUN_OPTION_MODULES``:
 each module has ``add_arguments(parser)``, and may have ``settings(args) -> dict`` (values
-recorded in the PNG) and ``configure(pipe, settings)`` (called before the run).
+recorded in the PNG), ``load_options(settings, dtype, load) -> load`` (keyword arguments for
+loading the pipeline) and ``configure(pipe, settings)`` (called before the run).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ __all__ = [
 ]
 
 #: Modules adding flags to ``run`` (LoRA, Hub, single-file ...): see the module docstring.
-RUN_OPTION_MODULES: list[str] = ["diffblocks.cli.run_adapters"]
+RUN_OPTION_MODULES: list[str] = ["diffblocks.cli.run_adapters", "diffblocks.cli.run_control"]
 DTYPES = ("float32", "float16", "bfloat16")
 #: Pipeline input -> the flag that gives it, where the names differ.
 _FLAGS = {"image": "--image", "mask_image": "--mask", "num_inference_steps": "--steps", "guidance_scale": "--guidance"}
@@ -139,6 +140,9 @@ def generate(
     call["mask_image"] = mask.convert("L") if mask is not None else None
     present = {k: v for k, v in call.items() if v is not None}
     dtype = getattr(torch, settings.get("dtype") or "float32")
+    for module in _option_modules():
+        if hasattr(module, "load_options"):  # e.g. components a replayed graph needs declared first
+            load = module.load_options(settings, dtype, load)
     pipe = load_pipeline(settings["model"], preset=graph, torch_dtype=dtype, threads=settings.get("threads"),
                          revision=settings.get("revision"), **load)
     unknown = sorted(set(present) - set(pipe.input_names))

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from diffblocks.models.controlnet import ControlNetModel
     from diffblocks.models.flux import FluxTransformer2DModel
     from diffblocks.models.modeling import Model, ModelConfig, ModelLoadError
+    from diffblocks.models.multi_controlnet import MultiControlNetModel
     from diffblocks.models.t2i_adapter import T2IAdapter
     from diffblocks.models.unet_2d_condition import UNet2DConditionModel
 
@@ -27,11 +28,13 @@ _LAZY: dict[str, str] = {
     "FluxTransformer2DModel": "diffblocks.models.flux",
     "ControlNetModel": "diffblocks.models.controlnet",
     "T2IAdapter": "diffblocks.models.t2i_adapter",
+    "MultiControlNetModel": "diffblocks.models.multi_controlnet",
 }
 
 # The model classes a component's ("diffusers", <class>) type hint resolves to (the registry reads this).
 COMPONENT_CLASSES: tuple[str, ...] = (
     "UNet2DConditionModel", "AutoencoderKL", "FluxTransformer2DModel", "ControlNetModel", "T2IAdapter",
+    "MultiControlNetModel",
 )
 
 __all__ = sorted([*_LAZY, "COMPONENT_CLASSES"])

@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 #: The built-in families, one module name each: adding a family is adding its name here.
-FAMILY_MODULES: tuple[str, ...] = ("diffblocks.presets.sd", "diffblocks.presets.flux")
+FAMILY_MODULES: tuple[str, ...] = ("diffblocks.presets.sd", "diffblocks.presets.flux", "diffblocks.presets.controlnet")
 
 
 @functools.cache

@@ -40,19 +40,23 @@ def test_quick_prints_both_tables(workdir: Path, capsys: pytest.CaptureFixture[s
     out = capsys.readouterr().out
     assert "| size | pipeline | ours (ms) |" in out and "| size | pipeline | library | step (ms) |" in out
     first, second = out.split("Per denoise step")
+    second, controlnet = second.split("Time one ControlNet adds")
     end_to_end = _rows(first, "tiny")
-    assert [r[1] for r in end_to_end] == ["sd", "sdxl", "flux"]
+    assert [r[1] for r in end_to_end] == ["sd", "sdxl", "flux", "sd-controlnet"]
     for row in end_to_end:
         assert all(float(v) > 0 for v in row[2:5])  # ours, ours memo, classic (ms)
         assert row[6].endswith("x")
         assert max(float(d) for d in row[8].split(";")) < 1e-4  # same images as diffusers classic
     assert end_to_end[0][5] == "-" and float(end_to_end[1][5]) > 0 and float(end_to_end[2][5]) > 0  # modular: SDXL, Flux
+    assert end_to_end[3][5] == "-"
     steps = _rows(second, "tiny")
     assert all(len(r) == 10 and float(r[9]) > 0 for r in steps)  # the null-UNet overhead column
     steps = [(r[1], r[2], r[5]) for r in steps]
     assert steps == [("sd", "ours", "1"), ("sd", "classic", "1"),
                      ("sdxl", "ours", "1"), ("sdxl", "classic", "1"), ("sdxl", "modular", "2"),
-                     ("flux", "ours", "1"), ("flux", "classic", "1"), ("flux", "modular", "1")]  # denoiser calls per step
+                     ("flux", "ours", "1"), ("flux", "classic", "1"), ("flux", "modular", "1"),
+                     ("sd-controlnet", "ours", "1"), ("sd-controlnet", "classic", "1")]  # denoiser calls per step
+    assert len(_rows(controlnet, "tiny")) == 1 and _rows(controlnet, "tiny")[0][3].endswith("x")
 
 
 def test_child_mode_prints_one_json_line(workdir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]):

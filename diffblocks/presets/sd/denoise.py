@@ -15,7 +15,9 @@ from __future__ import annotations
 from typing import Any
 
 from ...blocks.function import block
-from ...blocks.types import Latents, NoisePred, PooledEmbeds, PromptEmbeds, TimeIds, Timestep
+from ...blocks.types import (
+    AdapterResiduals, ControlResiduals, Latents, MidResidual, NoisePred, PooledEmbeds, PromptEmbeds, TimeIds, Timestep,
+)
 from ...graph import Graph, Loop
 from . import hints as _hints
 
@@ -30,14 +32,24 @@ def predict_noise(
     encoder_hidden_states: PromptEmbeds,
     text_embeds: PooledEmbeds | None = None,
     time_ids: TimeIds | None = None,
+    down_block_additional_residuals: ControlResiduals | None = None,
+    mid_block_additional_residual: MidResidual | None = None,
+    down_intrablock_additional_residuals: AdapterResiduals | None = None,
 ) -> NoisePred:
     """One UNet forward (batched when a guider prepared [uncond, cond] inputs).
 
     Args:
         text_embeds: SDXL pooled text embeddings (with ``time_ids``, the added conditioning).
+        down_block_additional_residuals: ControlNet residuals (``presets/controlnet``), with the mid one.
+        down_intrablock_additional_residuals: T2I-Adapter features, added inside the down blocks.
     """
     added = {"text_embeds": text_embeds, "time_ids": time_ids} if text_embeds is not None else None
-    return unet(sample, t, encoder_hidden_states=encoder_hidden_states, added_cond_kwargs=added, return_dict=False)[0]
+    return unet(
+        sample, t, encoder_hidden_states=encoder_hidden_states, added_cond_kwargs=added,
+        down_block_additional_residuals=down_block_additional_residuals,
+        mid_block_additional_residual=mid_block_additional_residual,
+        down_intrablock_additional_residuals=down_intrablock_additional_residuals, return_dict=False,
+    )[0]
 
 
 def denoise_body(guider: str = "apply_cfg") -> Graph:
