@@ -286,6 +286,19 @@ class Graph(EditingMixin, Composite):
         """Graph output name -> the ``(node, output)`` it comes from."""
         return MappingProxyType(self._outputs)
 
+    def load_wiring(
+        self,
+        sources: Mapping[tuple[str, str], tuple[str, str]],
+        inputs: Mapping[str, GraphInput],
+        outputs: Mapping[str, tuple[str, str]],
+    ) -> None:
+        """Set edges, graph inputs and outputs in one go, unchecked: for loaders that build a graph
+        from a file and then validate it once (a ``connect`` per edge re-checks the whole graph)."""
+        self._edges.update(sources)
+        self._inputs.update(inputs)
+        self._outputs.update(outputs)
+        _state.touch()
+
     @property
     def graph_outputs(self) -> dict[str, str]:
         return {n: f"{s[0]}.{s[1]}" for n, s in self._outputs.items()}

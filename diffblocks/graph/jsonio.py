@@ -182,7 +182,7 @@ def write_schema(path: str | Path) -> None:
     Path(path).write_text(json.dumps(graph_json_schema(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-class _Pairs(dict):
+class _Pairs(dict[str, Any]):
     """A JSON object that remembers keys given twice."""
 
     duplicates: list[str]
@@ -383,21 +383,31 @@ def _build(spec: GraphSpec, path: str, problems: list[Problem], counter: list[in
             branches = {b: _build(g, f"{npath}.switch.branches.{b}", problems, counter, trust) for b, g in ss.branches.items()}
             blk = Switch(branches, when=ss.when, default=ss.default, predicate=ss.predicate, name=node)
         graph.nodes[node] = blk
+    edges: dict[tuple[str, str], tuple[str, str]] = {}
     for i, (src, dst) in enumerate(spec.edges):
-        s, d = tuple(src.split(".")), tuple(dst.split("."))
-        if d in graph._edges:
-            problems.append(Problem("bad_structure", f"input already fed by {'.'.join(graph._edges[d])}", d[0], d[1], f"{path}.edges[{i}]"))
+        s, d = _ref(src), _ref(dst)
+        if d in edges:
+            problems.append(Problem("bad_structure", f"input already fed by {'.'.join(edges[d])}", d[0], d[1], f"{path}.edges[{i}]"))
             continue
-        graph.json_paths[f"edge:{len(graph._edges)}"] = f"{path}.edges[{i}]"
-        graph._edges[d] = s  # type: ignore[assignment]
+        graph.json_paths[f"edge:{len(edges)}"] = f"{path}.edges[{i}]"
+        edges[d] = s
+    inputs: dict[str, GraphInput] = {}
     for name, ispec in spec.inputs.items():
         graph.json_paths[f"input:{name}"] = f"{path}.inputs.{name}"
         default = ispec.default if "default" in ispec.model_fields_set else MISSING
-        graph._inputs[name] = GraphInput([tuple(t.split(".")) for t in ispec.to], default, ispec.description, ispec.required)  # type: ignore[misc]
+        inputs[name] = GraphInput([_ref(t) for t in ispec.to], default, ispec.description, ispec.required)
+    outputs: dict[str, tuple[str, str]] = {}
     for name, ref in spec.outputs.items():
         graph.json_paths[f"output:{name}"] = f"{path}.outputs.{name}"
-        graph._outputs[name] = tuple(ref.split("."))  # type: ignore[assignment]
+        outputs[name] = _ref(ref)
+    graph.load_wiring(edges, inputs, outputs)
     return graph
+
+
+def _ref(text: str) -> tuple[str, str]:
+    """``"node.port"`` as a pair (the schema's pattern guarantees exactly one dot)."""
+    node, _, port = text.partition(".")
+    return node, port
 
 
 def graph_to_document(graph: Graph) -> dict[str, Any]:
@@ -420,7 +430,7 @@ def _graph_dict(graph: Graph, problems: list[Problem], prefix: str) -> dict[str,
     out["nodes"] = {n: _node_dict(b, problems, f"{prefix}{n}") for n, b in graph.nodes.items()}
     out["edges"] = [[s, d] for s, d in graph.edges]
     inputs = {}
-    for name, gi in graph._inputs.items():
+    for name, gi in graph.exposed_inputs.items():
         entry: dict[str, Any] = {"to": [f"{n}.{p}" for n, p in gi.targets]}
         if gi.default is not MISSING:
             try:

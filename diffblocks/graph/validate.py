@@ -13,7 +13,7 @@ from ..blocks.base import Block
 from ..blocks.errors import Problem
 from ..blocks.types import is_compatible, type_name, validate_value
 from ..blocks.ports import MISSING
-from .graph import UnknownBlock
+from .graph import Composite, UnknownBlock
 
 if TYPE_CHECKING:
     from .graph import Graph
@@ -169,29 +169,29 @@ def graph_problems(graph: Graph) -> list[Problem]:
     for name, blk in graph.nodes.items():
         if _unknown(blk):
             problems.append(at(Problem("unknown_block", f"no block registered as {blk.name!r}", name), f"node:{name}"))
-        elif blk.is_composite:
-            problems.extend(at(p.nested(name), f"node:{name}") for p in blk.problems())  # type: ignore[attr-defined]
+        elif isinstance(blk, Composite):
+            problems.extend(at(p.nested(name), f"node:{name}") for p in blk.problems())
 
     fed: dict[tuple[str, str], str] = {}
-    for i, (dst, src) in enumerate(graph._edges.items()):
+    for i, (dst, src) in enumerate(graph.sources.items()):
         problems.extend(at(p, f"edge:{i}") for p in edge_problems(graph, src, dst, hints))
         fed[dst] = f"edge from {src[0]}.{src[1]}"
 
-    for name in [*graph._inputs, *graph._outputs]:
+    for name in [*graph.exposed_inputs, *graph.exposed_outputs]:
         if name == "components":
-            where = f"input:{name}" if name in graph._inputs else f"output:{name}"
+            where = f"input:{name}" if name in graph.exposed_inputs else f"output:{name}"
             problems.append(at(Problem("bad_structure", "'components' is reserved (graph(components=...)); rename this port", port=name), where))
 
-    for name, gi in graph._inputs.items():
+    for name, gi in graph.exposed_inputs.items():
         first_type = None
         for node, port in gi.targets:
-            blk = graph.nodes.get(node)
-            if blk is None:
+            target = graph.nodes.get(node)
+            if target is None:
                 problems.append(at(_no_node(graph, node, f"graph input {name!r} target", hints), f"input:{name}"))
                 continue
-            if _unknown(blk):
+            if _unknown(target):
                 continue
-            inp = blk.inputs.get(port)
+            inp = target.inputs.get(port)
             if inp is None:
                 problems.append(at(_no_port(graph, node, port, "inputs"), f"input:{name}"))
                 continue
@@ -221,22 +221,22 @@ def graph_problems(graph: Graph) -> list[Problem]:
             except ValueError as exc:
                 problems.append(at(Problem("type_mismatch", f"default of graph input {name!r} {exc}", port=name), f"input:{name}"))
 
-    for name, (node, port) in graph._outputs.items():
-        blk = graph.nodes.get(node)
-        if blk is None:
+    for name, (node, port) in graph.exposed_outputs.items():
+        source = graph.nodes.get(node)
+        if source is None:
             problems.append(at(_no_node(graph, node, f"graph output {name!r} source", hints), f"output:{name}"))
-        elif not _unknown(blk) and port not in blk.outputs:
+        elif not _unknown(source) and port not in source.outputs:
             problems.append(at(_no_port(graph, node, port, "outputs"), f"output:{name}"))
 
     for name, blk in graph.nodes.items():
         if _unknown(blk):
             continue
-        for port in blk.inputs.values():
-            if port.required and (name, port.name) not in fed:
-                better = hints.source((name, port.name), port.type)
+        for spec in blk.inputs.values():
+            if spec.required and (name, spec.name) not in fed:
+                better = hints.source((name, spec.name), spec.type)
                 fix = f"connect {better} or expose it as a graph input" if better else "connect an output or expose it as a graph input"
                 problems.append(
-                    at(Problem("unconnected_input", f"required input ({port.type_name}) is not connected; {fix}", name, port.name), f"node:{name}")
+                    at(Problem("unconnected_input", f"required input ({spec.type_name}) is not connected; {fix}", name, spec.name), f"node:{name}")
                 )
 
     problems.extend(cycle_problems(graph))
@@ -247,7 +247,7 @@ def graph_problems(graph: Graph) -> list[Problem]:
 def cycle_problems(graph: Graph) -> list[Problem]:
     dg = nx.DiGraph()
     dg.add_nodes_from(graph.nodes)
-    dg.add_edges_from((s[0], d[0]) for d, s in graph._edges.items() if s[0] in graph.nodes and d[0] in graph.nodes)
+    dg.add_edges_from((s[0], d[0]) for d, s in graph.sources.items() if s[0] in graph.nodes and d[0] in graph.nodes)
     problems = []
     for scc in nx.strongly_connected_components(dg):
         if len(scc) == 1:
