@@ -5,7 +5,9 @@ diffblocks version, so ``diffblocks run --replay image.png`` makes the same imag
 (`diffblocks.cli.replay`). Flags for other features plug in through ``RUN_OPTION_MODULES``:
 each module has ``add_arguments(parser)``, and may have ``settings(args) -> dict`` (values
 recorded in the PNG), ``load_options(settings, dtype, load) -> load`` (keyword arguments for
-loading the pipeline) and ``configure(pipe, settings)`` (called before the run).
+loading the pipeline), ``prepare(pipe, settings)`` (graph and call-default changes, made before
+the inputs are checked) and ``configure(pipe, settings)`` (after the check, before the run: the
+place for anything that loads weights).
 """
 
 from __future__ import annotations
@@ -145,6 +147,9 @@ def generate(
             load = module.load_options(settings, dtype, load)
     pipe = load_pipeline(settings["model"], preset=graph, torch_dtype=dtype, threads=settings.get("threads"),
                          revision=settings.get("revision"), **load)
+    for module in _option_modules():
+        if hasattr(module, "prepare"):  # graph and call-default changes, checked with the rest below
+            module.prepare(pipe, settings)
     unknown = sorted(set(present) - set(pipe.input_names))
     if unknown:
         flags = ", ".join(_FLAGS.get(k, "--" + k.replace("_", "-")) for k in unknown)

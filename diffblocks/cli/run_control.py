@@ -6,7 +6,7 @@ edges first (one ControlNet). The graph gets ControlNet through ``with_controlne
 it already (a ControlNet preset, or a replayed graph), so ``--image`` keeps meaning the init image.
 
 A run-option module: ``add_arguments(parser)``, ``settings(args)`` (recorded in the PNG) and
-``configure(pipe, settings)`` (before the run); ``control_components`` declares the ControlNet
+``prepare(pipe, settings)`` (before the inputs are checked); ``control_components`` declares the ControlNet
 before the pipeline loads, so a replayed graph that has ControlNet validates.
 """
 
@@ -19,7 +19,7 @@ from .errors import CliError
 
 # components, models and presets import torch: imported in the hooks, so `--help` stays instant.
 
-__all__ = ["add_arguments", "settings", "load_options", "configure", "control_components"]
+__all__ = ["add_arguments", "settings", "load_options", "prepare", "control_components"]
 
 _HINT = ("diffusers", "ControlNetModel")
 
@@ -93,7 +93,7 @@ def _load_image(path: str) -> Any:
         raise CliError(f"cannot read --control-image {path}: {err}") from None
 
 
-def configure(pipe: Any, settings: dict[str, Any]) -> None:
+def prepare(pipe: Any, settings: dict[str, Any]) -> None:
     """Give ``pipe`` its ControlNet(s): the graph gets them unless it has them, the components are
     declared unless ``control_components`` did it, and the control image(s) and scale(s) become
     call defaults."""

@@ -47,6 +47,14 @@ def test_every_builtin_diffusers_hint_builds_with_our_code(name: str, request: p
         t = scheduler.timesteps[0]
         out = scheduler.step(0.1 * scheduler.scale_model_input(x, t), t, x, generator=torch.Generator().manual_seed(1))
         assert out.prev_sample.shape == x.shape and torch.isfinite(out.prev_sample).all()
+    elif not hasattr(cls, "config_class"):  # a container of models (MultiControlNetModel)
+        from diffblocks.models import ControlNetModel
+
+        with skip_meta_init():
+            nets = [ControlNetModel(ControlNetModel.config_class()) for _ in range(2)]
+            model = cls(nets)
+        assert sum(p.numel() for p in model.parameters()) == 2 * sum(p.numel() for p in nets[0].parameters())
+        assert callable(cls.from_pretrained)
     else:
         with skip_meta_init():  # the default (full-size) config, built without weights
             model = cls(cls.config_class())

@@ -58,8 +58,8 @@ def test_run_with_two_controlnets(tiny_sd_dir, controlnet_dir, tmp_path):
     assert np.abs(_pixels(tmp_path / "two.png").astype(int) - _pixels(tmp_path / "one.png")).max() <= 1
 
 
-def test_control_flags_are_checked(tiny_sd_dir, tmp_path):
-    with pytest.raises(SystemExit, match="need --controlnet"):
-        main(["run", "--model", str(tiny_sd_dir), "--prompt", "a", "--control-image", "x.png"])
-    with pytest.raises(SystemExit, match="1 --controlnet need 1 --control-image"):
-        main(["run", "--model", str(tiny_sd_dir), "--prompt", "a", "--controlnet", "cn"])
+def test_control_flags_are_checked(tiny_sd_dir, tmp_path, capsys):
+    assert main(["run", "--model", str(tiny_sd_dir), "--prompt", "a", "--control-image", "x.png"]) == 2
+    assert "need --controlnet" in capsys.readouterr().err
+    assert main(["run", "--model", str(tiny_sd_dir), "--prompt", "a", "--controlnet", "cn"]) == 2
+    assert "1 --controlnet need 1 --control-image" in capsys.readouterr().err
