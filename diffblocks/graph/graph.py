@@ -297,7 +297,8 @@ class Graph(EditingMixin, Composite):
         self._edges.update(sources)
         self._inputs.update(inputs)
         self._outputs.update(outputs)
-        _state.touch()
+        if self._memo:  # something was derived from the old wiring; a graph being loaded has nothing yet
+            _state.touch()
 
     @property
     def graph_outputs(self) -> dict[str, str]:
