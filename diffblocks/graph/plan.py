@@ -21,7 +21,7 @@ from ..blocks.base import Result
 from ..blocks.call import check_inputs
 from .cache import KeyParts, MemoCache, component_fingerprint, fingerprint
 from .graph import Graph
-from .report import NodeReport, RunReport
+from .report import REPORT_COUNTERS, NodeReport, RunReport
 from .steps import ABORT, STOP, RunError, RunInterrupted, _Compiler, _Flag, _LoopStep, _run_steps, _Runtime, _SwitchStep
 
 __all__ = ["Plan", "compile_graph", "STOP", "ABORT", "RunInterrupted", "RunError", "RunReport", "NodeReport"]
@@ -118,6 +118,7 @@ class Plan:
                     self._run_top(step, slots, rt, memo, report, grad, bool(callbacks))
             finally:
                 report.branches = dict(rt.branches)
+                report.counters = rt.shared.get(REPORT_COUNTERS, {})
                 report.seconds = time.perf_counter() - start
                 self.last_run_report = report
         return Result({name: slots[s] for name, s in prog.output_slots.items()})
