@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ import torch
 from .blocks.errors import GraphError, Problem
 from .components import MODULAR_INDEX, ComponentsManager, ComponentSpec, write_modular_index
 from .graph import Graph
+from .models.compiling import compile_components
 from .presets import families, load_preset, preset_for_pipeline_class
 from .sharing import GRAPH_FILE, graph_for_pipeline, push_pipeline
 
@@ -159,6 +160,11 @@ class Pipeline:
         )
         outputs = dict(result)
         return PipelineOutput(images=outputs.get("images"), outputs=outputs)
+
+    def compile(self, mode: str | None = None, components: Iterable[str] | None = None) -> dict[str, int]:
+        """Regional ``torch.compile`` of the denoiser's repeated blocks (opt-in; outputs match eager
+        to float rounding); see ``diffblocks.models.compiling``. Returns name -> blocks compiled."""
+        return compile_components(self.components, mode, components)
 
     # -- schedulers ---------------------------------------------------------------------------
     def set_scheduler(self, name_or_scheduler: Any) -> None:

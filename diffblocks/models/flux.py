@@ -83,6 +83,8 @@ class FluxTransformer2DModel(Model):
 
     config_class = FluxTransformer2DConfig
     config: FluxTransformer2DConfig
+    #: What regional compilation compiles (``diffblocks.models.compiling``).
+    repeated_blocks: ClassVar[tuple[type[nn.Module], ...]] = (FluxTransformerBlock, FluxSingleTransformerBlock)
 
     def __init__(self, config: FluxTransformer2DConfig | dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)

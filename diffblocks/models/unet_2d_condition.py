@@ -12,9 +12,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from diffblocks.models.attention import additive_mask
+from diffblocks.models.attention import BasicTransformerBlock, additive_mask
 from diffblocks.models.embeddings import TimestepEmbedding, Timesteps, activation
 from diffblocks.models.modeling import Model, ModelConfig, ModelOutput
+from diffblocks.models.resnet import ResnetBlock2D
 from diffblocks.models.unet_blocks import AttnArgs, CrossAttnInputs, DownBlock, MidBlock, ResnetArgs, UpBlock
 
 DOWN_BLOCKS = {"DownBlock2D": False, "CrossAttnDownBlock2D": True}  # name -> has cross-attention
@@ -265,6 +266,8 @@ class UNet2DConditionModel(ConditionEmbedding, Model):
 
     config_class = UNet2DConditionConfig
     config: UNet2DConditionConfig
+    #: What regional compilation compiles (``diffblocks.models.compiling``).
+    repeated_blocks: ClassVar[tuple[type[nn.Module], ...]] = (ResnetBlock2D, BasicTransformerBlock)
 
     def __init__(self, config: UNet2DConditionConfig | dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
