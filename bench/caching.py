@@ -49,7 +49,8 @@ OUR_CACHES: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
     "unet": [("deepcache N=2", "deepcache", {"interval": 2}), ("deepcache N=3", "deepcache", {"interval": 3}),
              ("fbcache 0.15", "fbcache", {"threshold": 0.15}), ("fbcache 0.3", "fbcache", {"threshold": 0.3}),
              ("teacache 0.5", "teacache", {"threshold": 0.5}), ("teacache 1.0", "teacache", {"threshold": 1.0})],
-    "transformer": [("fbcache 0.08", "fbcache", {"threshold": 0.08}), ("fbcache 0.15", "fbcache", {"threshold": 0.15}),
+    "transformer": [("fbcache 0.15", "fbcache", {"threshold": 0.15}), ("fbcache 0.3", "fbcache", {"threshold": 0.3}),
+                    ("fbcache 0.5", "fbcache", {"threshold": 0.5}), ("teacache 0.15", "teacache", {"threshold": 0.15}),
                     ("teacache 0.3", "teacache", {"threshold": 0.3}), ("teacache 0.6", "teacache", {"threshold": 0.6})],
 }
 
@@ -102,7 +103,8 @@ class DiffusersFlux:
         steps = self.call["num_inference_steps"]
         configs = {
             "uncached": None,
-            "FBC 0.08": FirstBlockCacheConfig(threshold=0.08), "FBC 0.15": FirstBlockCacheConfig(threshold=0.15),
+            "FBC 0.15": FirstBlockCacheConfig(threshold=0.15), "FBC 0.3": FirstBlockCacheConfig(threshold=0.3),
+            "FBC 0.5": FirstBlockCacheConfig(threshold=0.5),
             "MagCache 0.06": MagCacheConfig(threshold=0.06, num_inference_steps=steps, mag_ratios=FLUX_MAG_RATIOS),
             "TaylorSeer N=2": TaylorSeerCacheConfig(cache_interval=2, disable_cache_before_step=1,
                                                     taylor_factors_dtype=torch.float32),
@@ -121,7 +123,7 @@ class DiffusersFlux:
             return np.asarray(out.images), {}
         return run
 
-    LABELS = ("uncached", "FBC 0.08", "FBC 0.15", "MagCache 0.06", "TaylorSeer N=2")
+    LABELS = ("uncached", "FBC 0.15", "FBC 0.3", "FBC 0.5", "MagCache 0.06", "TaylorSeer N=2")
 
 
 def measure(variants: dict[str, Callable[[int], tuple[np.ndarray, dict]]], repeats: int) -> dict[str, dict[str, Any]]:

@@ -3,6 +3,7 @@
     python bench/gpu.py                          # cuda, bf16 (Flux) / fp16 (UNets), all models
     python bench/gpu.py --models flux --steps 28 --out gpu.md
     python bench/gpu.py --smoke                  # CPU, toy sizes, fp32, eager + cached (the test)
+    python bench/gpu.py --toy --device cpu --dtype float32 --steps 10   # + compiled, on a CPU
 
 Random weights are built directly on the device (no download): SD 1.5's UNet at 512x512
 (latents 64x64, CFG batch 2), SDXL's UNet at 1024x1024 (latents 128x128, CFG batch 2) and
@@ -174,7 +175,7 @@ def timed(run: Callable[[], torch.Tensor], repeats: int, device: str) -> tuple[f
 
 
 def bench_model(name: str, args: argparse.Namespace, dtype: torch.dtype) -> list[str]:
-    sizes = SMOKE if args.smoke else REAL
+    sizes = SMOKE if args.toy else REAL
     theirs, ours, inputs = build(name, sizes, args.device, dtype)
     flux = name == "flux"
     timesteps = torch.linspace(1000, 1000 / args.steps, args.steps, device=args.device)
@@ -190,12 +191,8 @@ def bench_model(name: str, args: argparse.Namespace, dtype: torch.dtype) -> list
         def diffusers_fbc() -> Callable[[], torch.Tensor]:
             from diffusers.hooks import FirstBlockCacheConfig
 
-            theirs.enable_cache(FirstBlockCacheConfig(threshold=0.08))
-            run = diffusers_loop(theirs, inputs, timesteps, flux)
-
-            def run_then_disable() -> torch.Tensor:
-                return run()
-            return run_then_disable
+            theirs.enable_cache(FirstBlockCacheConfig(threshold=0.08))  # disabled after its timing
+            return diffusers_loop(theirs, inputs, timesteps, flux)
         variants["diffusers FBC 0.08"] = diffusers_fbc
     if args.compile:
         def diffusers_compiled() -> Callable[[], torch.Tensor]:
@@ -233,12 +230,14 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-compile", dest="compile", action="store_false")
-    parser.add_argument("--smoke", action="store_true", help="CPU, toy sizes, fp32, 3 steps, no compile")
+    parser.add_argument("--toy", action="store_true", help="toy model sizes (e.g. to try compile on a CPU)")
+    parser.add_argument("--smoke", action="store_true", help="--toy on the CPU, fp32, 3 steps, no compile")
     parser.add_argument("--out", type=Path, default=None, help="also write the table here (markdown)")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.device, args.steps, args.repeats, args.compile, args.dtype = "cpu", 3, 1, False, "float32"
-        torch.set_num_threads(1)  # toy models on a shared CPU: one thread, no spinning workers
+        args.toy, args.device, args.steps, args.repeats, args.compile, args.dtype = True, "cpu", 3, 1, False, "float32"
+    if args.device == "cpu":
+        torch.set_num_threads(1)  # a shared CPU: one thread, no spinning workers
     families()  # registers predict_noise / predict_flow and the cache blocks
     header = [f"torch {torch.__version__}, device {args.device}"
               + (f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else "")
