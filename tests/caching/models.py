@@ -1,5 +1,6 @@
-"""Tiny random models and a custom Python denoise graph (a Loop over a two-node body) for the
-step-cache tests: the caches are swapped in with one ``replace``, as a user would."""
+"""Tiny random models and a custom Python denoise graph (a Loop over a two-node body, built by
+bench/gpu.py) for the step-cache tests: the caches are swapped in with one ``replace``, as a user
+would."""
 
 from __future__ import annotations
 
@@ -7,9 +8,8 @@ from typing import Any
 
 import torch
 
-from diffblocks.blocks.function import block
-from diffblocks.blocks.types import Latents, NoisePred, Timestep
-from diffblocks.graph import Graph, Loop
+from bench.gpu import loop_graph
+from diffblocks.graph import Graph
 from diffblocks.models.flux import FluxTransformer2DModel
 from diffblocks.models.unet_2d_condition import UNet2DConditionModel
 from diffblocks.presets import families
@@ -19,12 +19,6 @@ from tests.models.tiny import SD15, SDXL, randomize_
 families()  # registers predict_noise / predict_flow and the cache blocks
 
 STEPS = 8
-
-
-@block("test_caching_euler", version=1)
-def euler(latents: Latents, noise_pred: NoisePred, t: Timestep) -> Latents:
-    """A plain Euler-like update, so each step's input depends on the previous prediction."""
-    return latents - 0.1 * noise_pred
 
 
 def unet(config: dict[str, Any] = SD15) -> UNet2DConditionModel:
@@ -44,27 +38,8 @@ def flux() -> FluxTransformer2DModel:
 
 
 def unet_graph(sdxl: bool = False) -> Graph:
-    """``latents`` -> Loop(predict_noise -> euler) over ``timesteps``."""
-    body = Graph("body")
-    body.add("predict", "predict_noise")
-    body.add("step", "test_caching_euler")
-    body.connect("predict.noise_pred", "step.noise_pred")
-    body.expose_input("latents", "predict.sample", "step.latents")
-    body.expose_input("t", "predict.t", "step.t")
-    body.expose_input("encoder_hidden_states", "predict.encoder_hidden_states")
-    if sdxl:
-        body.expose_input("text_embeds", "predict.text_embeds")
-        body.expose_input("time_ids", "predict.time_ids")
-    body.expose_output("latents", "step.latents")
-    g = Graph("custom_unet")
-    g.add("denoise", Loop(body, over="timesteps", item="t", carry={"latents": "latents"}))
-    for name in body.inputs:
-        if name not in ("latents", "t"):
-            g.expose_input(name, f"denoise.{name}")
-    g.expose_input("latents", "denoise.latents")
-    g.expose_input("timesteps", "denoise.timesteps")
-    g.expose_output("latents", "denoise.latents")
-    return g.validate()
+    """``latents`` -> Loop(predict_noise -> Euler step) over ``timesteps`` (bench/gpu.py's loop)."""
+    return loop_graph("unet", ("encoder_hidden_states", "text_embeds", "time_ids") if sdxl else ("encoder_hidden_states",))
 
 
 def unet_inputs(sdxl: bool = False) -> dict[str, Any]:
@@ -81,22 +56,7 @@ def unet_inputs(sdxl: bool = False) -> dict[str, Any]:
 
 
 def flux_graph() -> Graph:
-    body = Graph("body")
-    body.add("predict", "predict_flow")
-    body.add("step", "test_caching_euler")
-    body.connect("predict.noise_pred", "step.noise_pred")
-    body.expose_input("latents", "predict.hidden_states", "step.latents")
-    body.expose_input("t", "predict.t", "step.t")
-    for name in ("encoder_hidden_states", "pooled_projections", "txt_ids", "img_ids"):
-        body.expose_input(name, f"predict.{name}")
-    body.expose_output("latents", "step.latents")
-    g = Graph("custom_flux")
-    g.add("denoise", Loop(body, over="timesteps", item="t", carry={"latents": "latents"}))
-    for name in ("encoder_hidden_states", "pooled_projections", "txt_ids", "img_ids", "latents"):
-        g.expose_input(name, f"denoise.{name}")
-    g.expose_input("timesteps", "denoise.timesteps")
-    g.expose_output("latents", "denoise.latents")
-    return g.validate()
+    return loop_graph("transformer", ("encoder_hidden_states", "pooled_projections", "txt_ids", "img_ids"))
 
 
 def flux_inputs() -> dict[str, Any]:

@@ -24,7 +24,7 @@ from ....blocks.context import RunContext
 from ....blocks.function import block
 from ....blocks.types import LatentIds, Latents, NoisePred, PooledEmbeds, PromptEmbeds, TextIds, Timestep
 from .hints import TRANSFORMER
-from .policy import count_step, relative_l1, rescale, same_shapes
+from .policy import count_step, relative_l1, same_shapes, teacache_reuse
 
 __all__ = ["predict_flow_fbcache", "predict_flow_teacache"]
 
@@ -86,12 +86,5 @@ def predict_flow_teacache(
                     guidance)
     # The first block's modulated image input: what TeaCache watches (timestep- and input-aware).
     modulated = transformer.transformer_blocks[0].norm1(tokens.x, tokens.temb)[0]
-    same = same_shapes(state, hidden_states, encoder_hidden_states)
-    last = ctx.step is not None and ctx.step == ctx.total - 1
-    if same and not last:
-        state["acc"] = state.get("acc", 0.0) + rescale(relative_l1(modulated, state["modulated"]), coefficients)
-    reuse = same and not last and state["acc"] < threshold
-    if not reuse:
-        state["acc"] = 0.0
-    state["modulated"] = modulated
+    reuse = teacache_reuse(ctx, modulated, threshold, coefficients, hidden_states, encoder_hidden_states)
     return _finish(transformer, tokens, 0, state, reuse, ctx)

@@ -15,7 +15,7 @@ import torch
 from ....blocks.context import RunContext
 from ....graph.report import REPORT_COUNTERS
 
-__all__ = ["relative_l1", "rescale", "same_shapes", "count_step"]
+__all__ = ["relative_l1", "rescale", "same_shapes", "teacache_reuse", "count_step"]
 
 
 def relative_l1(new: torch.Tensor, old: torch.Tensor) -> float:
@@ -45,6 +45,23 @@ def same_shapes(state: dict[str, Any], *tensors: torch.Tensor) -> bool:
     same = state.get("shapes") == shapes
     state["shapes"] = shapes
     return same
+
+
+def teacache_reuse(ctx: RunContext, signal: torch.Tensor, threshold: float, coefficients: Sequence[float],
+                   *inputs: torch.Tensor) -> bool:
+    """TeaCache's decision: add the (rescaled) relative change of ``signal`` since the last call to
+    a running sum; reuse while the sum stays under ``threshold``, else run in full and reset it.
+    The first call, the loop's last step and a change of input shapes always run in full."""
+    state = ctx.state
+    same = same_shapes(state, *inputs)
+    last = ctx.step is not None and ctx.step == ctx.total - 1
+    if same and not last:
+        state["acc"] = state.get("acc", 0.0) + rescale(relative_l1(signal, state["signal"]), coefficients)
+    reuse = same and not last and state["acc"] < threshold
+    if not reuse:
+        state["acc"] = 0.0
+    state["signal"] = signal
+    return reuse
 
 
 def count_step(ctx: RunContext, reused: bool, blocks_run: int, blocks_skipped: int) -> None:

@@ -24,7 +24,7 @@ from ....blocks.context import RunContext
 from ....blocks.function import block
 from ....blocks.types import NoisePred, Latents, PooledEmbeds, PromptEmbeds, TimeIds, Timestep
 from .hints import UNET
-from .policy import count_step, relative_l1, rescale, same_shapes
+from .policy import count_step, relative_l1, same_shapes, teacache_reuse
 
 __all__ = ["predict_noise_deepcache", "predict_noise_fbcache", "predict_noise_teacache"]
 
@@ -147,13 +147,5 @@ def predict_noise_teacache(
                        (down_block_additional_residuals, mid_block_additional_residual,
                         down_intrablock_additional_residuals))
     state = ctx.state
-    emb = steps.cond.emb
-    same = same_shapes(state, sample, encoder_hidden_states)
-    last = ctx.step is not None and ctx.step == ctx.total - 1
-    if same and not last:
-        state["acc"] = state.get("acc", 0.0) + rescale(relative_l1(emb, state["emb"]), coefficients)
-    reuse = same and not last and state["acc"] < threshold
-    if not reuse:
-        state["acc"] = 0.0
-    state["emb"] = emb
+    reuse = teacache_reuse(ctx, steps.cond.emb, threshold, coefficients, sample, encoder_hidden_states)
     return steps.finish(ctx, state, reuse)
