@@ -46,9 +46,13 @@ from diffblocks.presets.stages.caching import with_step_cache  # noqa: E402
 SHIPPED = ROOT / "diffblocks" / "assets" / "tiny-shapes"
 #: (label, kind, config) per denoiser family; thresholds chosen for ~2x fewer model blocks.
 OUR_CACHES: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
-    "unet": [("deepcache N=2", "deepcache", {"interval": 2}), ("deepcache N=3", "deepcache", {"interval": 3}),
-             ("fbcache 0.15", "fbcache", {"threshold": 0.15}), ("fbcache 0.3", "fbcache", {"threshold": 0.3}),
-             ("teacache 0.5", "teacache", {"threshold": 0.5}), ("teacache 1.0", "teacache", {"threshold": 1.0})],
+    "unet": [("deepcache N=2", "deepcache", {"interval": 2, "depth": 0}),
+             ("deepcache N=3", "deepcache", {"interval": 3, "depth": 0}),
+             ("deepcache N=3 depth 1", "deepcache", {"interval": 3, "depth": 1}),
+             ("fbcache 0.15", "fbcache", {"threshold": 0.15, "depth": 0}),
+             ("fbcache 0.3", "fbcache", {"threshold": 0.3, "depth": 0}),
+             ("teacache 0.5", "teacache", {"threshold": 0.5, "depth": 0}),
+             ("teacache 1.0", "teacache", {"threshold": 1.0, "depth": 0})],
     "transformer": [("fbcache 0.15", "fbcache", {"threshold": 0.15}), ("fbcache 0.3", "fbcache", {"threshold": 0.3}),
                     ("fbcache 0.5", "fbcache", {"threshold": 0.5}), ("teacache 0.15", "teacache", {"threshold": 0.15}),
                     ("teacache 0.3", "teacache", {"threshold": 0.3}), ("teacache 0.6", "teacache", {"threshold": 0.6})],

@@ -31,26 +31,31 @@ __all__ = ["predict_noise_deepcache", "predict_noise_fbcache", "predict_noise_te
 
 class _UNetSteps:
     """One UNet call in phases, either in full (storing the deep features in ``state``) or the
-    shallow path on the stored deep features. ``depth`` shallow levels are always recomputed."""
+    shallow path on the stored deep features. ``depth`` shallow levels are always recomputed;
+    ``depth=0`` is DeepCache's shallowest branch: only ``conv_in`` and the last layer of the last
+    up block (the input of that layer is what is cached)."""
 
     def __init__(self, unet: Any, depth: int, sample: torch.Tensor, t: torch.Tensor,
                  encoder_hidden_states: torch.Tensor, text_embeds: torch.Tensor | None,
                  time_ids: torch.Tensor | None, residuals: tuple[Any, Any, Any]) -> None:
         n_levels = len(unet.down_blocks)
-        if not 1 <= depth < n_levels:
-            raise ValueError(f"step cache: depth must be in 1..{n_levels - 1} for this UNet, got {depth}")
+        if not 0 <= depth < n_levels:
+            raise ValueError(f"step cache: depth must be in 0..{n_levels - 1} for this UNet, got {depth}")
         added = {"text_embeds": text_embeds, "time_ids": time_ids} if text_embeds is not None else None
         self.unet, self.depth = unet, depth
         self.sample, self.cond = unet.prepare(sample, t, encoder_hidden_states, added_cond_kwargs=added)
         self.down_res, self.mid_res, adapter = residuals
         self.adapter = list(adapter or ())
-        self.boundary = len(unet.up_blocks) - depth  # first shallow up block
+        n_up = len(unet.up_blocks)
+        self.boundary = n_up - max(depth, 1)  # first (partly) shallow up block
         # The shallow up blocks take the first n skips (conv_in's and the first down blocks').
-        self.n_shallow_skips = sum(len(b.resnets) for b in unet.up_blocks[self.boundary:])
+        self.n_shallow_skips = sum(len(b.resnets) for b in unet.up_blocks[self.boundary:]) if depth else 1
         self.h = unet.conv_in(self.sample)
         self.skips = [self.h]
         self.next_down = 0
-        self.n_blocks = n_levels + len(unet.up_blocks) + (unet.mid_block is not None)
+        self.n_blocks = n_levels + n_up + (unet.mid_block is not None)
+        # Blocks run on a reused step: the shallow levels both ways, or the last up block's last layer.
+        self.n_shallow_blocks = 2 * depth if depth else 1
 
     def first_block(self) -> torch.Tensor:
         """Run the first down block only; its output is First-Block-Cache's change signal."""
@@ -59,28 +64,38 @@ class _UNetSteps:
         return self.h
 
     def full(self, state: dict[str, Any]) -> torch.Tensor:
-        u = self.unet
-        h = u.down(self.h, self.skips, self.cond, self.next_down, None, self.adapter)
+        u, cond = self.unet, self.cond
+        h = u.down(self.h, self.skips, cond, self.next_down, None, self.adapter)
         skips = self.skips
         if self.down_res is not None:
             skips = [s + r for s, r in zip(skips, self.down_res, strict=True)]
-        h = u.middle(h, self.cond, self.adapter)
+        h = u.middle(h, cond, self.adapter)
         if self.mid_res is not None:
             h = h + self.mid_res
-        state["deep"] = u.up(h, skips, self.cond, 0, self.boundary)
-        return u.out(u.up(state["deep"], skips[:self.n_shallow_skips], self.cond, self.boundary))
+        if self.depth:
+            state["deep"] = u.up(h, skips, cond, 0, self.boundary)
+            return u.out(u.up(state["deep"], skips[:self.n_shallow_skips], cond, self.boundary))
+        # depth 0: the last up block takes the first len(resnets) skips, its last layer skips[0].
+        last = u.up_blocks[-1]
+        n_layers = len(last.resnets)
+        h = u.up(h, skips, cond, 0, self.boundary)
+        state["deep"] = last(h, skips[1:n_layers], cond.emb, cond.ctx, None, slice(0, n_layers - 1))
+        return u.out(last(state["deep"], skips[:1], cond.emb, cond.ctx, None, slice(n_layers - 1, None)))
 
     def shallow(self, state: dict[str, Any]) -> torch.Tensor:
-        u = self.unet
-        u.down(self.h, self.skips, self.cond, self.next_down, self.depth, self.adapter)
+        u, cond = self.unet, self.cond
+        u.down(self.h, self.skips, cond, self.next_down, self.depth, self.adapter)
         skips = self.skips[:self.n_shallow_skips]
         if self.down_res is not None:
             skips = [s + r for s, r in zip(skips, self.down_res)]
-        return u.out(u.up(state["deep"], skips, self.cond, self.boundary))
+        if self.depth:
+            return u.out(u.up(state["deep"], skips, cond, self.boundary))
+        last = u.up_blocks[-1]
+        return u.out(last(state["deep"], skips, cond.emb, cond.ctx, None, slice(len(last.resnets) - 1, None)))
 
     def finish(self, ctx: RunContext, state: dict[str, Any], reuse: bool) -> torch.Tensor:
         out = self.shallow(state) if reuse else self.full(state)
-        skipped = self.n_blocks - 2 * self.depth if reuse else 0
+        skipped = self.n_blocks - self.n_shallow_blocks if reuse else 0
         count_step(ctx, reuse, self.n_blocks - skipped, skipped)
         return out
 
