@@ -15,9 +15,11 @@ from diffblocks.presets.stages.caching import hints, with_step_cache
 from . import models as m
 
 #: (kind, config that reuses on the tiny models, config that never reuses)
-UNET_CACHES = [("deepcache", {"interval": 3}, {"interval": 1}),
-               ("fbcache", {"threshold": 0.3}, {"threshold": 0.0}),
-               ("teacache", {"threshold": 2.0}, {"threshold": 0.0})]
+UNET_CACHES = [("deepcache", {"interval": 3, "depth": 1}, {"interval": 1, "depth": 1}),
+               ("deepcache", {"interval": 3, "depth": 0}, {"interval": 1, "depth": 0}),
+               ("fbcache", {"threshold": 0.3, "depth": 1}, {"threshold": 0.0, "depth": 1}),
+               ("fbcache", {"threshold": 0.3, "depth": 0}, {"threshold": 0.0, "depth": 0}),
+               ("teacache", {"threshold": 2.0, "depth": 1}, {"threshold": 0.0, "depth": 1})]
 FLUX_CACHES = [("fbcache", {"threshold": 0.6}, {"threshold": 0.0}),
                ("teacache", {"threshold": 0.3}, {"threshold": 0.0})]
 #: Max abs difference to the uncached latents at the loose settings (latents' mean |x| is ~0.8).
@@ -37,7 +39,8 @@ def unet_setup():
 
 
 @pytest.mark.parametrize("sdxl", [False, True], ids=["sd15", "sdxl"])
-@pytest.mark.parametrize(("kind", "loose", "never"), UNET_CACHES, ids=[c[0] for c in UNET_CACHES])
+@pytest.mark.parametrize(("kind", "loose", "never"), UNET_CACHES,
+                         ids=[f"{c[0]}-depth{c[1]['depth']}" for c in UNET_CACHES])
 def test_unet_caches(unet_setup, sdxl, kind, loose, never):
     model, inputs = unet_setup[sdxl]
     components = {"unet": model}
@@ -53,7 +56,8 @@ def test_unet_caches(unet_setup, sdxl, kind, loose, never):
     counts = report.counters["denoise/predict"]
     n_blocks = len(model.down_blocks) + len(model.up_blocks) + 1
     assert counts["steps"] == m.STEPS and counts["reused_steps"] > 0
-    assert counts["blocks_skipped"] == counts["reused_steps"] * (n_blocks - 2)
+    shallow_blocks = 2 * loose["depth"] or 1  # depth 0: the last up block's last layer
+    assert counts["blocks_skipped"] == counts["reused_steps"] * (n_blocks - shallow_blocks)
     assert counts["blocks_run"] + counts["blocks_skipped"] == m.STEPS * n_blocks
     assert "blocks_skipped" in report.explain()
     diff = (cached - reference).abs().max().item()
@@ -115,7 +119,7 @@ def test_unknown_cache_names_the_choices():
 def test_bad_depth_is_one_clear_error(unet_setup):
     model, inputs = unet_setup[False]
     graph = with_step_cache(m.unet_graph(), "deepcache", depth=2)
-    with pytest.raises(ValueError, match="depth must be in 1..1"):
+    with pytest.raises(ValueError, match="depth must be in 0..1"):
         graph.run(inputs, {"unet": model}, progress=False)
 
 
