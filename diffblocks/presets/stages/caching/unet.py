@@ -1,8 +1,10 @@
 """Step caches for UNet denoisers (SD 1.x / SDXL): drop-in replacements of ``predict_noise``.
 
-All three reuse the UNet's *deep* features — the input of the last ``depth`` up blocks — and
-recompute the *shallow* path (``conv_in``, the first ``depth`` down blocks, the last ``depth`` up
-blocks, ``conv_out``) at every step; they differ in when they reuse:
+All three reuse the UNet's *deep* features and recompute the *shallow* path at every step. With
+the default ``depth=0`` (DeepCache's shallowest branch) the shallow path is ``conv_in``, the last
+layer of the last up block and ``conv_out``, and the cached feature is that layer's input; with
+``depth=k >= 1`` it is ``conv_in``, the first ``k`` down blocks, the last ``k`` up blocks and
+``conv_out``, and the cached feature the input of those up blocks. They differ in when they reuse:
 
 * ``predict_noise_deepcache``: on a fixed schedule, a full pass every ``interval`` calls
   (DeepCache, Ma et al. 2023, arXiv:2312.00858);
@@ -109,7 +111,7 @@ def predict_noise_deepcache(
     unet: Any, sample: Latents, t: Timestep, encoder_hidden_states: PromptEmbeds, ctx: RunContext,
     text_embeds: PooledEmbeds | None = None, time_ids: TimeIds | None = None,
     down_block_additional_residuals: Any = None, mid_block_additional_residual: Any = None,
-    down_intrablock_additional_residuals: Any = None, interval: int = 3, depth: int = 1,
+    down_intrablock_additional_residuals: Any = None, interval: int = 3, depth: int = 0,
 ) -> NoisePred:
     """``predict_noise`` with DeepCache: a full UNet pass every ``interval`` calls; in between,
     only the shallow path (``depth`` levels) runs on the last full pass's deep features."""
@@ -129,7 +131,7 @@ def predict_noise_fbcache(
     unet: Any, sample: Latents, t: Timestep, encoder_hidden_states: PromptEmbeds, ctx: RunContext,
     text_embeds: PooledEmbeds | None = None, time_ids: TimeIds | None = None,
     down_block_additional_residuals: Any = None, mid_block_additional_residual: Any = None,
-    down_intrablock_additional_residuals: Any = None, threshold: float = 0.08, depth: int = 1,
+    down_intrablock_additional_residuals: Any = None, threshold: float = 0.08, depth: int = 0,
 ) -> NoisePred:
     """``predict_noise`` with First-Block-Cache: run the first down block; if its output moved by
     less than ``threshold`` (relative L1) since the last full pass, reuse that pass's deep features."""
@@ -151,7 +153,7 @@ def predict_noise_teacache(
     unet: Any, sample: Latents, t: Timestep, encoder_hidden_states: PromptEmbeds, ctx: RunContext,
     text_embeds: PooledEmbeds | None = None, time_ids: TimeIds | None = None,
     down_block_additional_residuals: Any = None, mid_block_additional_residual: Any = None,
-    down_intrablock_additional_residuals: Any = None, threshold: float = 0.1, depth: int = 1,
+    down_intrablock_additional_residuals: Any = None, threshold: float = 0.1, depth: int = 0,
     coefficients: tuple[float, ...] = (),
 ) -> NoisePred:
     """``predict_noise`` with a TeaCache-style schedule: accumulate the (rescaled) relative change
