@@ -47,3 +47,13 @@ def test_compile_components_picks_the_denoiser_and_names_bad_ones():
         compile_components({"transformer": model}, names=["unet"])
     with pytest.raises(ValueError, match="no repeated_blocks"):
         compile_regions(torch.nn.Linear(2, 2))
+
+
+def test_pipeline_compile_wraps_the_unet_blocks(tiny_sd_dir):
+    from diffblocks.pipeline import Pipeline
+
+    pipe = Pipeline.from_pretrained(str(tiny_sd_dir))
+    counts = pipe.compile()
+    unet = pipe.components["unet"]
+    assert counts == {"unet": sum(isinstance(m, unet.repeated_blocks) for m in unet.modules())} and counts["unet"] > 0
+    assert all(m._compiled_call_impl is not None for m in unet.modules() if isinstance(m, unet.repeated_blocks))
