@@ -4,6 +4,7 @@
     python bench/gpu.py --models flux --steps 28 --out gpu.md
     python bench/gpu.py --smoke                  # CPU, toy sizes, fp32, eager + cached (the test)
     python bench/gpu.py --toy --device cpu --dtype float32 --steps 10   # + compiled, on a CPU
+    python bench/gpu.py --mid --device cpu --dtype float32 --models flux # bench/pipelines.py's mid sizes
 
 Random weights are built directly on the device (no download): SD 1.5's UNet at 512x512
 (latents 64x64, CFG batch 2), SDXL's UNet at 1024x1024 (latents 128x128, CFG batch 2) and
@@ -66,6 +67,13 @@ SMOKE = {
               "num_attention_heads": 2, "joint_attention_dim": 32, "pooled_projection_dim": 32,
               "axes_dims_rope": [4, 4, 8], "guidance_embeds": True}, 8, 6, 32),
 }
+
+
+def mid_sizes() -> dict[str, tuple[dict[str, Any], int, int, int]]:
+    """bench/pipelines.py's mid-size denoisers at 192x192 (24x24 latents; Flux: 12x12 packed tokens)."""
+    from bench.pipelines import MID_FLUX, MID_UNET_SD, MID_UNET_SDXL
+
+    return {"sd15": (MID_UNET_SD, 24, 77, 768), "sdxl": (MID_UNET_SDXL, 24, 77, 1152), "flux": (MID_FLUX, 12, 512, 512)}
 
 
 @block("bench_euler_step", version=1)
@@ -175,7 +183,7 @@ def timed(run: Callable[[], torch.Tensor], repeats: int, device: str) -> tuple[f
 
 
 def bench_model(name: str, args: argparse.Namespace, dtype: torch.dtype) -> list[str]:
-    sizes = SMOKE if args.toy else REAL
+    sizes = SMOKE if args.toy else mid_sizes() if args.mid else REAL
     theirs, ours, inputs = build(name, sizes, args.device, dtype)
     flux = name == "flux"
     timesteps = torch.linspace(1000, 1000 / args.steps, args.steps, device=args.device)
@@ -231,6 +239,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-compile", dest="compile", action="store_false")
     parser.add_argument("--toy", action="store_true", help="toy model sizes (e.g. to try compile on a CPU)")
+    parser.add_argument("--mid", action="store_true", help="bench/pipelines.py's mid sizes (CPU-sized)")
     parser.add_argument("--smoke", action="store_true", help="--toy on the CPU, fp32, 3 steps, no compile")
     parser.add_argument("--out", type=Path, default=None, help="also write the table here (markdown)")
     args = parser.parse_args(argv)
