@@ -21,7 +21,7 @@ way to mix.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from .blocks.errors import GraphError, InputError, Problem
 from .components import ComponentError, ComponentsManager
 from .fileio import read_text_bounded
 from .graph import Graph
+from .models.compiling import compile_components
 from .pipeline_checks import warn_no_ops
 from .presets import families, family_of, load_preset, preset_for_pipeline_class
 from .sharing import GRAPH_FILE, graph_for_pipeline, push_pipeline
@@ -281,6 +282,11 @@ class Pipeline(PipelineAdapterMethods):
         from .single_file.pipeline import write_pipeline_file
 
         return write_pipeline_file({name: self.components[name] for name in self.components}, path)
+
+    def compile(self, mode: str | None = None, components: Iterable[str] | None = None) -> dict[str, int]:
+        """Regional ``torch.compile`` of the denoiser's repeated blocks (opt-in; outputs match eager
+        to float rounding); see ``diffblocks.models.compiling``. Returns name -> blocks compiled."""
+        return compile_components(self.components, mode, components)
 
     # -- schedulers ---------------------------------------------------------------------------
     def set_scheduler(self, name_or_scheduler: Any) -> None:

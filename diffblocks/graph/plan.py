@@ -20,7 +20,7 @@ import torch
 from diffblocks.blocks.call import Result, check_inputs
 from diffblocks.graph.cache import KeyParts, MemoCache, component_fingerprint, fingerprint
 from diffblocks.graph.graph import Graph
-from diffblocks.graph.report import NodeReport, RunReport
+from diffblocks.graph.report import REPORT_COUNTERS, NodeReport, RunReport
 from diffblocks.graph.steps import ABORT, STOP, RunError, RunInterrupted, _Compiler, _Flag, _LoopStep, _run_steps, _Runtime, _SwitchStep
 
 __all__ = ["Plan", "compile_graph", "STOP", "ABORT", "RunInterrupted", "RunError", "RunReport", "NodeReport"]
@@ -117,6 +117,7 @@ class Plan:
                     self._run_top(step, slots, rt, memo, report, grad, bool(callbacks))
             finally:
                 report.branches = dict(rt.branches)
+                report.counters = rt.shared.get(REPORT_COUNTERS, {})
                 report.seconds = time.perf_counter() - start
                 self.last_run_report = report
         return Result({name: slots[s] for name, s in prog.output_slots.items()})

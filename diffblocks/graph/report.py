@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["NodeReport", "RunReport"]
+__all__ = ["NodeReport", "RunReport", "REPORT_COUNTERS"]
+
+#: Key in the run's shared dict (``ctx.run``) where blocks count what they did, per node path,
+#: e.g. a step cache's reused steps and skipped model blocks; the run report keeps them.
+REPORT_COUNTERS = "report_counters"
 
 
 @dataclass
@@ -23,6 +27,8 @@ class RunReport:
     nodes: dict[str, NodeReport] = field(default_factory=dict)
     branches: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    #: Per node path (inside loops too): counts a block reported, e.g. ``{"blocks_skipped": 84}``.
+    counters: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def hits(self) -> list[str]:
@@ -40,6 +46,8 @@ class RunReport:
             lines.append(f"{name:<{width}}  {rep.status:<6}  {rep.seconds * 1000:7.2f}ms  {why}")
         for path, branch in self.branches.items():
             lines.append(f"switch {path} -> {branch}")
+        for path, counts in self.counters.items():
+            lines.append(f"{path}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
         return "\n".join(lines)
 
     __str__ = explain

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from diffblocks.models.flux_layers import (AdaLayerNormContinuous, FluxSingleTransformerBlock, FluxTransformerBlock,
-                          TimeTextEmbedding, rope_tables)
+                          Rope, TimeTextEmbedding, rope_tables)
 from diffblocks.models.modeling import Model, ModelConfig, ModelOutput
 
 
@@ -55,6 +55,17 @@ class FluxTransformer2DConfig(ModelConfig):
 
 
 @dataclass
+class FluxTokens:
+    """The residual streams between the transformer's phases: image tokens ``x`` [B, S_img, D],
+    text tokens ``context`` [B, S_txt, D], the conditioning vector and the RoPE tables."""
+
+    x: torch.Tensor
+    context: torch.Tensor
+    temb: torch.Tensor
+    rope: Rope
+
+
+@dataclass
 class Transformer2DModelOutput(ModelOutput):
     """Output of a transformer denoiser, as in diffusers: the prediction is ``.sample``."""
 
@@ -79,6 +90,8 @@ class FluxTransformer2DModel(Model):
 
     config_class = FluxTransformer2DConfig
     config: FluxTransformer2DConfig
+    #: What regional compilation compiles (``diffblocks.models.compiling``).
+    repeated_blocks: ClassVar[tuple[type[nn.Module], ...]] = (FluxTransformerBlock, FluxSingleTransformerBlock)
 
     def __init__(self, config: FluxTransformer2DConfig | dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
@@ -121,37 +134,63 @@ class FluxTransformer2DModel(Model):
         """
         self._check_call(encoder_hidden_states, pooled_projections, timestep, img_ids, txt_ids,
                          guidance, joint_attention_kwargs)
-        dtype, batch = hidden_states.dtype, hidden_states.shape[0]
+        tokens = self.embed(hidden_states, encoder_hidden_states, pooled_projections, timestep, img_ids, txt_ids,
+                            guidance)
+        tokens = self.run_blocks(tokens, 0, None, controlnet_block_samples, controlnet_single_block_samples,
+                                 controlnet_blocks_repeat)
+        out = self.project_out(tokens)
+        return Transformer2DModelOutput(sample=out) if return_dict else (out,)
 
-        # conditioning vector from timestep, guidance and pooled text
+    # The forward pass in phases (``embed`` -> ``run_blocks`` -> ``project_out``), public so a step
+    # cache can run the first block alone and reuse the rest (diffblocks.presets.stages.caching).
+
+    @property
+    def num_blocks(self) -> int:
+        """Double-stream plus single-stream blocks: the index range ``run_blocks`` walks."""
+        return len(self.transformer_blocks) + len(self.single_transformer_blocks)
+
+    def embed(self, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor,
+              pooled_projections: torch.Tensor, timestep: torch.Tensor | float, img_ids: torch.Tensor,
+              txt_ids: torch.Tensor, guidance: torch.Tensor | float | None = None) -> FluxTokens:
+        """Phase 1: the conditioning vector, image and text tokens, and the RoPE tables."""
+        dtype, batch = hidden_states.dtype, hidden_states.shape[0]
         timestep = _per_sample(timestep, batch, hidden_states).to(dtype) * 1000
         if guidance is not None:
             guidance = _per_sample(guidance, batch, hidden_states).to(dtype) * 1000
         temb = self.time_text_embed(timestep, pooled_projections, guidance)
-
-        # tokens and RoPE tables; text tokens come first in every joint sequence
         x = self.x_embedder(hidden_states)
         context = self.context_embedder(encoder_hidden_states)
         ids = torch.cat([_positions(txt_ids, "txt_ids"), _positions(img_ids, "img_ids")])
-        rope = rope_tables(ids.to(x.device), self.config.axes_dims_rope)
+        return FluxTokens(x, context, temb, rope_tables(ids.to(x.device), self.config.axes_dims_rope))
 
-        # double-stream blocks, then single-stream blocks over the joined sequence
-        text_len = context.shape[1]
+    def run_blocks(self, tokens: FluxTokens, start: int = 0, stop: int | None = None,
+                   controlnet_block_samples: Sequence[torch.Tensor] | None = None,
+                   controlnet_single_block_samples: Sequence[torch.Tensor] | None = None,
+                   controlnet_blocks_repeat: bool = False) -> FluxTokens:
+        """Phase 2: blocks ``start:stop`` of the double-stream blocks followed by the single-stream
+        ones (index ``num_layers`` is the first single block)."""
         doubles, singles = self.transformer_blocks, self.single_transformer_blocks
-        for i, block in enumerate(doubles):
-            context, x = block(x, context, temb, rope)
+        stop = self.num_blocks if stop is None else stop
+        x, context, temb, rope = tokens.x, tokens.context, tokens.temb, tokens.rope
+        for i in range(start, min(stop, len(doubles))):
+            context, x = doubles[i](x, context, temb, rope)
             if controlnet_block_samples is not None:
                 x = x + _control(controlnet_block_samples, i, len(doubles), controlnet_blocks_repeat)
-        joint = torch.cat([context, x], dim=1)
-        for i, block in enumerate(singles):
-            joint = block(joint, temb, rope)
-            if controlnet_single_block_samples is not None:  # residuals are for image tokens only
-                residual = _control(controlnet_single_block_samples, i, len(singles))
-                joint = torch.cat([joint[:, :text_len], joint[:, text_len:] + residual], dim=1)
+        first, last = max(start - len(doubles), 0), stop - len(doubles)
+        if first < last:  # text tokens come first in the joined sequence
+            text_len = context.shape[1]
+            joint = torch.cat([context, x], dim=1)
+            for i in range(first, last):
+                joint = singles[i](joint, temb, rope)
+                if controlnet_single_block_samples is not None:  # residuals are for image tokens only
+                    residual = _control(controlnet_single_block_samples, i, len(singles))
+                    joint = torch.cat([joint[:, :text_len], joint[:, text_len:] + residual], dim=1)
+            context, x = joint[:, :text_len], joint[:, text_len:]
+        return FluxTokens(x, context, temb, rope)
 
-        # image tokens only, final modulation and projection
-        out = self.proj_out(self.norm_out(joint[:, text_len:], temb))
-        return Transformer2DModelOutput(sample=out) if return_dict else (out,)
+    def project_out(self, tokens: FluxTokens) -> torch.Tensor:
+        """Phase 3: the image tokens' final modulation and projection (the predicted flow)."""
+        return self.proj_out(self.norm_out(tokens.x, tokens.temb))
 
     def cache_context(self, name: str) -> contextlib.AbstractContextManager[None]:
         """No-op stand-in for diffusers' step-cache hook, so diffusers' Flux pipelines can drive

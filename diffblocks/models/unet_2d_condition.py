@@ -12,9 +12,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from diffblocks.models.attention import additive_mask
+from diffblocks.models.attention import BasicTransformerBlock, additive_mask
 from diffblocks.models.embeddings import TimestepEmbedding, Timesteps, activation
 from diffblocks.models.modeling import Model, ModelConfig, ModelOutput
+from diffblocks.models.resnet import ResnetBlock2D
 from diffblocks.models.unet_blocks import AttnArgs, CrossAttnInputs, DownBlock, MidBlock, ResnetArgs, UpBlock
 
 DOWN_BLOCKS = {"DownBlock2D": False, "CrossAttnDownBlock2D": True}  # name -> has cross-attention
@@ -261,11 +262,23 @@ class ConditionEmbedding(nn.Module):
         return emb
 
 
+@dataclass
+class UNetConditioning:
+    """What every block of one UNet call shares: the conditioning vector (B, time_embed_dim),
+    the cross-attention inputs, and whether the sample's size needs exact-size upsampling."""
+
+    emb: torch.Tensor
+    ctx: CrossAttnInputs
+    odd: bool
+
+
 class UNet2DConditionModel(ConditionEmbedding, Model):
     """Stable Diffusion's denoiser: ``forward(sample, timestep, encoder_hidden_states, ...)``."""
 
     config_class = UNet2DConditionConfig
     config: UNet2DConditionConfig
+    #: What regional compilation compiles (``diffblocks.models.compiling``).
+    repeated_blocks: ClassVar[tuple[type[nn.Module], ...]] = (ResnetBlock2D, BasicTransformerBlock)
 
     def __init__(self, config: UNet2DConditionConfig | dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
@@ -333,7 +346,36 @@ class UNet2DConditionModel(ConditionEmbedding, Model):
                 "UNet2DConditionModel: ControlNet residuals need both down_block_additional_residuals and "
                 "mid_block_additional_residual; T2I-Adapter features go in down_intrablock_additional_residuals"
             )
-        # 1. Conditioning vector from timestep, class labels and SDXL's extra inputs.
+        sample, cond = self.prepare(sample, timestep, encoder_hidden_states, class_labels, timestep_cond,
+                                    attention_mask, added_cond_kwargs, encoder_attention_mask)
+        adapter = list(down_intrablock_additional_residuals or ())
+        h = self.conv_in(sample)
+        skips = [h]
+        h = self.down(h, skips, cond, adapter=adapter)
+        if down_block_additional_residuals is not None:
+            skips = [s + r for s, r in zip(skips, down_block_additional_residuals, strict=True)]
+        h = self.middle(h, cond, adapter)
+        if mid_block_additional_residual is not None:
+            h = h + mid_block_additional_residual
+        h = self.out(self.up(h, skips, cond))
+        return UNet2DConditionOutput(sample=h) if return_dict else (h,)
+
+    # The forward pass in phases (prepare -> down -> middle -> up -> out), public so a step cache
+    # can recompute the shallow path and reuse the deep one (diffblocks.presets.stages.caching).
+
+    def prepare(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | float | int,
+        encoder_hidden_states: torch.Tensor,
+        class_labels: torch.Tensor | None = None,
+        timestep_cond: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        added_cond_kwargs: dict[str, torch.Tensor] | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, UNetConditioning]:
+        """Phase 1: the conditioning vector from timestep, class labels and SDXL's extra inputs,
+        the cross-attention inputs, and the (centred, if configured) sample."""
         emb = self.embed_conditions(sample, timestep, timestep_cond, class_labels, added_cond_kwargs)
         ctx = CrossAttnInputs(
             encoder_hidden_states,
@@ -342,33 +384,40 @@ class UNet2DConditionModel(ConditionEmbedding, Model):
         )
         if self.config.center_input_sample:
             sample = 2 * sample - 1.0
+        odd = any(s % 2**self.num_upsamplers for s in sample.shape[-2:])
+        return sample, UNetConditioning(emb, ctx, odd)
 
-        # 2. Down path, keeping every intermediate state for the skips.
-        h = self.conv_in(sample)
-        skips = [h]
-        adapter = list(down_intrablock_additional_residuals or ())
-        for block in self.down_blocks:
-            h, states = block(h, emb, ctx, adapter.pop(0) if adapter else None)
+    def down(self, h: torch.Tensor, skips: list[torch.Tensor], cond: UNetConditioning, start: int = 0,
+             stop: int | None = None, adapter: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Phase 2: down blocks ``start:stop`` from ``h`` (``conv_in(sample)`` for the first),
+        appending every intermediate state to ``skips``. T2I-Adapter features are popped from ``adapter``."""
+        for block in self.down_blocks[start:stop]:
+            h, states = block(h, cond.emb, cond.ctx, adapter.pop(0) if adapter else None)
             skips.extend(states)
-        if down_block_additional_residuals is not None:
-            skips = [s + r for s, r in zip(skips, down_block_additional_residuals, strict=True)]
+        return h
 
-        # 3. Middle (a leftover adapter feature of matching shape is added after it).
+    def middle(self, h: torch.Tensor, cond: UNetConditioning, adapter: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Phase 3: the middle block (a leftover adapter feature of matching shape is added after it)."""
         if self.mid_block is not None:
-            h = self.mid_block(h, emb, ctx)
+            h = self.mid_block(h, cond.emb, cond.ctx)
             if adapter and adapter[0].shape == h.shape:
                 h = h + adapter.pop(0)
-        if mid_block_additional_residual is not None:
-            h = h + mid_block_additional_residual
+        return h
 
-        # 4. Up path. Odd sizes: upsample to the skip's size rather than exactly 2x.
-        odd = any(s % 2**self.num_upsamplers for s in sample.shape[-2:])
-        for i, block in enumerate(self.up_blocks):
+    def up(self, h: torch.Tensor, skips: list[torch.Tensor], cond: UNetConditioning, start: int = 0,
+           stop: int | None = None) -> torch.Tensor:
+        """Phase 4: up blocks ``start:stop``, each taking its skips from the end of ``skips`` (a
+        copy is consumed). Odd sizes: upsample to the skip's size rather than exactly 2x."""
+        skips = list(skips)
+        n_up = len(self.up_blocks)
+        for i in range(start, n_up if stop is None else stop):
+            block = self.up_blocks[i]
             block_skips = skips[-len(block.resnets):]
             del skips[-len(block.resnets):]
-            size = tuple(skips[-1].shape[2:]) if odd and i < len(self.up_blocks) - 1 else None
-            h = block(h, block_skips, emb, ctx, size)
+            size = tuple(skips[-1].shape[2:]) if cond.odd and i < n_up - 1 else None
+            h = block(h, block_skips, cond.emb, cond.ctx, size)
+        return h
 
-        # 5. Out.
-        h = self.conv_out(self.conv_act(self.conv_norm_out(h)))
-        return UNet2DConditionOutput(sample=h) if return_dict else (h,)
+    def out(self, h: torch.Tensor) -> torch.Tensor:
+        """Phase 5: normalise, activate, project to the output channels."""
+        return self.conv_out(self.conv_act(self.conv_norm_out(h)))

@@ -185,12 +185,16 @@ class UpBlock(nn.Module):
         temb: torch.Tensor,
         ctx: CrossAttnInputs,
         upsample_size: tuple[int, int] | None = None,
+        layers: slice = slice(None),
     ) -> torch.Tensor:
-        """``skips`` are consumed from the end (the most recent down-path state first)."""
+        """``skips`` are consumed from the end (the most recent down-path state first). ``layers``
+        runs only some (resnet, attention) layers (a step cache resumes inside the block); the
+        upsampler runs after the last one."""
         attentions = self.attentions or [None] * len(self.resnets)
-        for resnet, attn in zip(self.resnets, attentions):
+        start, stop, _ = layers.indices(len(self.resnets))
+        for i in range(start, stop):
             hidden_states = torch.cat([hidden_states, skips.pop()], dim=1)
-            hidden_states = _attend(attn, resnet(hidden_states, temb), ctx)
-        if self.upsamplers is not None:
+            hidden_states = _attend(attentions[i], self.resnets[i](hidden_states, temb), ctx)
+        if self.upsamplers is not None and stop == len(self.resnets):
             hidden_states = self.upsamplers[0](hidden_states, upsample_size)
         return hidden_states

@@ -5,6 +5,6 @@ blocks (prompt encoding, the denoiser call, extra conditioning) beside them.
 Importing this package registers the blocks.
 """
 
-from . import denoise, guiders, images, latents, timesteps, vae  # noqa: F401
+from . import caching, denoise, guiders, images, latents, timesteps, vae  # noqa: F401
 
-__all__ = ["denoise", "guiders", "images", "latents", "timesteps", "vae"]
+__all__ = ["caching", "denoise", "guiders", "images", "latents", "timesteps", "vae"]
