@@ -10,7 +10,8 @@ from diffblocks.blocks.base import Block
 from diffblocks.blocks.errors import Problem
 from diffblocks.blocks.ports import MISSING, ComponentRef, Port
 from diffblocks.blocks.types import is_compatible, type_name
-from diffblocks.graph.graph import Composite, Graph
+from diffblocks.graph.composite import Composite
+from diffblocks.graph.graph import Graph
 
 __all__ = ["Loop", "Switch"]
 

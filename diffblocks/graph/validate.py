@@ -13,7 +13,8 @@ from ..blocks.base import Block
 from ..blocks.errors import Problem
 from ..blocks.types import is_compatible, type_name, validate_value
 from ..blocks.ports import MISSING
-from .graph import Composite, UnknownBlock
+from .composite import Composite
+from .graph import UnknownBlock
 
 if TYPE_CHECKING:
     from .graph import Graph
