@@ -134,7 +134,8 @@ def test_two_runs_in_a_row_equal_two_fresh_runs(tiny_sd_dir, scheduler):
              for s in (1, 2)]
     fresh = [load_preset("sd15").run(inputs={**inputs, "generator": torch.Generator().manual_seed(s)},
                                      components=manager(tiny_sd_dir, scheduler), progress=False).images for s in (1, 2)]
-    assert graph.compile().last_run_report.nodes["set_timesteps"].status == "hit"
+    # set_timesteps makes each run its own sampler state (never memoised), which the loop advances.
+    assert graph.compile().last_run_report.nodes["set_timesteps"].status == "ran"
     for a, b in zip(again, fresh):
         np.testing.assert_array_equal(a, b)
 

@@ -110,8 +110,9 @@ def test_second_run_with_new_seed_reuses_unchanged_nodes(sd):
         handle.remove()
     assert len(calls) == encodes
     report = graph.compile().last_run_report
-    assert set(report.hits) >= {"check_inputs", "encode_prompt", "set_timesteps", "preprocess_image", "preprocess_mask", "encode_image"}
-    assert set(report.ran) == {"prepare_latents", "denoise", "decode", "postprocess"}
+    assert set(report.hits) >= {"check_inputs", "encode_prompt", "preprocess_image", "preprocess_mask", "encode_image"}
+    # set_timesteps makes a fresh sampler state every run (not memoised).
+    assert set(report.ran) == {"set_timesteps", "prepare_latents", "denoise", "decode", "postprocess"}
     assert np.abs(first.images - second.images).max() > 0
 
 
@@ -180,7 +181,7 @@ def test_sdxl_pipeline_second_call_reuses_both_text_encoders(tiny_sdxl_dir):
             hook.remove()
     assert len(calls) == 4
     report = pipe.graph.compile().last_run_report
-    assert {"encode_prompt", "time_ids", "set_timesteps"} <= set(report.hits)
+    assert {"encode_prompt", "time_ids"} <= set(report.hits) and "set_timesteps" in report.ran
     assert np.abs(first.images - second.images).max() > 0
 
 

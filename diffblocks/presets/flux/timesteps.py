@@ -38,7 +38,7 @@ def shift_mu(config: Any, seq_len: int) -> float:
     )
 
 
-@block("set_timesteps_flux", version=1, components={"scheduler": hints.SCHEDULER, "vae": hints.VAE})
+@block("set_timesteps_flux", version=1, memoise=False, components={"scheduler": hints.SCHEDULER, "vae": hints.VAE})
 def set_timesteps_flux(
     scheduler: Any,
     vae: Any,

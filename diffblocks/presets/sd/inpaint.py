@@ -8,7 +8,6 @@ from typing import Any
 
 import torch
 
-from ...blocks.context import RunContext
 from ...blocks.function import block
 from ...blocks.ports import Outputs
 from ...blocks.types import ImageLatents, Latents, Mask, Noise, PromptEmbeds, Timesteps
@@ -16,7 +15,6 @@ from ...noise import randn_tensor
 from ...schedulers.base import SchedulerState
 from ..stages.images import vae_scale_factor
 from ..stages.latents import check_generators, noise_shape, repeat_to
-from ..stages.timesteps import run_state
 from ..stages.vae import LatentMoments, sample_image_latents
 from . import hints as _hints
 
@@ -46,7 +44,6 @@ def prepare_inpaint_latents(
     strength: float,
     timesteps: Timesteps,
     scheduler_state: SchedulerState,
-    ctx: RunContext,
     generator: Any = None,
     latents: Latents | None = None,
 ) -> dict:
@@ -65,7 +62,7 @@ def prepare_inpaint_latents(
         noise = randn_tensor(noise_shape(vae, batch, height, width), generator, device, dtype)
         start = timesteps[:1].repeat(batch)
         latents = noise * scheduler_state.init_noise_sigma if full else scheduler.add_noise(
-            image_latents, noise, start, state=run_state(ctx, scheduler_state))
+            image_latents, noise, start, state=scheduler_state)
     else:
         noise = latents.to(device)
         latents = noise * scheduler_state.init_noise_sigma

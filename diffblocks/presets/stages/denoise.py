@@ -6,7 +6,7 @@ body; SD's is ``presets/sd/denoise.py``)::
 ``inpaint_channels`` and ``blend_inpaint`` pass latents through unless the inpainting inputs are
 given (9-channel UNets take the mask and masked-image latents as input channels; 4-channel UNets
 get the known region blended back after each step). The sampler's per-run state is the run's
-copy of ``set_timesteps``' template (``run_state``).
+state from ``set_timesteps``, on the ``scheduler_state`` edge.
 """
 
 from __future__ import annotations
@@ -21,16 +21,15 @@ from ...schedulers.base import SchedulerState
 from . import hints as _hints
 from ...blocks.context import RunContext
 from ...blocks.function import block
-from .timesteps import run_state
 from ...blocks.types import ImageLatents, Latents, Mask, Noise, NoisePred, Timestep
 
 __all__ = ["scale_model_input", "concat_inpaint_channels", "step_scheduler", "blend_inpaint_latents"]
 
 
 @block("scale_model_input", version=1, components={"scheduler": _hints.SCHEDULER}, output_name="latent_model_input")
-def scale_model_input(scheduler: Any, latents: Latents, t: Timestep, scheduler_state: SchedulerState, ctx: RunContext) -> Latents:
+def scale_model_input(scheduler: Any, latents: Latents, t: Timestep, scheduler_state: SchedulerState) -> Latents:
     """The denoiser's input at timestep ``t`` (k-diffusion samplers divide by sqrt(sigma^2 + 1))."""
-    return scheduler.scale_model_input(latents, t, state=run_state(ctx, scheduler_state))
+    return scheduler.scale_model_input(latents, t, state=scheduler_state)
 
 
 @block("concat_inpaint_channels", version=1)
@@ -55,18 +54,17 @@ def step_scheduler(
     t: Timestep,
     latents: Latents,
     scheduler_state: SchedulerState,
-    ctx: RunContext,
     generator: Any = None,
     eta: float = 0.0,
 ) -> Latents:
-    """Advance the latents one sampler step (ancestral/SDE samplers draw from ``generator``).
+    """Advance the latents one sampler step (ancestral/SDE samplers draw from ``generator``);
+    ``scheduler_state`` (this run's, made by ``set_timesteps``) advances with them.
 
     Args:
         eta: DDIM's noise weight (ignored by samplers without it).
     """
     options = {"eta": eta} if _takes_eta(type(scheduler)._step) else {}
-    state = run_state(ctx, scheduler_state)
-    return scheduler.step(noise_pred, t, latents, generator=generator, return_dict=False, state=state, **options)[0]
+    return scheduler.step(noise_pred, t, latents, generator=generator, return_dict=False, state=scheduler_state, **options)[0]
 
 
 @block("blend_inpaint_latents", version=1, components={"scheduler": _hints.SCHEDULER})
@@ -82,7 +80,7 @@ def blend_inpaint_latents(
     """4-channel inpainting: keep the known region from the image, noised to the next timestep."""
     if image_latents is None:
         return latents
-    state = run_state(ctx, scheduler_state)
+    state = scheduler_state
     known = image_latents
     if ctx.step is not None and ctx.step < ctx.total - 1:
         next_t = state.timesteps[(state.begin_index or 0) + ctx.step + 1]

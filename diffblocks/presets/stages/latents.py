@@ -17,11 +17,9 @@ from ...limits import check_image_request
 from ...noise import randn_tensor
 from ...schedulers.base import SchedulerState
 from . import hints as _hints
-from ...blocks.context import RunContext
 from ...blocks.function import block
 from .images import vae_scale_factor
 from ...blocks.ports import Outputs
-from .timesteps import run_state
 from ...blocks.types import ImageLatents, Latents, Mask, Noise, PromptEmbeds, Timesteps
 from .vae import LatentMoments, sample_image_latents
 
@@ -82,7 +80,6 @@ def prepare_image_latents(
     prompt_embeds: PromptEmbeds,
     timesteps: Timesteps,
     scheduler_state: SchedulerState,
-    ctx: RunContext,
     generator: Any = None,
     latents: Latents | None = None,
 ) -> Latents:
@@ -96,7 +93,7 @@ def prepare_image_latents(
     image_latents = repeat_to(sample_image_latents(vae, image_moments, generator, prompt_embeds.dtype), batch, "image")
     noise = randn_tensor(tuple(image_latents.shape), generator, image_latents.device, image_latents.dtype)
     start = timesteps[:1].repeat(batch)
-    return scheduler.add_noise(image_latents, noise, start, state=run_state(ctx, scheduler_state))
+    return scheduler.add_noise(image_latents, noise, start, state=scheduler_state)
 
 
 @block(

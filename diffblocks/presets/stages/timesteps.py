@@ -1,37 +1,28 @@
 """Timesteps: the schedule the denoise loop walks, and the scheduler's per-run state.
 
-``set_timesteps`` is memoisable: it outputs the timesteps and a *template* ``SchedulerState``
-that nothing mutates. Blocks that advance the sampler call ``run_state(ctx, template)``, which
-deep-copies the template once per run into the run context, so a cached ``set_timesteps`` can
-never hand a second run a state left at the end of the first trajectory.
+``set_timesteps`` makes a fresh ``SchedulerState`` on every run (it is not memoised: building a
+schedule costs microseconds), and that value is what every block that reads or advances the
+sampler receives on its ``scheduler_state`` edge; sampler steps advance it in place, within the
+run. Nothing is looked up on the side, and however a graph is wired a second run can never
+start from the state the first one left behind. (Its consumers, latent preparation and the
+denoise loop, run every time anyway: sampling draws noise and advances the sampler.)
 """
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from ...schedulers.base import SchedulerState
 from . import hints as _hints
-from ...blocks.context import RunContext
 from ...blocks.errors import InputError
 from ...blocks.function import block
 from ...blocks.ports import Outputs
 from ...blocks.types import Timesteps
 
-__all__ = ["set_timesteps", "run_state"]
+__all__ = ["set_timesteps"]
 
 
-def run_state(ctx: RunContext, template: SchedulerState) -> SchedulerState:
-    """This run's copy of the scheduler state made by ``set_timesteps`` (created on first use)."""
-    key = ("scheduler_state", id(template))
-    state = ctx.run.get(key)
-    if state is None:
-        state = ctx.run[key] = copy.deepcopy(template)
-    return state
-
-
-@block("set_timesteps", version=1, components={"scheduler": _hints.SCHEDULER})
+@block("set_timesteps", version=1, memoise=False, components={"scheduler": _hints.SCHEDULER})
 def set_timesteps(
     scheduler: Any, num_inference_steps: int = 50, strength: float = 1.0
 ) -> Outputs(timesteps=Timesteps, scheduler_state=SchedulerState):
