@@ -159,3 +159,11 @@ def test_two_processes_under_accelerate_make_the_same_images(reference: Path, tm
     assert all(r["process"] == r["row"] % 2 for r in manifest)
     assert not list(out.glob("manifest.part-*"))
     _assert_same_images(out, reference)
+
+
+def test_a_batch_png_replays_to_the_same_pixels(reference: Path, tmp_path: Path) -> None:
+    from diffblocks.cli import main
+
+    out = tmp_path / "replayed.png"
+    assert main(["run", "--replay", str(reference / "000005.png"), "--out", str(out), "--quiet"]) == 0
+    assert np.abs(_pixels(out) - _pixels(reference / "000005.png")).max() == 0
