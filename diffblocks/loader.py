@@ -116,10 +116,11 @@ def _component_hint(folder: Path) -> tuple[str, str]:
 
 def _load_component(folder: Path, **kwargs: Any) -> Any:
     from diffblocks.components import ComponentSpec
+    from diffblocks.components.loading import load_spec
 
     hint = _component_hint(folder)
     spec = ComponentSpec(name=folder.name, type_hint=hint, pretrained_model_name_or_path=str(folder))
-    return spec.load(**kwargs)
+    return load_spec(spec, **kwargs)
 
 
 def _load_single_file(path: Path, *, gguf: bool, config: Any = None, torch_dtype: Any = None,

@@ -17,7 +17,7 @@ from diffblocks.components.spec import ComponentError, ComponentSpec
 from diffblocks.registry.components import ComponentTypeError, resolve_component_class
 from diffblocks.registry.trust import UntrustedCodeError, load_class_from_file, refuse_repo_code
 
-__all__ = ["LoadOptions", "load_component", "locate_component", "resolve_spec_class"]
+__all__ = ["LoadOptions", "load_component", "load_spec", "locate_component", "resolve_spec_class"]
 
 
 @dataclass(frozen=True)
@@ -226,3 +226,16 @@ def load_component(spec: ComponentSpec, options: LoadOptions | None = None) -> A
         where = root / (spec.subfolder or "")
         raise ComponentError(f"{_who(spec)}: loading from '{where}' failed: {type(err).__name__}: {err}") from err
     return _place(obj, options)
+
+
+def load_spec(spec: ComponentSpec, **overrides: Any) -> Any:
+    """Load one component on its own (no manager, no sharing).
+
+    ``overrides`` may change spec fields (``variant``, ``revision``, ...) and pass loading
+    options: ``torch_dtype``, ``device``, ``trust_remote_code``, ``cache_dir``, ``token``,
+    ``local_files_only``::
+
+        vae = load_spec(ComponentSpec("vae", ("diffusers", "AutoencoderKL"), "path/to/sd", subfolder="vae"))
+    """
+    spec_fields = {k: overrides.pop(k) for k in list(overrides) if k in spec.__dataclass_fields__}
+    return load_component(spec.with_updates(**spec_fields) if spec_fields else spec, LoadOptions(**overrides))

@@ -110,15 +110,3 @@ class ComponentSpec:
             "revision": self.revision,
         }
 
-    def load(self, **overrides: Any) -> Any:
-        """Load this component on its own (no manager, no sharing).
-
-        ``overrides`` may change spec fields (``variant``, ``revision``, ...) and pass loading
-        options: ``torch_dtype``, ``device``, ``trust_remote_code``, ``cache_dir``, ``token``,
-        ``local_files_only``.
-        """
-        from diffblocks.components.loading import LoadOptions, load_component
-
-        spec_fields = {k: overrides.pop(k) for k in list(overrides) if k in self.__dataclass_fields__}
-        spec = replace(self, **spec_fields) if spec_fields else self
-        return load_component(spec, LoadOptions(**overrides))

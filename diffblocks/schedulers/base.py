@@ -125,6 +125,17 @@ def index_for_timestep(schedule: torch.Tensor, timestep: float | torch.Tensor) -
     return int(hits[1 if len(hits) > 1 else 0].item())
 
 
+#: Every Scheduler subclass by class name, filled as each class is defined. Importing any sampler
+#: module runs the package ``__init__`` first, which imports them all, so the table is complete
+#: whenever it is read, and this module never imports the package that imports it.
+_DEFINED: dict[str, type[Scheduler]] = {}
+
+
+def scheduler_class(name: str) -> type[Scheduler]:
+    """The scheduler class called ``name`` (a diffusers class name); ``KeyError`` if none is."""
+    return _DEFINED[name]
+
+
 class Scheduler:
     """Base of all schedulers: a thin adapter over a diffusers-format config.
 
@@ -136,6 +147,11 @@ class Scheduler:
 
     order: ClassVar[int] = 1
     defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _DEFINED[cls.__name__] = cls
+
     choices: ClassVar[dict[str, tuple[Any, ...]]] = {}
     alphas_cumprod: torch.Tensor  # set when the config has a beta schedule
     prediction: Prediction  # set when the config has a prediction_type
@@ -242,9 +258,9 @@ class Scheduler:
     @property
     def compatibles(self) -> list[type[Scheduler]]:
         """Classes this scheduler's config can switch to with `from_config` (all of ours, as in diffusers)."""
-        from diffblocks.schedulers import SCHEDULER_CLASSES  # the registry lives in the package, which imports this module
+        from diffblocks.schedulers.catalog import SCHEDULER_NAMES  # plain data
 
-        return list(SCHEDULER_CLASSES.values())
+        return [_DEFINED[name] for name in SCHEDULER_NAMES if name in _DEFINED]
 
     @property
     def num_train_timesteps(self) -> int:

@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from diffblocks.schedulers.base import Scheduler
+from diffblocks.schedulers.base import Scheduler, scheduler_class
 from diffblocks.schedulers.catalog import COMFYUI_ALIASES, SAMPLER_NAMES
 
 
@@ -26,10 +26,8 @@ def scheduler_from_name(
 ) -> Scheduler:
     """Build the scheduler a sampler name stands for (case-insensitive), on top of `base_config`
     (the model's scheduler config, another scheduler, or a path), e.g. "DPM++ 2M Karras"."""
-    from diffblocks.schedulers import SCHEDULER_CLASSES  # the package builds the table after importing this module
-
     canonical = _LOOKUP.get(_key(name))
     if canonical is None:
         raise ValueError(f"unknown sampler name {name!r}; valid names: {', '.join(SAMPLER_NAMES)} (ComfyUI: {', '.join(COMFYUI_ALIASES)})")
     class_name, overrides = SAMPLER_NAMES[canonical]
-    return SCHEDULER_CLASSES[class_name].from_config(base_config, **overrides)
+    return scheduler_class(class_name).from_config(base_config, **overrides)

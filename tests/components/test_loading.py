@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from diffblocks.components import ComponentError, ComponentSpec, ComponentsManager, write_modular_index
+from diffblocks.components.loading import load_spec
 from diffblocks.registry.trust import UntrustedCodeError
 
 EXPECTED = {
@@ -180,7 +181,7 @@ def test_spec_without_source(tmp_path: Path):
 
 def test_spec_load_on_its_own_with_overrides(tiny_sd_dir: Path):
     spec = ComponentSpec("vae", ("diffusers", "AutoencoderKL"), str(tiny_sd_dir), "vae")
-    vae = spec.load(torch_dtype=torch.float16)
+    vae = load_spec(spec, torch_dtype=torch.float16)
     assert next(vae.parameters()).dtype == torch.float16
     with pytest.raises(ComponentError, match="component 'vae'.*'.*nope' is missing"):
-        spec.load(subfolder="nope")
+        load_spec(spec, subfolder="nope")

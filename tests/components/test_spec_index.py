@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from diffblocks.components.loading import load_spec
 from diffblocks.components import (
     ComponentError,
     ComponentSpec,
@@ -52,7 +53,7 @@ def test_spec_validation_and_frozen_config():
 
 def test_config_only_spec_loads_a_scheduler():
     spec = ComponentSpec.from_config("scheduler", ("diffusers", "DDIMScheduler"), {"num_train_timesteps": 500})
-    sched = spec.load()
+    sched = load_spec(spec)
     assert type(sched).__name__ == "DDIMScheduler"
     assert sched.config["num_train_timesteps"] == 500
 

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from diffblocks.components.loading import load_spec
 from diffblocks import limits
 from diffblocks.components import ComponentError
 from diffblocks.limits import LimitError
@@ -85,7 +86,7 @@ def test_transformers_text_encoder_configs_are_bounded_before_building(tmp_path,
     spec = save_tiny_clip(tmp_path / "text_encoder", **changes)
     start = time.perf_counter()
     with pytest.raises(ComponentError, match=message) as info:
-        spec.load()
+        load_spec(spec)
     assert time.perf_counter() - start < 5.0  # refused before transformers builds 100,000 layers
     assert "component 'text_encoder'" in str(info.value) and "config.json" in str(info.value)
 
