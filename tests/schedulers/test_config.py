@@ -80,6 +80,8 @@ def test_config_interop_both_ways() -> None:
     assert mine.config.skip_prk_steps is True  # carried over for switching back, like diffusers
     assert ours.PNDMScheduler.from_config(mine.config).config.skip_prk_steps is True
     assert ours.EulerDiscreteScheduler in mine.compatibles
+    # Exactly the concrete samplers (classes register on the base; shared bases are not offered).
+    assert mine.compatibles == list(ours.SCHEDULER_CLASSES.values())
 
 
 def test_config_is_read_only_and_picklable() -> None:
