@@ -8,8 +8,6 @@ twice and peak memory stays near one copy of the weights.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import json
 import logging
 import os
@@ -26,6 +24,8 @@ from safetensors.torch import save_file
 from diffblocks.fileio import FileReadError, atomic_folder, read_json_object, read_text_bounded
 # Configs live in config.py; modeling keeps exporting them (model files import them from here).
 from diffblocks.models.config import ModelConfig, ModelConfigError, ModelOutput
+# Building for a load lives in loading.py (single_file shares it); modeling keeps exporting it.
+from diffblocks.models.loading import CONFIG_NAME, gc_paused, skip_meta_init
 
 __all__ = [
     "CONFIG_NAME", "Model", "ModelConfig", "ModelConfigError", "ModelLoadError", "ModelOutput", "WEIGHTS_STEM",
@@ -34,7 +34,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CONFIG_NAME = "config.json"
 WEIGHTS_STEM = "diffusion_pytorch_model"
 
 
@@ -183,51 +182,6 @@ def _shard(state_dict: Mapping[str, torch.Tensor], max_bytes: int) -> list[dict[
     return shards
 
 
-_INITIALISERS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "kaiming_uniform_",
-                 "kaiming_normal_", "xavier_uniform_", "xavier_normal_", "orthogonal_")
-
-
-@contextlib.contextmanager
-def skip_meta_init() -> Iterator[None]:
-    """Build on the meta device without running parameter initialisers.
-
-    Initialising meta tensors computes nothing, yet torch still walks its Python decompositions
-    for every ``reset_parameters`` (about a third of a mid-size UNet's load time in a fresh
-    process). The patched initialisers skip only meta tensors, so other threads building real
-    models meanwhile are unaffected.
-    """
-
-    def skipping(original: Any) -> Any:
-        return lambda tensor, *args, **kwargs: tensor if tensor.is_meta else original(tensor, *args, **kwargs)
-
-    saved = {name: getattr(torch.nn.init, name) for name in _INITIALISERS}
-    try:
-        for name, original in saved.items():
-            setattr(torch.nn.init, name, skipping(original))
-        with torch.device("meta"):
-            yield
-    finally:
-        for name, original in saved.items():
-            setattr(torch.nn.init, name, original)
-
-
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector.
-
-    Building a model allocates thousands of small dicts, which triggers full collections over
-    everything torch's import left on the heap: measured 104 ms of a 120 ms mid-size UNet load
-    in a fresh process, 19 ms without. Nothing built here forms garbage cycles.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 class Model(torch.nn.Module):
     """Base of our diffusers-compatible models.
 
@@ -355,14 +309,15 @@ class Model(torch.nn.Module):
         config inferred from the file's shapes; ``allow_pickle=True`` admits ``.ckpt`` files.
         See `diffblocks.single_file`.
         """
-        # Imported on use: a plain model load never pays for the converters (or gguf).
+        # Imported on use, not to hide a cycle (single_file imports no model module at run time):
+        # the key tables and converters would add ~8 ms to this module's ~7 ms import.
         from diffblocks.models.single_file.models import model_from_single_file
 
         return model_from_single_file(cls, path, config, torch_dtype=torch_dtype, **kwargs)  # type: ignore[return-value]
 
     def save_single_file(self, path: str | os.PathLike[str]) -> Path:
         """Write the weights as one safetensors file in the original layout other tools read."""
-        from diffblocks.models.single_file.models import save_model_single_file
+        from diffblocks.models.single_file.models import save_model_single_file  # on use: see from_single_file
 
         return save_model_single_file(self, path)
 
