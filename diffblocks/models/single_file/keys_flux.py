@@ -8,8 +8,12 @@ Files from ComfyUI put ``model.diffusion_model.`` before every key; both are rea
 
 from __future__ import annotations
 
-from diffblocks.models.flux import FluxTransformer2DConfig
+from typing import TYPE_CHECKING
+
 from diffblocks.models.single_file.table import Leaf, LeafTable, Row
+
+if TYPE_CHECKING:  # annotations only: single_file never imports the model modules at runtime
+    from diffblocks.models.flux import FluxTransformer2DConfig
 
 __all__ = ["flux_rows", "FLUX_PREFIXES"]
 

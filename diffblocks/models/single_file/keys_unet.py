@@ -9,8 +9,12 @@ diffusers names them.
 
 from __future__ import annotations
 
-from diffblocks.models.unet_2d_condition import UNet2DConditionConfig
+from typing import TYPE_CHECKING
+
 from diffblocks.models.single_file.table import Row
+
+if TYPE_CHECKING:  # annotations only: single_file never imports the model modules at runtime
+    from diffblocks.models.unet_2d_condition import UNet2DConditionConfig
 
 __all__ = ["UNET_PREFIX", "RESNET_LEAVES", "unet_rows"]
 

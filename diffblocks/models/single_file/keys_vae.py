@@ -7,8 +7,12 @@ diffusers uses linear layers.
 
 from __future__ import annotations
 
-from diffblocks.models.autoencoder_kl import AutoencoderKLConfig
+from typing import TYPE_CHECKING
+
 from diffblocks.models.single_file.table import Leaf, LeafTable, Row
+
+if TYPE_CHECKING:  # annotations only: single_file never imports the model modules at runtime
+    from diffblocks.models.autoencoder_kl import AutoencoderKLConfig
 
 __all__ = ["VAE_PREFIX", "vae_rows"]
 
