@@ -16,15 +16,20 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffblocks.models.modeling import Model, gc_paused, skip_meta_init
+from diffblocks.models.loading import gc_paused, skip_meta_init
 from diffblocks.models.single_file.checkpoint import Checkpoint, CheckpointError
+from diffblocks.models.single_file.convert import (find_prefix, inferred_config, key_map, model_kind, original_state_dict,
+                                                   read_config)
+
+if TYPE_CHECKING:
+    from diffblocks.models.modeling import Model
 
 __all__ = ["QuantTensor", "GGUFLinear", "read_gguf", "model_from_gguf", "save_gguf", "resident_bytes"]
 
@@ -147,13 +152,11 @@ def model_from_gguf(
 ) -> Model:
     """Load ``cls`` from a GGUF file (BFL Flux keys, or an LDM UNet); quantised linear weights
     stay quantised (`GGUFLinear`)."""
-    from diffblocks.models.single_file.models import _inferred_config, find_prefix, key_map, read_config
-
     dtype = compute_dtype or torch.get_default_dtype()
     ckpt = read_gguf(path)
     prefix = find_prefix(cls, ckpt, Path(path))
     cfg = read_config(config, cls, subfolder) if config is not None else cls.config_class.from_dict(
-        _inferred_config(cls, ckpt, prefix))
+        inferred_config(cls, ckpt, prefix))
     with gc_paused():
         with skip_meta_init():
             model = cls(cfg)
@@ -183,13 +186,11 @@ def save_gguf(model: Model, path: str | os.PathLike[str], qtype: str = "Q8_0", *
     """Write ``model`` as GGUF in the original key layout: 2-D weights whose rows fit whole
     quantisation blocks in ``qtype``, everything else F32 (as community files keep norms and
     biases)."""
-    from diffblocks.models.single_file.models import _kind, original_state_dict
-
     gguf = _gguf()
     qt = gguf.GGMLQuantizationType[qtype]
     block = gguf.GGML_QUANT_SIZES[qt][0]
     path = Path(path)
-    writer = gguf.GGUFWriter(str(path), arch or _kind(type(model))[0])
+    writer = gguf.GGUFWriter(str(path), arch or model_kind(type(model))[0])
     for key, tensor in original_state_dict(model).items():
         array = tensor.detach().float().cpu().numpy()
         if qt != gguf.GGMLQuantizationType.F32 and array.ndim == 2 and array.shape[-1] % block == 0:

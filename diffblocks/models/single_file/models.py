@@ -10,98 +10,28 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import save_file
 
-from diffblocks.models.modeling import CONFIG_NAME, Model, gc_paused, skip_meta_init
+from diffblocks.models.loading import gc_paused, skip_meta_init
 from diffblocks.models.single_file.checkpoint import Checkpoint, CheckpointError
-from diffblocks.models.single_file.detect import detect, flux_config, unet_config, vae_config
-from diffblocks.models.single_file.keys_flux import FLUX_PREFIXES, flux_rows
-from diffblocks.models.single_file.keys_unet import UNET_PREFIX, unet_rows
-from diffblocks.models.single_file.keys_vae import VAE_PREFIX, vae_rows
-from diffblocks.models.single_file.table import KeyMap, Row
+# Shared with gguf.py; the public ones stay importable from here too (__all__).
+from diffblocks.models.single_file.convert import (CONFIG_METADATA, MODEL_KINDS, find_prefix, inferred_config,
+                                                   key_map, original_state_dict, read_config)
+from diffblocks.models.single_file.gguf import model_from_gguf
+from diffblocks.models.single_file.table import KeyMap
 
 if TYPE_CHECKING:
-    from diffblocks.models.modeling import ModelConfig
+    from diffblocks.models.modeling import Model
 
 __all__ = ["MODEL_KINDS", "model_from_single_file", "save_model_single_file", "key_map", "find_prefix",
            "read_config", "CONFIG_METADATA", "original_state_dict", "write_safetensors"]
 
-#: metadata key holding the diffusers config in files we write (read back before inferring)
-CONFIG_METADATA = "diffblocks_config"
-
-#: our class name -> (kind, prefixes the file may put before its keys, default subfolder, table)
-MODEL_KINDS: dict[str, tuple[str, tuple[str, ...], str, Callable[[Any], list[Row]]]] = {
-    "UNet2DConditionModel": ("unet", (UNET_PREFIX, ""), "unet", unet_rows),
-    "AutoencoderKL": ("vae", (VAE_PREFIX, ""), "vae", vae_rows),
-    "FluxTransformer2DModel": ("flux", FLUX_PREFIXES, "transformer", flux_rows),
-}
-#: the marker key (after the prefix) that says a model of that kind is in the file
-_MARKERS = {"unet": "input_blocks.0.0.weight", "vae": "encoder.conv_in.weight", "flux": "double_blocks.0.img_attn.qkv.weight"}
 #: keys some original files carry that no model uses
 _IGNORED = ("loss.", "position_ids", "model_ema.")
-
-
-def _kind(cls: type[Model]) -> tuple[str, tuple[str, ...], str, Callable[[Any], list[Row]]]:
-    try:
-        return MODEL_KINDS[cls.__name__]
-    except KeyError:
-        raise TypeError(f"{cls.__name__} has no single-file format (known: {', '.join(MODEL_KINDS)})") from None
-
-
-def key_map(model: Model, prefix: str | None = None) -> KeyMap:
-    """The key mapping of ``model`` (its table applied to its own keys)."""
-    kind, prefixes, _, rows = _kind(type(model))
-    return KeyMap(rows(model.config), model.state_dict().keys(), prefixes[0] if prefix is None else prefix)
-
-
-def find_prefix(cls: type[Model], ckpt: Mapping[str, Any], path: Path) -> str:
-    """Where ``cls``'s keys start in the file, or one error saying what the file holds instead."""
-    kind, prefixes, _, _ = _kind(cls)
-    for prefix in prefixes:
-        if prefix + _MARKERS[kind] in ckpt:
-            return prefix
-    keys = list(ckpt)
-    found = detect(keys, ckpt.shape)  # type: ignore[attr-defined]
-    what = f"a {found.kind} checkpoint" if found else f"{len(keys)} unrecognised keys (first: {', '.join(keys[:4])})"
-    expected = " or ".join(repr(p + _MARKERS[kind]) for p in prefixes)
-    raise CheckpointError(f"{path}: holds {what}; {cls.__name__} expected keys like {expected}")
-
-
-def read_config(config: Any, cls: type[Model], subfolder: str | None) -> ModelConfig:
-    """``config=``: a config object, a diffusers config dict, a component folder, or a pipeline
-    folder (with ``subfolder``, or the kind's usual subfolder such as ``unet``)."""
-    if isinstance(config, cls.config_class):
-        return config
-    if isinstance(config, Mapping):
-        return cls.config_class.from_dict(config)
-    folder = Path(config)
-    candidates = [folder / subfolder] if subfolder else [folder, folder / _kind(cls)[2]]
-    for candidate in candidates:
-        if (candidate / CONFIG_NAME).is_file():
-            return cls.load_config(candidate)
-    raise FileNotFoundError(f"config={folder}: no {CONFIG_NAME} in {', '.join(map(str, candidates))}")
-
-
-def _inferred_config(cls: type[Model], ckpt: Checkpoint, prefix: str) -> dict[str, Any]:
-    embedded = ckpt.metadata.get(CONFIG_METADATA)
-    if embedded:
-        data = json.loads(embedded)
-        if data.get("_class_name") == cls.config_class.class_name:
-            return data
-    kind = _kind(cls)[0]
-    keys = set(ckpt.keys())
-    if kind == "unet":
-        return unet_config(keys, ckpt.shape, prefix)
-    if kind == "vae":
-        unet_family = detect(keys, ckpt.shape)
-        family = unet_family.kind if unet_family and unet_family.is_pipeline else "sd1"
-        return vae_config(keys, ckpt.shape, prefix, family)
-    return flux_config(keys, ckpt.shape, prefix)
 
 
 def model_from_single_file(
@@ -117,14 +47,12 @@ def model_from_single_file(
     """Load ``cls`` from an original-layout file (see ``Model.from_single_file``)."""
     path = Path(path)
     if path.suffix.lower() == ".gguf":
-        from diffblocks.models.single_file.gguf import model_from_gguf
-
         return model_from_gguf(cls, path, config, subfolder=subfolder, compute_dtype=torch_dtype)
     ckpt = checkpoint or Checkpoint(path, allow_pickle=allow_pickle)
     ckpt.check_not_lora(f"a {cls.__name__} checkpoint")
     prefix = find_prefix(cls, ckpt, path)
     cfg = read_config(config, cls, subfolder) if config is not None else cls.config_class.from_dict(
-        _inferred_config(cls, ckpt, prefix))
+        inferred_config(cls, ckpt, prefix))
     dtype = torch_dtype or torch.get_default_dtype()
     with gc_paused():
         with skip_meta_init():
@@ -150,12 +78,6 @@ def _check_leftovers(ckpt: Checkpoint, mapping: KeyMap, prefix: str, path: Path,
             f"{path}: {len(left)} key(s) the {cls.__name__} config has no place for "
             f"(does config= fit the file?): {', '.join(left[:20])}"
         )
-
-
-def original_state_dict(model: Model, prefix: str | None = None) -> dict[str, torch.Tensor]:
-    """The model's weights under original-layout keys (what ``save_single_file`` writes)."""
-    state = {k: v.detach() for k, v in model.state_dict().items()}
-    return key_map(model, prefix).to_original(state)
 
 
 def save_model_single_file(model: Model, path: str | os.PathLike[str], *, prefix: str | None = None) -> Path:
