@@ -1,6 +1,7 @@
 """Attention and transformer layers shared by the UNet, the VAE and Flux.
 
-Attention compute is one function over ``torch.nn.functional.scaled_dot_product_attention``;
+Attention compute is one function over ``torch.nn.functional.scaled_dot_product_attention``
+(large unmasked CPU attention goes through oneDNN instead: see `diffblocks.models.kernels`);
 the modules around it only project, reshape and normalise. Attribute names (``to_q``,
 ``to_out.0``, ``ff.net.0.proj``, ``proj_in`` ...) equal diffusers' state-dict names.
 """
@@ -11,6 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from diffblocks.models import kernels
+from diffblocks.models.kernels import Conv2d, Linear
 
 
 _BACKENDS = {
@@ -40,6 +44,9 @@ def attention(
     why diffusers' ``upcast_attention`` / ``upcast_softmax`` need no extra work here.
     """
     if _backend is None:
+        fast = kernels.attention(q, k, v) if mask is None else None
+        if fast is not None:
+            return fast
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     with sdpa_kernel(_backend):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
@@ -88,10 +95,10 @@ class Attention(nn.Module):
         self.group_norm = (
             nn.GroupNorm(norm_num_groups, query_dim, eps=eps, affine=True) if norm_num_groups else None
         )
-        self.to_q = nn.Linear(query_dim, inner, bias=bias)
-        self.to_k = nn.Linear(context_dim, inner, bias=bias)
-        self.to_v = nn.Linear(context_dim, inner, bias=bias)
-        self.to_out = nn.ModuleList([nn.Linear(inner, query_dim, bias=out_bias), nn.Dropout(dropout)])
+        self.to_q = Linear(query_dim, inner, bias=bias)
+        self.to_k = Linear(context_dim, inner, bias=bias)
+        self.to_v = Linear(context_dim, inner, bias=bias)
+        self.to_out = nn.ModuleList([Linear(inner, query_dim, bias=out_bias), nn.Dropout(dropout)])
 
     def forward(
         self,
@@ -129,7 +136,7 @@ class GELU(nn.Module):
 
     def __init__(self, dim_in: int, dim_out: int, approximate: str = "none", bias: bool = True) -> None:
         super().__init__()
-        self.proj = nn.Linear(dim_in, dim_out, bias=bias)
+        self.proj = Linear(dim_in, dim_out, bias=bias)
         self.approximate = approximate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -141,7 +148,7 @@ class GEGLU(nn.Module):
 
     def __init__(self, dim_in: int, dim_out: int, approximate: str = "none", bias: bool = True) -> None:
         super().__init__()
-        self.proj = nn.Linear(dim_in, dim_out * 2, bias=bias)
+        self.proj = Linear(dim_in, dim_out * 2, bias=bias)
         self.approximate = approximate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -176,7 +183,7 @@ class FeedForward(nn.Module):
         inner = inner_dim or dim * mult
         act_cls, approximate = _ACTIVATIONS[activation_fn]
         self.net = nn.ModuleList(
-            [act_cls(dim, inner, approximate=approximate, bias=bias), nn.Dropout(dropout), nn.Linear(inner, dim_out or dim, bias=bias)]
+            [act_cls(dim, inner, approximate=approximate, bias=bias), nn.Dropout(dropout), Linear(inner, dim_out or dim, bias=bias)]
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -261,7 +268,7 @@ class Transformer2D(nn.Module):
         self.norm = nn.GroupNorm(norm_num_groups, in_channels, eps=1e-6, affine=True)
         # proj_in/out: 1x1 convs, or linears over tokens (same maths, different weight shapes).
         self.proj_in: nn.Module = (
-            nn.Linear(in_channels, inner) if use_linear_projection else nn.Conv2d(in_channels, inner, kernel_size=1)
+            Linear(in_channels, inner) if use_linear_projection else Conv2d(in_channels, inner, kernel_size=1)
         )
         self.transformer_blocks = nn.ModuleList(
             BasicTransformerBlock(
@@ -275,7 +282,7 @@ class Transformer2D(nn.Module):
             for _ in range(num_layers)
         )
         self.proj_out: nn.Module = (
-            nn.Linear(inner, in_channels) if use_linear_projection else nn.Conv2d(inner, in_channels, kernel_size=1)
+            Linear(inner, in_channels) if use_linear_projection else Conv2d(inner, in_channels, kernel_size=1)
         )
 
     def forward(

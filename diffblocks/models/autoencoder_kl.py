@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from diffblocks.models.embeddings import activation
+from diffblocks.models.kernels import Conv2d
 from diffblocks.models.modeling import Model, ModelConfig, ModelOutput
 from diffblocks.models.vae_blocks import Decoder, DiagonalGaussianDistribution, Encoder
 from diffblocks.models.vae_tiling import tiled_map
@@ -108,9 +109,9 @@ class AutoencoderKL(Model):
         self.encoder = Encoder(c.in_channels, c.latent_channels, **shape)
         self.decoder = Decoder(c.latent_channels, c.out_channels, **shape)
         moments = 2 * c.latent_channels
-        self.quant_conv = nn.Conv2d(moments, moments, 1) if c.use_quant_conv else None
+        self.quant_conv = Conv2d(moments, moments, 1) if c.use_quant_conv else None
         latent = c.latent_channels
-        self.post_quant_conv = nn.Conv2d(latent, latent, 1) if c.use_post_quant_conv else None
+        self.post_quant_conv = Conv2d(latent, latent, 1) if c.use_post_quant_conv else None
 
         # Memory options, as diffusers names them (pipelines may set the tile attributes).
         self.use_slicing = False

@@ -14,9 +14,11 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
+
 from torch.nn import functional as F
 
 from diffblocks.models.attention import additive_mask
+from diffblocks.models.kernels import Conv2d
 from diffblocks.models.modeling import Model, ModelConfig, ModelOutput
 from diffblocks.models.unet_2d_condition import (
     ConditionEmbedding,
@@ -110,12 +112,12 @@ class ControlNetConditioningEmbedding(nn.Module):
 
     def __init__(self, embedding_channels: int, conditioning_channels: int, block_out_channels: tuple[int, ...]) -> None:
         super().__init__()
-        self.conv_in = nn.Conv2d(conditioning_channels, block_out_channels[0], 3, padding=1)
+        self.conv_in = Conv2d(conditioning_channels, block_out_channels[0], 3, padding=1)
         blocks: list[nn.Module] = []
         for c_in, c_out in zip(block_out_channels[:-1], block_out_channels[1:]):
-            blocks += [nn.Conv2d(c_in, c_in, 3, padding=1), nn.Conv2d(c_in, c_out, 3, padding=1, stride=2)]
+            blocks += [Conv2d(c_in, c_in, 3, padding=1), Conv2d(c_in, c_out, 3, padding=1, stride=2)]
         self.blocks = nn.ModuleList(blocks)
-        self.conv_out = nn.Conv2d(block_out_channels[-1], embedding_channels, 3, padding=1)
+        self.conv_out = Conv2d(block_out_channels[-1], embedding_channels, 3, padding=1)
 
     def forward(self, conditioning: torch.Tensor) -> torch.Tensor:
         h = F.silu(self.conv_in(conditioning))
@@ -125,7 +127,7 @@ class ControlNetConditioningEmbedding(nn.Module):
 
 
 def _zero_conv(channels: int) -> nn.Conv2d:
-    conv = nn.Conv2d(channels, channels, 1)
+    conv = Conv2d(channels, channels, 1)
     nn.init.zeros_(conv.weight)
     nn.init.zeros_(conv.bias)
     return conv
@@ -143,7 +145,7 @@ class ControlNetModel(ConditionEmbedding, Model):
         super().__init__(config, **kwargs)
         cfg, unet = self.config, self.config.unet_view()
         channels = cfg.block_out_channels
-        self.conv_in = nn.Conv2d(cfg.in_channels, channels[0], 3, padding=1)
+        self.conv_in = Conv2d(cfg.in_channels, channels[0], 3, padding=1)
         self._build_embeddings(unet)
         self.controlnet_cond_embedding = ControlNetConditioningEmbedding(
             channels[0], cfg.conditioning_channels, cfg.conditioning_embedding_out_channels

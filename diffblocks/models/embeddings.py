@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from diffblocks.models.kernels import Linear
+
 
 def timestep_embedding(
     timesteps: torch.Tensor,
@@ -74,10 +76,10 @@ class TimestepEmbedding(nn.Module):
         sample_proj_bias: bool = True,
     ) -> None:
         super().__init__()
-        self.linear_1 = nn.Linear(in_channels, time_embed_dim, bias=sample_proj_bias)
-        self.cond_proj = nn.Linear(cond_proj_dim, in_channels, bias=False) if cond_proj_dim else None
+        self.linear_1 = Linear(in_channels, time_embed_dim, bias=sample_proj_bias)
+        self.cond_proj = Linear(cond_proj_dim, in_channels, bias=False) if cond_proj_dim else None
         self.act = activation(act_fn)
-        self.linear_2 = nn.Linear(time_embed_dim, out_dim or time_embed_dim, bias=sample_proj_bias)
+        self.linear_2 = Linear(time_embed_dim, out_dim or time_embed_dim, bias=sample_proj_bias)
 
     def forward(self, sample: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         if condition is not None:

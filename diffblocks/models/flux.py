@@ -17,6 +17,7 @@ from torch import nn
 
 from diffblocks.models.flux_layers import (AdaLayerNormContinuous, FluxSingleTransformerBlock, FluxTransformerBlock,
                           Rope, TimeTextEmbedding, rope_tables)
+from diffblocks.models.kernels import Linear
 from diffblocks.models.modeling import Model, ModelConfig, ModelOutput
 
 
@@ -99,8 +100,8 @@ class FluxTransformer2DModel(Model):
         dim = c.num_attention_heads * c.attention_head_dim
         out_channels = c.out_channels or c.in_channels
         self.time_text_embed = TimeTextEmbedding(dim, c.pooled_projection_dim, c.guidance_embeds)
-        self.context_embedder = nn.Linear(c.joint_attention_dim, dim)
-        self.x_embedder = nn.Linear(c.in_channels, dim)
+        self.context_embedder = Linear(c.joint_attention_dim, dim)
+        self.x_embedder = Linear(c.in_channels, dim)
         self.transformer_blocks = nn.ModuleList(
             FluxTransformerBlock(dim, c.num_attention_heads, c.attention_head_dim)
             for _ in range(c.num_layers))
@@ -108,7 +109,7 @@ class FluxTransformer2DModel(Model):
             FluxSingleTransformerBlock(dim, c.num_attention_heads, c.attention_head_dim)
             for _ in range(c.num_single_layers))
         self.norm_out = AdaLayerNormContinuous(dim, dim)
-        self.proj_out = nn.Linear(dim, c.patch_size * c.patch_size * out_channels)
+        self.proj_out = Linear(dim, c.patch_size * c.patch_size * out_channels)
 
     def forward(
         self,

@@ -14,6 +14,7 @@ from torch import nn
 
 from diffblocks.models.attention import FeedForward, attention
 from diffblocks.models.embeddings import TimestepEmbedding, timestep_embedding
+from diffblocks.models.kernels import Linear
 
 Rope = tuple[torch.Tensor, torch.Tensor]
 
@@ -92,7 +93,7 @@ class AdaLayerNormZero(nn.Module):
     def __init__(self, dim: int, n_params: int) -> None:
         super().__init__()
         self.n_params = n_params
-        self.linear = nn.Linear(dim, n_params * dim)
+        self.linear = Linear(dim, n_params * dim)
         self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -105,7 +106,7 @@ class AdaLayerNormContinuous(nn.Module):
 
     def __init__(self, dim: int, cond_dim: int) -> None:
         super().__init__()
-        self.linear = nn.Linear(cond_dim, 2 * dim)
+        self.linear = Linear(cond_dim, 2 * dim)
         self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
@@ -132,15 +133,15 @@ class FluxAttention(nn.Module):
         self.head_dim = head_dim
         self.norm_q = nn.RMSNorm(head_dim, eps=eps)
         self.norm_k = nn.RMSNorm(head_dim, eps=eps)
-        self.to_q, self.to_k, self.to_v = (nn.Linear(dim, inner) for _ in range(3))
+        self.to_q, self.to_k, self.to_v = (Linear(dim, inner) for _ in range(3))
         if has_out:
-            self.to_out = nn.ModuleList([nn.Linear(inner, dim)])
+            self.to_out = nn.ModuleList([Linear(inner, dim)])
         if context_dim is not None:
             self.norm_added_q = nn.RMSNorm(head_dim, eps=eps)
             self.norm_added_k = nn.RMSNorm(head_dim, eps=eps)
             self.add_q_proj, self.add_k_proj, self.add_v_proj = (
-                nn.Linear(context_dim, inner) for _ in range(3))
-            self.to_add_out = nn.Linear(inner, context_dim)
+                Linear(context_dim, inner) for _ in range(3))
+            self.to_add_out = Linear(inner, context_dim)
 
     def _qkv(self, x: torch.Tensor, q: nn.Module, k: nn.Module, v: nn.Module,
              norm_q: nn.Module, norm_k: nn.Module) -> tuple[torch.Tensor, ...]:
@@ -216,8 +217,8 @@ class FluxSingleTransformerBlock(nn.Module):
         super().__init__()
         mlp_dim = int(dim * mlp_ratio)
         self.norm = AdaLayerNormZero(dim, 3)
-        self.proj_mlp = nn.Linear(dim, mlp_dim)
-        self.proj_out = nn.Linear(dim + mlp_dim, dim)
+        self.proj_mlp = Linear(dim, mlp_dim)
+        self.proj_out = Linear(dim + mlp_dim, dim)
         self.attn = FluxAttention(dim, heads, head_dim, has_out=False)
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor, rope: Rope) -> torch.Tensor:

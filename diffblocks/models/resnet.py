@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffblocks.models.embeddings import activation
+from diffblocks.models.kernels import Conv2d, Linear
 
 
 class ResnetBlock2D(nn.Module):
@@ -41,15 +42,15 @@ class ResnetBlock2D(nn.Module):
         self.output_scale_factor = output_scale_factor
         self.scale_shift = time_embedding_norm == "scale_shift"
         self.norm1 = nn.GroupNorm(groups, in_channels, eps=eps, affine=True)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
+        self.conv1 = Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
         temb_out = 2 * out_channels if self.scale_shift else out_channels
-        self.time_emb_proj = nn.Linear(temb_channels, temb_out) if temb_channels else None
+        self.time_emb_proj = Linear(temb_channels, temb_out) if temb_channels else None
         self.norm2 = nn.GroupNorm(groups_out or groups, out_channels, eps=eps, affine=True)
         self.dropout = nn.Dropout(dropout)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1)
+        self.conv2 = Conv2d(out_channels, out_channels, kernel_size=3, padding=1)
         self.nonlinearity = activation(non_linearity)
         self.conv_shortcut = (
-            nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=conv_shortcut_bias)
+            Conv2d(in_channels, out_channels, kernel_size=1, bias=conv_shortcut_bias)
             if in_channels != out_channels
             else None
         )
@@ -83,7 +84,7 @@ class Downsample2D(nn.Module):
         out_channels = out_channels or channels
         self.padding = padding
         if use_conv:
-            self.conv: nn.Module = nn.Conv2d(channels, out_channels, kernel_size=3, stride=2, padding=padding)
+            self.conv: nn.Module = Conv2d(channels, out_channels, kernel_size=3, stride=2, padding=padding)
         else:
             if out_channels != channels:
                 raise ValueError("Downsample2D: average pooling cannot change the channel count")
@@ -101,7 +102,7 @@ class Upsample2D(nn.Module):
     def __init__(self, channels: int, use_conv: bool = True, out_channels: int | None = None) -> None:
         super().__init__()
         out_channels = out_channels or channels
-        self.conv = nn.Conv2d(channels, out_channels, kernel_size=3, padding=1) if use_conv else None
+        self.conv = Conv2d(channels, out_channels, kernel_size=3, padding=1) if use_conv else None
 
     def forward(self, hidden_states: torch.Tensor, output_size: tuple[int, int] | None = None) -> torch.Tensor:
         if output_size is None:

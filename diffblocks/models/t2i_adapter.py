@@ -14,6 +14,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from diffblocks.models.kernels import Conv2d
 from diffblocks.models.modeling import Model, ModelConfig
 
 __all__ = ["T2IAdapter", "T2IAdapterConfig"]
@@ -46,9 +47,9 @@ class _Residual(nn.Module):
 
     def __init__(self, channels: int, second_kernel: int) -> None:
         super().__init__()
-        self.block1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.block1 = Conv2d(channels, channels, 3, padding=1)
         self.act = nn.ReLU()
-        self.block2 = nn.Conv2d(channels, channels, second_kernel, padding=second_kernel // 2)
+        self.block2 = Conv2d(channels, channels, second_kernel, padding=second_kernel // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.block2(self.act(self.block1(x)))
@@ -61,9 +62,9 @@ class _AdapterStage(nn.Module):
         super().__init__()
         self.downsample = nn.AvgPool2d(2, stride=2, ceil_mode=True) if down else None
         width = c_out // 4 if light else c_out
-        self.in_conv = nn.Conv2d(c_in, width, 1) if light or c_in != c_out else None
+        self.in_conv = Conv2d(c_in, width, 1) if light or c_in != c_out else None
         self.resnets = nn.Sequential(*(_Residual(width, 3 if light else 1) for _ in range(num_res_blocks)))
-        self.out_conv = nn.Conv2d(width, c_out, 1) if light else None
+        self.out_conv = Conv2d(width, c_out, 1) if light else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.downsample is not None:
@@ -84,12 +85,12 @@ class _AdapterBody(nn.Module):
         self.unshuffle = nn.PixelUnshuffle(cfg.downscale_factor)
         # (in, out, downsample) per stage; every stage's output is one feature map.
         if cfg.adapter_type == "full_adapter":
-            self.conv_in = nn.Conv2d(pixels, ch[0], 3, padding=1)
+            self.conv_in = Conv2d(pixels, ch[0], 3, padding=1)
             stages = [(ch[0], ch[0], False)] + [(ch[i - 1], ch[i], True) for i in range(1, len(ch))]
             self.total_downscale_factor = cfg.downscale_factor * 2 ** (len(ch) - 1)
         elif cfg.adapter_type == "full_adapter_xl":
             # SDXL's UNet has one level without downsampling after the first: stage 2 downsamples.
-            self.conv_in = nn.Conv2d(pixels, ch[0], 3, padding=1)
+            self.conv_in = Conv2d(pixels, ch[0], 3, padding=1)
             stages = [(ch[i - 1] if i in (1, 2) else ch[i], ch[i], i == 2) for i in range(len(ch))]
             self.total_downscale_factor = cfg.downscale_factor * 2
         else:

@@ -14,6 +14,7 @@ from torch import nn
 
 from diffblocks.models.attention import BasicTransformerBlock, additive_mask
 from diffblocks.models.embeddings import TimestepEmbedding, Timesteps, activation
+from diffblocks.models.kernels import Conv2d
 from diffblocks.models.modeling import Model, ModelConfig, ModelOutput
 from diffblocks.models.resnet import ResnetBlock2D
 from diffblocks.models.unet_blocks import AttnArgs, CrossAttnInputs, DownBlock, MidBlock, ResnetArgs, UpBlock
@@ -284,7 +285,7 @@ class UNet2DConditionModel(ConditionEmbedding, Model):
         super().__init__(config, **kwargs)
         cfg = self.config
         channels = cfg.block_out_channels
-        self.conv_in = nn.Conv2d(cfg.in_channels, channels[0], cfg.conv_in_kernel, padding=(cfg.conv_in_kernel - 1) // 2)
+        self.conv_in = Conv2d(cfg.in_channels, channels[0], cfg.conv_in_kernel, padding=(cfg.conv_in_kernel - 1) // 2)
         self._build_embeddings(cfg)
         self.down_blocks = build_down_blocks(cfg)
         self.up_blocks = nn.ModuleList()  # registered before mid_block: diffusers' state-dict order
@@ -304,7 +305,7 @@ class UNet2DConditionModel(ConditionEmbedding, Model):
 
         self.conv_norm_out = nn.GroupNorm(cfg.norm_num_groups, channels[0], eps=cfg.norm_eps)
         self.conv_act = activation(cfg.act_fn)
-        self.conv_out = nn.Conv2d(channels[0], cfg.out_channels, cfg.conv_out_kernel, padding=(cfg.conv_out_kernel - 1) // 2)
+        self.conv_out = Conv2d(channels[0], cfg.out_channels, cfg.conv_out_kernel, padding=(cfg.conv_out_kernel - 1) // 2)
 
     @property
     def num_upsamplers(self) -> int:

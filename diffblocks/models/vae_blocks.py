@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from diffblocks.models.kernels import Conv2d
 from diffblocks.noise import randn_tensor
 from diffblocks.models.attention import Attention
 from diffblocks.models.embeddings import activation
@@ -84,7 +85,7 @@ class Encoder(nn.Module):
                  layers_per_block: int, groups: int, act_fn: str, mid_attention: bool) -> None:
         super().__init__()
         chans = list(block_out_channels)
-        self.conv_in = nn.Conv2d(in_channels, chans[0], kernel_size=3, padding=1)
+        self.conv_in = Conv2d(in_channels, chans[0], kernel_size=3, padding=1)
         self.down_blocks = nn.ModuleList(
             EncoderBlock(chans[max(i - 1, 0)], ch, layers_per_block, groups, act_fn,
                          downsample=i < len(chans) - 1)
@@ -92,7 +93,7 @@ class Encoder(nn.Module):
         self.mid_block = MidBlock(chans[-1], groups, act_fn, mid_attention)
         self.conv_norm_out = nn.GroupNorm(groups, chans[-1], eps=EPS)
         self.conv_act = activation("silu")
-        self.conv_out = nn.Conv2d(chans[-1], 2 * latent_channels, kernel_size=3, padding=1)
+        self.conv_out = Conv2d(chans[-1], 2 * latent_channels, kernel_size=3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv_in(x)
@@ -109,7 +110,7 @@ class Decoder(nn.Module):
                  layers_per_block: int, groups: int, act_fn: str, mid_attention: bool) -> None:
         super().__init__()
         chans = list(reversed(block_out_channels))
-        self.conv_in = nn.Conv2d(latent_channels, chans[0], kernel_size=3, padding=1)
+        self.conv_in = Conv2d(latent_channels, chans[0], kernel_size=3, padding=1)
         self.mid_block = MidBlock(chans[0], groups, act_fn, mid_attention)
         # one more resnet per level than the encoder has
         self.up_blocks = nn.ModuleList(
@@ -118,7 +119,7 @@ class Decoder(nn.Module):
             for i, ch in enumerate(chans))
         self.conv_norm_out = nn.GroupNorm(groups, chans[-1], eps=EPS)
         self.conv_act = activation("silu")
-        self.conv_out = nn.Conv2d(chans[-1], out_channels, kernel_size=3, padding=1)
+        self.conv_out = Conv2d(chans[-1], out_channels, kernel_size=3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = self.mid_block(self.conv_in(z))

@@ -1,0 +1,148 @@
+"""CPU compute routed through oneDNN where torch's default path is slower.
+
+On CPU, ``torch.nn.functional.linear`` runs MKL's sgemm, which on AMD processors (every EPYC /
+Ryzen, and the box the benchmarks run on) takes a code path at about half of what the cores do:
+an fp32 1024^3 product reaches ~115 GFLOP/s there against ~255 through oneDNN, the library torch
+already uses for its 3x3 convolutions. 1x1 convolutions take torch's im2col + sgemm path
+(``_slow_conv2d_forward``) for the same reason, and SDPA's fused CPU kernel multiplies through
+the same sgemm. So in inference on CPU in fp32, and only above a work size where oneDNN's fixed
+cost (~10 µs a call) is paid back, our layers call oneDNN's primitives instead:
+
+* :class:`Linear` / :func:`linear` — ``torch.ops.mkldnn._linear_pointwise``;
+* :class:`Conv2d` — 1x1 convolutions through ``torch.ops.aten.mkldnn_convolution``;
+* :func:`attention` — large unmasked attention as two oneDNN products and a softmax per head.
+
+The results equal the default path's to fp32 rounding (about 1e-6 relative): the same products
+summed in another order. Everything else — CUDA, half precision, autograd, ``torch.compile``
+(inductor does its own lowering), a masked attention, tiny shapes — takes the stock torch op.
+``set_cpu_kernels(False)`` (or ``DIFFBLOCKS_CPU_KERNELS=0`` in the environment) turns the routing
+off for the whole process, e.g. to time the stock ops::
+
+    >>> import torch
+    >>> from diffblocks.models.kernels import Linear, cpu_kernels_enabled
+    >>> layer = Linear(512, 512)
+    >>> x = torch.randn(256, 512)
+    >>> with torch.no_grad():
+    ...     fast = layer(x)
+    ...     with cpu_kernels_enabled(False):
+    ...         stock = layer(x)
+    >>> bool((fast - stock).abs().max() < 1e-4)
+    True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["Conv2d", "Linear", "attention", "cpu_kernels_enabled", "linear", "set_cpu_kernels"]
+
+#: Multiply-accumulates below which torch's own call is faster than oneDNN's (measured on the
+#: bench CPU: 2 x 320 x 1280 is 1.3x slower through oneDNN, 2048 x 32 x 32 already 1.5x faster).
+LINEAR_MIN_MACS = 1 << 20
+#: The same for 1x1 convolutions (2 x 32 -> 32 channels at 32^2 is slower, 128 -> 256 at 24^2 faster).
+CONV_MIN_MACS = 1 << 23
+#: Per-head ``q_tokens * k_tokens * head_dim`` and head width above which the per-head products
+#: beat SDPA's kernel (1024^2 x 64: 1.6x, 576^2 x 256: 2x; 576^2 x 16 even, 144^2 x 32: 0.7x).
+ATTENTION_MIN_MACS = 1 << 21
+ATTENTION_MIN_HEAD_DIM = 32
+#: Scores computed at once (queries are taken in chunks): bounds memory like SDPA's tiling does.
+ATTENTION_CHUNK_SCORES = 1 << 20
+
+_ops = torch.ops.mkldnn
+_AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(_ops, "_linear_pointwise")
+_enabled = os.environ.get("DIFFBLOCKS_CPU_KERNELS", "1").strip().lower() not in ("0", "false", "off", "no")
+
+
+def set_cpu_kernels(enabled: bool) -> None:
+    """Route eligible CPU fp32 inference through oneDNN (the default) or always use torch's ops."""
+    global _enabled
+    _enabled = bool(enabled)
+
+
+@contextlib.contextmanager
+def cpu_kernels_enabled(enabled: bool) -> Iterator[None]:
+    """``set_cpu_kernels`` for the duration of a ``with`` block."""
+    before = _enabled
+    set_cpu_kernels(enabled)
+    try:
+        yield
+    finally:
+        set_cpu_kernels(before)
+
+
+def _eligible(*tensors: torch.Tensor | None) -> bool:
+    if not (_enabled and _AVAILABLE) or torch.compiler.is_compiling():
+        return False
+    grad = torch.is_grad_enabled()
+    for t in tensors:
+        if t is None:
+            continue
+        if t.device.type != "cpu" or t.dtype != torch.float32 or (grad and t.requires_grad) or t.layout != torch.strided:
+            return False
+        if type(t) not in (torch.Tensor, nn.Parameter):  # subclasses (quantised, fake, DTensor) keep their dispatch
+            return False
+    return True
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear``, through oneDNN when eligible (see the module docstring)."""
+    if x.numel() * weight.shape[0] >= LINEAR_MIN_MACS and x.is_contiguous() and _eligible(x, weight, bias):
+        return _ops._linear_pointwise(x, weight, bias, "none", [], "")
+    return F.linear(x, weight, bias)
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` (same parameters, state dict and ``isinstance``) computed by :func:`linear`."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return linear(input, self.weight, self.bias)
+
+
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` whose plain 1x1 convolutions go through oneDNN when eligible.
+
+    Larger kernels already run on oneDNN inside ``F.conv2d``; only the 1x1 case needs the detour.
+    """
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if (self.kernel_size == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0)
+                and self.dilation == (1, 1) and self.groups == 1 and self.padding_mode == "zeros"
+                and input.ndim == 4 and input.numel() * self.out_channels >= CONV_MIN_MACS
+                and input.is_contiguous() and _eligible(input, self.weight, self.bias)):
+            return torch.ops.aten.mkldnn_convolution(input, self.weight, self.bias, [0, 0], [1, 1], [1, 1], 1)
+        return super().forward(input)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor | None:
+    """Unmasked softmax attention on ``(batch, heads, tokens, head_dim)`` through oneDNN, or
+    ``None`` when the stock SDPA kernel is the better (or the only correct) choice.
+
+    The result is a ``(batch, heads, q_tokens, head_dim)`` view of a ``(batch, q_tokens, heads,
+    head_dim)`` buffer, so merging the heads afterwards is free.
+    """
+    if q.ndim != 4 or k.shape[:2] != q.shape[:2] or v.shape[:3] != k.shape[:3]:
+        return None
+    b, h, n, d = q.shape
+    s = k.shape[2]
+    if n * s * d < ATTENTION_MIN_MACS or d < ATTENTION_MIN_HEAD_DIM or not _eligible(q, k, v):
+        return None
+    scaled = torch.empty((b, h, n, d), dtype=q.dtype)
+    torch.mul(q, d ** -0.5, out=scaled)  # one pass: scale and make contiguous
+    keys = k.contiguous()
+    values_t = v.transpose(2, 3).contiguous()  # (b, h, d, s): the "weight" layout of the second product
+    out = torch.empty((b, n, h, d), dtype=q.dtype)
+    chunk = max(1, ATTENTION_CHUNK_SCORES // s)
+    for i in range(b):
+        for j in range(h):
+            for start in range(0, n, chunk):
+                rows = slice(start, start + chunk)
+                scores = _ops._linear_pointwise(scaled[i, j, rows], keys[i, j], None, "none", [], "")
+                probs = torch.softmax(scores, dim=-1)
+                out[i, rows, j] = _ops._linear_pointwise(probs, values_t[i, j], None, "none", [], "")
+    return out.transpose(1, 2)

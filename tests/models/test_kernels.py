@@ -1,0 +1,112 @@
+"""oneDNN routing for CPU fp32 inference (diffblocks.models.kernels): the same numbers as torch's
+stock ops to fp32 rounding, the oneDNN primitive really runs when eligible, and everything that
+is not eligible (autograd, other dtypes, small shapes, masks, the switch off) takes the stock op."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.profiler import ProfilerActivity, profile
+
+from diffblocks.models import kernels
+from diffblocks.models.kernels import Conv2d, Linear, cpu_kernels_enabled
+
+pytestmark = pytest.mark.skipif(not kernels._AVAILABLE, reason="torch built without oneDNN")
+
+
+def _ops_run(fn) -> set[str]:
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return {event.key for event in prof.key_averages()}
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max())
+
+
+@pytest.mark.parametrize("shape", [(256, 512), (2, 300, 96)])
+def test_linear_matches_stock_and_uses_onednn(shape):
+    torch.manual_seed(0)
+    layer = Linear(shape[-1], 384)
+    x = torch.randn(*shape)
+    with torch.no_grad():
+        stock = F.linear(x, layer.weight, layer.bias)
+        assert "mkldnn::_linear_pointwise" in _ops_run(lambda: layer(x))
+        assert _rel(layer(x), stock) < 1e-5  # fp32 rounding of a reordered sum
+    assert isinstance(layer, nn.Linear) and set(layer.state_dict()) == {"weight", "bias"}
+
+
+def test_linear_without_bias():
+    torch.manual_seed(1)
+    layer = Linear(512, 640, bias=False)
+    x = torch.randn(64, 512)
+    with torch.no_grad():
+        assert _rel(layer(x), x @ layer.weight.t()) < 1e-5
+
+
+@pytest.mark.parametrize("case", ["grad", "float64", "small", "switched off", "non-contiguous"])
+def test_linear_falls_back_to_the_stock_op(case):
+    torch.manual_seed(2)
+    layer = Linear(512, 512)
+    x = torch.randn(256, 512)
+    if case == "float64":
+        layer, x = layer.double(), x.double()
+    if case == "small":
+        x = x[:2]
+    if case == "non-contiguous":
+        x = torch.randn(512, 256).t()
+
+    def call():
+        if case == "grad":
+            return layer(x.requires_grad_())
+        with torch.no_grad(), cpu_kernels_enabled(case != "switched off"):
+            return layer(x)
+
+    ops = _ops_run(call)
+    assert "mkldnn::_linear_pointwise" not in ops
+    out = call()
+    assert torch.allclose(out, F.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-6)
+    if case == "grad":
+        out.sum().backward()  # autograd still works on the stock path
+        assert layer.weight.grad is not None
+
+
+def test_conv_1x1_matches_stock_and_uses_onednn():
+    torch.manual_seed(3)
+    conv = Conv2d(128, 256, kernel_size=1)
+    x = torch.randn(2, 128, 24, 24)
+    with torch.no_grad():
+        stock = F.conv2d(x, conv.weight, conv.bias)
+        assert "aten::mkldnn_convolution" in _ops_run(lambda: conv(x))
+        assert _rel(conv(x), stock) < 1e-5
+        # 3x3 kernels keep F.conv2d (which already runs oneDNN): same result exactly.
+        conv3 = Conv2d(16, 16, kernel_size=3, padding=1)
+        y = torch.randn(1, 16, 8, 8)
+        assert torch.equal(conv3(y), F.conv2d(y, conv3.weight, conv3.bias, padding=1))
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 600, 600, 64), (2, 1, 300, 77, 256)])
+def test_attention_matches_sdpa(shape, monkeypatch):
+    b, h, n, s, d = shape
+    monkeypatch.setattr(kernels, "ATTENTION_CHUNK_SCORES", 4096 * 8)  # several query chunks per head
+    torch.manual_seed(4)
+    q = torch.randn(b, n, h, d).transpose(1, 2)  # the strided views the models pass
+    k, v = torch.randn(b, h, s, d), torch.randn(b, h, s, d)
+    with torch.no_grad():
+        out = kernels.attention(q, k, v)
+        assert out is not None and out.shape == (b, h, n, d)
+        ref = F.scaled_dot_product_attention(q.double(), k.double(), v.double()).float()
+        stock = F.scaled_dot_product_attention(q, k, v)
+    assert (out - ref).abs().max() <= 2 * (stock - ref).abs().max() + 1e-6
+
+
+def test_attention_declines_what_it_does_not_do():
+    q = torch.randn(1, 2, 64, 16)
+    assert kernels.attention(q, q, q) is None  # small: SDPA's kernel is faster
+    big = torch.randn(1, 2, 600, 64)
+    assert kernels.attention(big.double(), big.double(), big.double()) is None
+    with cpu_kernels_enabled(False):
+        assert kernels.attention(big, big, big) is None
+    assert kernels.attention(big.requires_grad_(), big, big) is None
