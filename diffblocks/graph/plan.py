@@ -19,14 +19,14 @@ import torch
 
 from diffblocks.blocks.call import Result, check_inputs
 from diffblocks.graph.cache import KeyParts, MemoCache, component_fingerprint, fingerprint
-from diffblocks.graph.graph import Graph
+from diffblocks.graph.core import GraphCore
 from diffblocks.graph.report import REPORT_COUNTERS, NodeReport, RunReport
 from diffblocks.graph.steps import ABORT, STOP, RunError, RunInterrupted, _Compiler, _Flag, _LoopStep, _run_steps, _Runtime, _SwitchStep
 
 __all__ = ["Plan", "compile_graph", "STOP", "ABORT", "RunInterrupted", "RunError", "RunReport", "NodeReport"]
 
 
-def compile_graph(graph: Graph, cache: MemoCache | bool | None = None) -> Plan:
+def compile_graph(graph: GraphCore, cache: MemoCache | bool | None = None) -> Plan:
     """Validate ``graph`` (``GraphError`` on any problem) and compile it into a ``Plan``."""
     graph.validate()
     return Plan(graph, cache)
@@ -35,7 +35,7 @@ def compile_graph(graph: Graph, cache: MemoCache | bool | None = None) -> Plan:
 class Plan:
     """A compiled graph. ``run`` many times; ``interrupt`` from any thread."""
 
-    def __init__(self, graph: Graph, cache: MemoCache | bool | None = None) -> None:
+    def __init__(self, graph: GraphCore, cache: MemoCache | bool | None = None) -> None:
         self.graph = graph
         if cache is True or cache is None:
             cache = MemoCache()

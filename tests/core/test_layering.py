@@ -128,8 +128,6 @@ def test_no_import_cycle_between_packages():
 #: Module cycles inside one package that predate this test, and why; fixing one means removing
 #: it here (``test_no_module_cycle_at_all`` then passes and must lose its xfail).
 KNOWN_CYCLES_INSIDE = {
-    "diffblocks.graph": "Graph's methods (to_json, compile, select, ...) delegate to jsonio, plan, "
-                        "export, select, compose and validate, which import Graph",
     "diffblocks.models": "Model.from_single_file / save_single_file delegate to models.single_file, which builds models",
 }
 
