@@ -129,5 +129,4 @@ class Graph(GraphCore):
         return export.to_text(self)
 
 
-
 register_graph_class(Graph)
