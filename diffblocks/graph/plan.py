@@ -22,6 +22,7 @@ from diffblocks.graph.cache import KeyParts, MemoCache, component_fingerprint, f
 from diffblocks.graph.core import GraphCore
 from diffblocks.graph.report import REPORT_COUNTERS, NodeReport, RunReport
 from diffblocks.graph.steps import ABORT, STOP, RunError, RunInterrupted, _Compiler, _Flag, _LoopStep, _run_steps, _Runtime, _SwitchStep
+from diffblocks.graph.validate import walk_leaves
 
 __all__ = ["Plan", "compile_graph", "STOP", "ABORT", "RunInterrupted", "RunError", "RunReport", "NodeReport"]
 
@@ -187,8 +188,6 @@ class Plan:
 
 def _memo_info(blk: Any, prefix: str = "") -> tuple[bool, str]:
     """Whether a top-level node can be memoised: no leaf inside it declares side effects."""
-    from diffblocks.graph.validate import walk_leaves
-
     for path, leaf in walk_leaves(blk):
         if not leaf.memoise:
             where = f" ({prefix}{path})" if path or prefix else ""
