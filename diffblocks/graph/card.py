@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..blocks.ports import MISSING
 from ..components import ComponentSpec
-from .graph import Graph
+
+if TYPE_CHECKING:
+    from .graph import Graph
 
 __all__ = ["model_card", "example_inputs", "base_models"]
 

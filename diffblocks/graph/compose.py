@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from diffblocks.blocks.base import Block
-from diffblocks.graph.graph import Graph
+from diffblocks.graph.core import graph_class
+
+if TYPE_CHECKING:
+    from diffblocks.graph.graph import Graph
 
 __all__ = ["sequential"]
 
@@ -34,7 +37,7 @@ def sequential(
     name: str = "graph",
     rename: Mapping[str, str] | None = None,
     outputs: Sequence[str] | Mapping[str, str] | None = None,
-    graph_cls: type[Graph] = Graph,
+    graph_cls: type[Graph] | None = None,
 ) -> Graph:
     """Build a graph from blocks in order, wiring each input to the latest earlier output of the
     same name.
@@ -49,7 +52,7 @@ def sequential(
     The result holds only explicit edges, so what is saved is unambiguous.
     """
     rename = dict(rename or {})
-    graph = graph_cls(name)
+    graph = (graph_cls or graph_class())(name)
     latest: dict[str, tuple[str, str]] = {}
     consumed: set[tuple[str, str]] = set()
 

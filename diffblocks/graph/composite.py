@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from diffblocks.blocks.base import Block
 from diffblocks.blocks.errors import Problem
 from diffblocks.blocks.ports import ComponentRef, Port
+
+if TYPE_CHECKING:
+    from diffblocks.graph.core import GraphCore
 
 __all__ = ["Composite"]
 
@@ -51,6 +54,12 @@ class Composite(Block):
 
     def problems(self, components: Mapping[str, Any] | None = None) -> list[Problem]:
         """Every problem of this composite and what it contains (empty when valid)."""
+        raise NotImplementedError
+
+    def enter(self, node: str, rest: Sequence[str], path: str) -> tuple[GraphCore, int]:
+        """Where an editing path (``"denoise/guide"``) goes at this composite, the node ``node``:
+        the graph it walks into, and how many of the ``rest`` parts naming it were used (a
+        Switch's branch name takes one; ``path`` is the whole path, for the error message)."""
         raise NotImplementedError
 
     # -- the Block attributes, as views (settable only in the sense that setting them says why not)

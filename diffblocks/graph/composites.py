@@ -7,21 +7,21 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
 from diffblocks.blocks.base import Block
-from diffblocks.blocks.errors import Problem
+from diffblocks.blocks.errors import GraphError, Problem
 from diffblocks.blocks.ports import MISSING, ComponentRef, Port
 from diffblocks.blocks.types import is_compatible, type_name
 from diffblocks.graph.composite import Composite
-from diffblocks.graph.graph import Graph
+from diffblocks.graph.core import GraphCore, graph_class
 
 __all__ = ["Loop", "Switch"]
 
 
-def _as_graph(block: Block, name: str) -> Graph:
-    return block if isinstance(block, Graph) else Graph.wrap(block, name)
+def _as_graph(block: Block, name: str) -> GraphCore:
+    return block if isinstance(block, GraphCore) else graph_class().wrap(block, name)
 
 
 def _run_alone(block: Block, components: Mapping[str, Any] | None, inputs: Mapping[str, Any]) -> Any:
-    return Graph.wrap(block).compile(cache=False).call(components=components, inputs=inputs, progress=False)
+    return graph_class().wrap(block).compile(cache=False).call(components=components, inputs=inputs, progress=False)
 
 
 class Loop(Composite):
@@ -85,6 +85,9 @@ class Loop(Composite):
     def child_nodes(self) -> dict[str, Block]:
         return self.body.nodes
 
+    def enter(self, node: str, rest: Sequence[str], path: str) -> tuple[GraphCore, int]:
+        return self.body, 0
+
     @property
     def identity(self) -> tuple[Any, ...]:
         return ("loop", self.body.identity, self.over, self.item, tuple(self.carry.items()))
@@ -147,7 +150,7 @@ class Switch(Composite):
         description: str = "",
     ) -> None:
         super().__init__(name, description)
-        self.branches: dict[str, Graph] = {b: _as_graph(g, b) for b, g in branches.items()}
+        self.branches: dict[str, GraphCore] = {b: _as_graph(g, b) for b, g in branches.items()}
         self.when: dict[str, list[str]] = {
             b: [v] if isinstance(v, str) else list(v) for b, v in (when or {}).items()
         }
@@ -195,6 +198,11 @@ class Switch(Composite):
 
     def child_nodes(self) -> dict[str, Block]:
         return dict(self.branches)
+
+    def enter(self, node: str, rest: Sequence[str], path: str) -> tuple[GraphCore, int]:
+        if not rest or rest[0] not in self.branches:
+            raise GraphError([Problem("unknown_port", f"name a branch of {node!r} ({', '.join(self.branches)}) in {path!r}", node)])
+        return self.branches[rest[0]], 1
 
     @property
     def identity(self) -> tuple[Any, ...]:

@@ -12,9 +12,11 @@ from diffblocks.blocks.base import Block
 from diffblocks.blocks.errors import GraphError, Problem
 from diffblocks.blocks.ports import Port
 from diffblocks.graph import _state
+from diffblocks.graph.composite import Composite
+from diffblocks.graph.parts import GraphInput, split_ref
 
 if TYPE_CHECKING:
-    from diffblocks.graph.graph import Graph
+    from diffblocks.graph.core import GraphCore
 
 __all__ = ["EditingMixin", "problem_key"]
 
@@ -24,14 +26,14 @@ def problem_key(p: Problem) -> tuple[Any, ...]:
 
 
 class EditingMixin:
-    """The editing half of ``Graph`` (kept apart so graph.py stays readable)."""
+    """The editing half of the graph class (kept apart so core.py stays readable)."""
 
     nodes: dict[str, Block]
     _edges: dict[tuple[str, str], tuple[str, str]]
     _inputs: dict[str, Any]
     _outputs: dict[str, tuple[str, str]]
 
-    if TYPE_CHECKING:  # provided by Graph
+    if TYPE_CHECKING:  # provided by GraphCore
 
         def problems(self, components: Mapping[str, Any] | None = None) -> list[Problem]: ...
 
@@ -60,35 +62,24 @@ class EditingMixin:
                 self._restore(snapshot)
                 raise GraphError(new, title="edit rejected, graph unchanged")
 
-    def locate(self, path: str) -> tuple[Graph, str]:
+    def locate(self, path: str) -> tuple[GraphCore, str]:
         """The graph holding node ``path`` and the node's name there. A path walks into
         composites: ``"denoise/guide"`` (or ``"denoise.guide"``) is node ``guide`` of loop
         ``denoise``'s body; ``"start/img2img/scale"`` is inside branch ``img2img`` of a Switch."""
-        from diffblocks.graph.composites import Loop, Switch
-        from diffblocks.graph.graph import Graph
-
         parts = re.split(r"[/.]", path)
         graph: Any = self
         i = 0
         while i < len(parts) - 1:
             graph._require_node(parts[i])
             blk = graph.nodes[parts[i]]
-            if isinstance(blk, Loop):
-                graph = blk.body
-            elif isinstance(blk, Switch):
-                i += 1
-                if i >= len(parts) - 1 or parts[i] not in blk.branches:
-                    raise GraphError([Problem("unknown_port", f"name a branch of {parts[i - 1]!r} ({', '.join(blk.branches)}) in {path!r}", parts[i - 1])])
-                graph = blk.branches[parts[i]]
-            elif isinstance(blk, Graph):
-                graph = blk
-            else:
+            if not isinstance(blk, Composite):
                 raise GraphError([Problem("unknown_port", f"node {parts[i]!r} is a block, not a graph, loop or switch ({path!r})", parts[i])])
-            i += 1
+            graph, used = blk.enter(parts[i], parts[i + 1 : -1], path)
+            i += 1 + used
         return graph, parts[-1]
 
     @contextmanager
-    def _nested(self, inner: Graph) -> Iterator[None]:
+    def _nested(self, inner: GraphCore) -> Iterator[None]:
         """An edit made inside ``inner`` (a nested graph) must not break this graph either."""
         before = set(self._problem_keys())
         snapshot = inner._snapshot()
@@ -144,8 +135,6 @@ class EditingMixin:
         node.output -> target. ``input``/``output`` default to the port of the same name as the
         edge's ends, else the node's only input / output. With a path (``"denoise/boost"``)
         the node goes into that composite, and the edge is named in its terms."""
-        from diffblocks.graph.graph import split_ref
-
         inner, name = self.locate(node)
         if inner is not self:
             with self._nested(inner):
@@ -189,8 +178,6 @@ class EditingMixin:
             raise GraphError([Problem("unknown_port", f"no node named {node!r}{hint}", node)])
 
     def _snapshot(self) -> tuple[Any, ...]:
-        from diffblocks.graph.graph import GraphInput
-
         return (
             dict(self.nodes),
             dict(self._edges),

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from diffblocks.blocks.base import Block
 from diffblocks.graph.composites import Loop, Switch
-from diffblocks.graph.graph import Graph, UnknownBlock
+from diffblocks.graph.core import GraphCore
+from diffblocks.graph.parts import UnknownBlock
 
 __all__ = ["to_mermaid", "to_dot", "to_text"]
 
@@ -19,20 +20,20 @@ def _kind(blk: Block) -> str:
     if isinstance(blk, Switch):
         how = f"predicate {blk.predicate}" if blk.predicate else "by present inputs"
         return f"Switch {how}"
-    if isinstance(blk, Graph):
+    if isinstance(blk, GraphCore):
         return f"Graph {blk.name}"
     if isinstance(blk, UnknownBlock):
         return f"UNKNOWN block {blk.name}"
     return f"{blk.label} v{blk.version}"
 
 
-def _inner(blk: Block) -> list[tuple[str, Graph]]:
+def _inner(blk: Block) -> list[tuple[str, GraphCore]]:
     """The graphs drawn inside a composite: (label, graph)."""
     if isinstance(blk, Loop):
         return [("", blk.body)]
     if isinstance(blk, Switch):
         return list(blk.branches.items())
-    if isinstance(blk, Graph):
+    if isinstance(blk, GraphCore):
         return [("", blk)]
     return []
 
@@ -43,7 +44,7 @@ def _ident(path: str) -> str:
     return "n_" + path.replace("_", "__").replace("/", "_s").replace("#", "_h")
 
 
-def to_mermaid(graph: Graph) -> str:
+def to_mermaid(graph: GraphCore) -> str:
     """A Mermaid flowchart; composites are drawn as subgraphs."""
     lines = ["flowchart LR"]
     for name in graph.exposed_inputs:
@@ -75,7 +76,7 @@ class _Syntax:
     cluster: Callable[[str, str, Block], list[str]]  # (path, node, block) -> the lines opening it
     sub: Callable[[str, str], str]  # (path prefix, branch label) -> the line opening a branch
     leaf: Callable[[str, str, Block], str]
-    edge: Callable[[Graph, str, tuple[str, str], tuple[str, str]], str]  # (graph, prefix, dst, src)
+    edge: Callable[[GraphCore, str, tuple[str, str], tuple[str, str]], str]  # (graph, prefix, dst, src)
 
 
 _MERMAID = _Syntax(
@@ -103,7 +104,7 @@ _DOT = _Syntax(
 )
 
 
-def _body(graph: Graph, prefix: str, lines: list[str], pad: str, syntax: _Syntax) -> None:
+def _body(graph: GraphCore, prefix: str, lines: list[str], pad: str, syntax: _Syntax) -> None:
     """Nodes (composites as nested clusters, one per branch or body) and edges, in ``syntax``."""
     for node, blk in graph.nodes.items():
         path = f"{prefix}{node}"
@@ -129,7 +130,7 @@ def _q(text: str) -> str:
     return json.dumps(text)
 
 
-def to_dot(graph: Graph) -> str:
+def to_dot(graph: GraphCore) -> str:
     """Graphviz DOT text; composites are clusters."""
     lines = [f"digraph {_q(graph.name)} {{", "  rankdir=LR;", "  node [shape=box, fontname=Helvetica];"]
     for name in graph.exposed_inputs:
@@ -145,13 +146,13 @@ def to_dot(graph: Graph) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _anchor(graph: Graph, node: str, prefix: str) -> str:
+def _anchor(graph: GraphCore, node: str, prefix: str) -> str:
     """DOT edges need a real node: composites get an invisible anchor point in their cluster."""
     path = f"{prefix}{node}"
     return _ident(path + "/#anchor") if _inner(graph.nodes[node]) else _ident(path)
 
 
-def to_text(graph: Graph) -> str:
+def to_text(graph: GraphCore) -> str:
     """Inputs, nodes (ports, types, config, components), outputs, and needed components."""
     lines = [f"Graph {graph.name!r}: {len(graph.nodes)} nodes, {len(graph.sources)} edges"]
     if graph.description:
@@ -164,7 +165,7 @@ def to_text(graph: Graph) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _feeds(graph: Graph) -> dict[tuple[str, str], str]:
+def _feeds(graph: GraphCore) -> dict[tuple[str, str], str]:
     feeds = {d: f"{s[0]}.{s[1]}" for d, s in graph.sources.items()}
     for name, gi in graph.exposed_inputs.items():
         for target in gi.targets:
@@ -172,7 +173,7 @@ def _feeds(graph: Graph) -> dict[tuple[str, str], str]:
     return feeds
 
 
-def _text_body(graph: Graph, lines: list[str], pad: str) -> None:
+def _text_body(graph: GraphCore, lines: list[str], pad: str) -> None:
     ports = graph.inputs
     if ports:
         lines.append(f"{pad}inputs:")

@@ -27,7 +27,7 @@ import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, JsonValue, StringConstraints, Tag, ValidationError
 
@@ -35,7 +35,11 @@ from ..blocks.base import Block
 from ..blocks.errors import GraphError, Problem
 from ..blocks.ports import MISSING
 from .composites import Loop, Switch
-from .graph import Graph, GraphInput, UnknownBlock
+from .core import GraphCore, graph_class
+from .parts import GraphInput, UnknownBlock
+
+if TYPE_CHECKING:
+    from .graph import Graph
 
 __all__ = [
     "FORMAT", "VERSION", "LIMITS", "GraphDocument", "graph_json_schema", "write_schema",
@@ -283,7 +287,7 @@ def _parse(document: Any, source: str) -> GraphDocument:
         raise GraphError(problems, title=f"invalid {source}") from None
 
 
-def load_graph(text_or_path: str | Path, trust_remote_code: bool = False) -> Graph:
+def load_graph(text_or_path: str | Path, trust_remote_code: bool = False, graph_cls: type[Graph] | None = None) -> Graph:
     """Read a graph from JSON text or a file; ``GraphError`` (never a deep traceback) on any
     malformed, hostile or invalid content."""
     source = "graph file"
@@ -310,11 +314,14 @@ def load_graph(text_or_path: str | Path, trust_remote_code: bool = False) -> Gra
         raise _fail("nested too deeply to parse", source=source) from None
     except ValueError as exc:
         raise _fail(f"not valid JSON: {exc}", source=source) from None
-    return graph_from_document(document, source=source, trust_remote_code=trust_remote_code)
+    return graph_from_document(document, source=source, trust_remote_code=trust_remote_code, graph_cls=graph_cls)
 
 
-def graph_from_document(document: Any, source: str = "graph document", trust_remote_code: bool = False) -> Graph:
-    """Build a graph from an already-parsed JSON document (a dict)."""
+def graph_from_document(
+    document: Any, source: str = "graph document", trust_remote_code: bool = False, graph_cls: type[Graph] | None = None
+) -> Graph:
+    """Build a graph from an already-parsed JSON document (a dict); every graph in it, nested ones
+    included, is a ``graph_cls`` (default: the public ``Graph``)."""
     _check_limits(document, source)
     if isinstance(document, Mapping):
         if document.get("format") != FORMAT:
@@ -325,7 +332,7 @@ def graph_from_document(document: Any, source: str = "graph document", trust_rem
     spec = _parse(document, source)
     problems: list[Problem] = []
     counter = [0]
-    graph = _build(spec.graph, "graph", problems, counter, trust_remote_code)
+    graph = _build(spec.graph, "graph", problems, counter, trust_remote_code, graph_cls or graph_class())
     if counter[0] > LIMITS["max_nodes"]:
         raise _fail(f"{counter[0]} nodes (limit {LIMITS['max_nodes']})", source=source)
     graph.code = list(spec.code)
@@ -356,8 +363,8 @@ def _block_for(name: str, spec: BlockNode, node: str, path: str, problems: list[
     return blk
 
 
-def _build(spec: GraphSpec, path: str, problems: list[Problem], counter: list[int], trust: bool) -> Graph:
-    graph = Graph(spec.name, spec.description)
+def _build(spec: GraphSpec, path: str, problems: list[Problem], counter: list[int], trust: bool, cls: type[Graph]) -> Graph:
+    graph = cls(spec.name, spec.description)
     for node, nspec in spec.nodes.items():
         counter[0] += 1
         npath = f"{path}.nodes.{node}"
@@ -365,10 +372,10 @@ def _build(spec: GraphSpec, path: str, problems: list[Problem], counter: list[in
         if isinstance(nspec, BlockNode):
             blk: Block = _block_for(nspec.block, nspec, node, npath, problems, trust)
         elif isinstance(nspec, GraphNode):
-            blk = _build(nspec.graph, f"{npath}.graph", problems, counter, trust)
+            blk = _build(nspec.graph, f"{npath}.graph", problems, counter, trust, cls)
         elif isinstance(nspec, LoopNode):
             ls = nspec.loop
-            body = _build(ls.body, f"{npath}.loop.body", problems, counter, trust)
+            body = _build(ls.body, f"{npath}.loop.body", problems, counter, trust, cls)
             over_type: Any = Any
             if ls.over_type is not None:
                 from ..blocks.types import port_type_by_name
@@ -380,7 +387,7 @@ def _build(spec: GraphSpec, path: str, problems: list[Problem], counter: list[in
             blk = Loop(body, ls.over, ls.item, ls.carry, name=node, over_type=over_type, progress=ls.progress)
         else:
             ss = nspec.switch
-            branches = {b: _build(g, f"{npath}.switch.branches.{b}", problems, counter, trust) for b, g in ss.branches.items()}
+            branches = {b: _build(g, f"{npath}.switch.branches.{b}", problems, counter, trust, cls) for b, g in ss.branches.items()}
             blk = Switch(branches, when=ss.when, default=ss.default, predicate=ss.predicate, name=node)
         graph.nodes[node] = blk
     edges: dict[tuple[str, str], tuple[str, str]] = {}
@@ -410,7 +417,7 @@ def _ref(text: str) -> tuple[str, str]:
     return node, port
 
 
-def graph_to_document(graph: Graph) -> dict[str, Any]:
+def graph_to_document(graph: GraphCore) -> dict[str, Any]:
     """The canonical JSON document for ``graph`` (``GraphError`` for unsaveable parts)."""
     problems: list[Problem] = []
     body = _graph_dict(graph, problems, "")
@@ -423,7 +430,7 @@ def graph_to_document(graph: Graph) -> dict[str, Any]:
     return document
 
 
-def _graph_dict(graph: Graph, problems: list[Problem], prefix: str) -> dict[str, Any]:
+def _graph_dict(graph: GraphCore, problems: list[Problem], prefix: str) -> dict[str, Any]:
     out: dict[str, Any] = {"name": graph.name}
     if graph.description:
         out["description"] = graph.description
@@ -470,7 +477,7 @@ def _node_dict(blk: Block, problems: list[Problem], path: str) -> dict[str, Any]
         if blk.predicate is not None:
             sw["predicate"] = blk.predicate
         return {"switch": sw}
-    if isinstance(blk, Graph):
+    if isinstance(blk, GraphCore):
         return {"graph": _graph_dict(blk, problems, f"{path}/")}
     if not blk.name:
         problems.append(Problem("unknown_block", f"block {blk.label} is not registered; register it (or @block(name)) to save the graph", path))

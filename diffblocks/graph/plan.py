@@ -19,14 +19,15 @@ import torch
 
 from diffblocks.blocks.call import Result, check_inputs
 from diffblocks.graph.cache import KeyParts, MemoCache, component_fingerprint, fingerprint
-from diffblocks.graph.graph import Graph
+from diffblocks.graph.core import GraphCore
 from diffblocks.graph.report import REPORT_COUNTERS, NodeReport, RunReport
 from diffblocks.graph.steps import ABORT, STOP, RunError, RunInterrupted, _Compiler, _Flag, _LoopStep, _run_steps, _Runtime, _SwitchStep
+from diffblocks.graph.validate import walk_leaves
 
 __all__ = ["Plan", "compile_graph", "STOP", "ABORT", "RunInterrupted", "RunError", "RunReport", "NodeReport"]
 
 
-def compile_graph(graph: Graph, cache: MemoCache | bool | None = None) -> Plan:
+def compile_graph(graph: GraphCore, cache: MemoCache | bool | None = None) -> Plan:
     """Validate ``graph`` (``GraphError`` on any problem) and compile it into a ``Plan``."""
     graph.validate()
     return Plan(graph, cache)
@@ -35,7 +36,7 @@ def compile_graph(graph: Graph, cache: MemoCache | bool | None = None) -> Plan:
 class Plan:
     """A compiled graph. ``run`` many times; ``interrupt`` from any thread."""
 
-    def __init__(self, graph: Graph, cache: MemoCache | bool | None = None) -> None:
+    def __init__(self, graph: GraphCore, cache: MemoCache | bool | None = None) -> None:
         self.graph = graph
         if cache is True or cache is None:
             cache = MemoCache()
@@ -187,8 +188,6 @@ class Plan:
 
 def _memo_info(blk: Any, prefix: str = "") -> tuple[bool, str]:
     """Whether a top-level node can be memoised: no leaf inside it declares side effects."""
-    from diffblocks.graph.validate import walk_leaves
-
     for path, leaf in walk_leaves(blk):
         if not leaf.memoise:
             where = f" ({prefix}{path})" if path or prefix else ""

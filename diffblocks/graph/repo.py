@@ -13,16 +13,18 @@ import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..blocks.errors import GraphError
 from ..fileio import atomic_write_bytes, read_bytes_bounded, read_text_bounded
-from .graph import Graph
 from .jsonio import LIMITS, load_graph
 from ..hub import HubError, list_repo_files_pinned, resolve_commit, snapshot_download_pinned, upload_files
 from ..registry.trust import UntrustedCodeError
 from .card import model_card
 from .repo_code import check_code_paths, import_graph_code, parse_document, refusal_message, unknown_block_error
+
+if TYPE_CHECKING:
+    from .graph import Graph
 
 __all__ = [
     "CARD_FILE",

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from diffblocks.blocks.base import Block
 from diffblocks.blocks.errors import GraphError, Problem
 from diffblocks.blocks.ports import MISSING
 from diffblocks.graph.composites import Loop, Switch
-from diffblocks.graph.graph import Graph
+from diffblocks.graph.core import GraphCore
 
 __all__ = ["select"]
+
+G = TypeVar("G", bound=GraphCore)
 
 
 class _Present:
@@ -24,7 +26,7 @@ class _Present:
 PRESENT: Any = _Present()
 
 
-def select(graph: Graph, present: Mapping[str, Any]) -> Graph:
+def select(graph: G, present: Mapping[str, Any]) -> G:
     """Replace every Switch by the branch it would pick when the graph inputs in ``present`` are
     given (a value ``None`` counts as absent), recursing into nested graphs and loop bodies.
     Graph inputs that nothing consumes any more are dropped. A predicate sees the given values,
@@ -42,7 +44,7 @@ def select(graph: Graph, present: Mapping[str, Any]) -> Graph:
     return _select(graph, values)
 
 
-def _feed_values(graph: Graph, node: str, blk: Block, values: Mapping[str, Any]) -> dict[str, Any]:
+def _feed_values(graph: GraphCore, node: str, blk: Block, values: Mapping[str, Any]) -> dict[str, Any]:
     """The value (or PRESENT) each input of ``node`` will see; absent inputs are left out."""
     result: dict[str, Any] = {}
     for port, spec in blk.inputs.items():
@@ -58,7 +60,7 @@ def _feed_values(graph: Graph, node: str, blk: Block, values: Mapping[str, Any])
     return result
 
 
-def _select(graph: Graph, values: Mapping[str, Any]) -> Graph:
+def _select(graph: G, values: Mapping[str, Any]) -> G:
     out = graph.copy()
     for node, blk in graph.nodes.items():
         if not blk.is_composite:
@@ -79,7 +81,7 @@ def _select(graph: Graph, values: Mapping[str, Any]) -> Graph:
         elif isinstance(blk, Loop):
             body = _select(blk.body, {**feeds, blk.item: PRESENT})
             out.nodes[node] = Loop(body, blk.over, blk.item, blk.carry, name=blk.name, over_type=blk.over_type, progress=blk.progress, description=blk.description)
-        elif isinstance(blk, Graph):
+        elif isinstance(blk, GraphCore):
             out.nodes[node] = _select(blk, feeds)
     out.drop_unused_inputs()
     return out

@@ -19,7 +19,7 @@ from diffblocks.blocks.context import RunContext
 from diffblocks.blocks.errors import GraphError, InputError
 from diffblocks.blocks.ports import MISSING
 from diffblocks.graph.composites import Loop, Switch
-from diffblocks.graph.graph import Graph
+from diffblocks.graph.core import GraphCore
 from diffblocks.graph.progress import make_bar
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ class _Program:
 
     __slots__ = ("template", "input_slots", "output_slots", "steps", "graph")
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: GraphCore) -> None:
         self.graph = graph
         self.template: list[Any] = []
         self.input_slots: dict[str, int] = {}
@@ -79,7 +79,7 @@ class _Compiler:
     def __init__(self) -> None:
         self.n_bound = 0
 
-    def program(self, graph: Graph, prefix: str) -> _Program:
+    def program(self, graph: GraphCore, prefix: str) -> _Program:
         prog = _Program(graph)
         for name, port in graph.inputs.items():
             prog.input_slots[name] = prog.new_slot(None if port.default is MISSING else port.default)
@@ -120,7 +120,7 @@ class _Compiler:
         if isinstance(blk, Switch):
             progs = {b: self.program(g, f"{path}/{b}/") for b, g in blk.branches.items()}
             return _SwitchStep(blk, path, progs, ins, outs)
-        if isinstance(blk, Graph):
+        if isinstance(blk, GraphCore):
             return _GraphStep(blk, path, self.program(blk, f"{path}/"), ins, outs)
         idx = self.n_bound
         self.n_bound += 1
@@ -180,7 +180,7 @@ class _LeafStep:
 class _GraphStep:
     __slots__ = ("block", "path", "prog", "in_map", "out_map", "ins", "out_slots")
 
-    def __init__(self, blk: Graph, path: str, prog: _Program, ins: list[tuple[str, int]], outs: list[tuple[str, int]]) -> None:
+    def __init__(self, blk: GraphCore, path: str, prog: _Program, ins: list[tuple[str, int]], outs: list[tuple[str, int]]) -> None:
         self.block, self.path, self.prog, self.ins = blk, path, prog, tuple(ins)
         self.in_map = tuple((prog.input_slots[n], s) for n, s in ins)
         self.out_map = tuple((s, prog.output_slots[n]) for n, s in outs)

@@ -14,10 +14,10 @@ from ..blocks.errors import Problem
 from ..blocks.types import is_compatible, type_name, validate_value
 from ..blocks.ports import MISSING
 from .composite import Composite
-from .graph import UnknownBlock
+from .parts import UnknownBlock
 
 if TYPE_CHECKING:
-    from .graph import Graph
+    from .core import GraphCore
 
 __all__ = ["graph_problems", "edge_problems", "component_problems", "walk_leaves", "cycle_problems"]
 
@@ -40,7 +40,7 @@ class _Hints:
     #: thousand nodes get their hint; a file of thousands of dangling edges stops asking.
     SIMILAR_BUDGET = 2_000_000
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: GraphCore) -> None:
         self.graph = graph
         self._budget = self.SIMILAR_BUDGET
         self._similar: dict[str, list[str]] = {}
@@ -111,13 +111,13 @@ class _Hints:
         return self._first[key]
 
 
-def _no_node(graph: Graph, node: str, role: str, hints: _Hints | None = None) -> Problem:
+def _no_node(graph: GraphCore, node: str, role: str, hints: _Hints | None = None) -> Problem:
     close = (hints or _Hints(graph)).similar(node)
     hint = f"; did you mean {' or '.join(close)}?" if close else ""
     return Problem("unknown_port", f"{role} node {node!r} does not exist{hint}", node)
 
 
-def _no_port(graph: Graph, node: str, port: str, side: str) -> Problem:
+def _no_port(graph: GraphCore, node: str, port: str, side: str) -> Problem:
     blk = graph.nodes[node]
     names = ", ".join(getattr(blk, side)) or "none"
     kind = "input" if side == "inputs" else "output"
@@ -125,7 +125,7 @@ def _no_port(graph: Graph, node: str, port: str, side: str) -> Problem:
 
 
 def edge_problems(
-    graph: Graph, src: tuple[str, str], dst: tuple[str, str], hints: _Hints | None = None
+    graph: GraphCore, src: tuple[str, str], dst: tuple[str, str], hints: _Hints | None = None
 ) -> list[Problem]:
     """Problems with the single edge src -> dst (ports exist, types compatible)."""
     hints = hints or _Hints(graph)
@@ -155,7 +155,7 @@ def edge_problems(
     return problems
 
 
-def graph_problems(graph: Graph) -> list[Problem]:
+def graph_problems(graph: GraphCore) -> list[Problem]:
     """Every structural problem of ``graph`` (nested composites included)."""
     problems: list[Problem] = []
     jp = graph.json_paths
@@ -245,7 +245,7 @@ def graph_problems(graph: Graph) -> list[Problem]:
     return problems
 
 
-def cycle_problems(graph: Graph) -> list[Problem]:
+def cycle_problems(graph: GraphCore) -> list[Problem]:
     dg = nx.DiGraph()
     dg.add_nodes_from(graph.nodes)
     dg.add_edges_from((s[0], d[0]) for d, s in graph.sources.items() if s[0] in graph.nodes and d[0] in graph.nodes)
@@ -272,7 +272,7 @@ def walk_leaves(block: Block, prefix: str = "") -> Iterator[tuple[str, Block]]:
         yield from walk_leaves(child, f"{prefix}/{name}" if prefix else name)
 
 
-def _conflicts(graph: Graph) -> list[Problem]:
+def _conflicts(graph: GraphCore) -> list[Problem]:
     seen: dict[str, tuple[str, str]] = {}
     problems = []
     for name, blk in graph.nodes.items():

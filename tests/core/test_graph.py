@@ -225,3 +225,25 @@ def test_a_graph_cannot_contain_itself():
         g.add("loop", Loop(outer, over="xs", item="step", carry={"x": "x"}))
     with pytest.raises(GraphError, match="cannot contain itself"):
         g.add("loop2", Loop(g, over="xs", item="step", carry={"x": "x"}))
+
+
+def test_graphs_built_below_graph_py_are_full_graphs():
+    """Loop/Switch wrapping a plain block, a loaded file and compose.sequential build the public
+    Graph (the lower modules never import graph.py; it registers itself in core.py)."""
+    from diffblocks.graph.compose import sequential
+    from diffblocks.graph.core import GraphCore
+
+    loop = Loop(h.inc, over="ts", item="step", carry={"x": "x"})
+    sw = Switch({"on": h.mul, "off": h.inc}, when={"on": "factor"}, default="off")
+    assert type(loop.body) is Graph and {type(g) for g in sw.branches.values()} == {Graph}
+    assert loop(ts=[1.0, 2.0], x=0.0) == 3.0  # run alone through a wrapping Graph's plan
+    loaded = Graph.from_json(h.txt2img().to_json())
+    assert type(loaded.nodes["denoise"].body) is Graph and loaded.nodes["denoise"].body.to_json()
+    assert type(sequential([h.inc])) is Graph
+
+    class Custom(Graph):
+        pass
+
+    assert type(Custom.from_json(loaded.to_json()).nodes["denoise"].body) is Custom
+    assert type(Custom.sequential([h.inc]).select()) is Custom
+    assert issubclass(Graph, GraphCore) and not hasattr(GraphCore, "compile")

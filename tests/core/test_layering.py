@@ -3,7 +3,7 @@ included, since they run too), resolved to diffblocks modules.
 
 * the block machinery (``diffblocks.blocks``) imports nothing else from the package;
 * models and schedulers know nothing of blocks, graphs, registries or presets;
-* no import cycle between packages (and, inside a package, only the known ones listed below).
+* no import cycle between packages, and none between modules at all.
 
 Imports under ``if TYPE_CHECKING:`` are left out: they never run.
 """
@@ -125,23 +125,6 @@ def test_no_import_cycle_between_packages():
     assert not cycles, f"import cycles between packages: {cycles}"
 
 
-#: Module cycles inside one package that predate this test, and why; fixing one means removing
-#: it here (``test_no_module_cycle_at_all`` then passes and must lose its xfail).
-KNOWN_CYCLES_INSIDE = {
-    "diffblocks.graph": "Graph's methods (to_json, compile, select, ...) delegate to jsonio, plan, "
-                        "export, select, compose and validate, which import Graph",
-}
-
-
-def test_module_cycles_only_inside_known_packages():
-    graph = import_graph()
-    for component in nx.strongly_connected_components(graph):
-        if len(component) > 1:
-            owners = {_unit(m) for m in component}
-            assert len(owners) == 1 and owners <= set(KNOWN_CYCLES_INSIDE), f"new import cycle: {sorted(component)}"
-
-
-@pytest.mark.xfail(strict=True, reason="the cycles in KNOWN_CYCLES_INSIDE are not broken yet")
 def test_no_module_cycle_at_all():
     cycles = [sorted(c) for c in nx.strongly_connected_components(import_graph()) if len(c) > 1]
     assert not cycles, f"import cycles: {cycles}"
