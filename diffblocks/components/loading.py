@@ -14,6 +14,7 @@ from diffblocks.components.fast_transformers import FAST_CLASSES, MissingWeights
 from diffblocks.components.files import folder_holds_component, inside_problem, select_component_files
 from diffblocks.components.transformers_config import check_transformers_config
 from diffblocks.components.spec import ComponentError, ComponentSpec
+from diffblocks.models.kernels import use_cpu_kernels
 from diffblocks.registry.components import ComponentTypeError, resolve_component_class
 from diffblocks.registry.trust import UntrustedCodeError, load_class_from_file, refuse_repo_code
 
@@ -167,7 +168,7 @@ def _place(obj: Any, options: LoadOptions) -> Any:
         first = next(obj.parameters(), None)
         if first is not None and first.device != torch.device(options.device):
             obj = obj.to(options.device)
-    return obj.eval()
+    return use_cpu_kernels(obj).eval()
 
 
 def _fast_transformers(cls: type, root: Path, spec: ComponentSpec, options: LoadOptions) -> Any | None:

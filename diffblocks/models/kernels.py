@@ -10,7 +10,10 @@ cost (~10 µs a call) is paid back, our layers call oneDNN's primitives instead:
 
 * :class:`Linear` / :func:`linear` — ``torch.ops.mkldnn._linear_pointwise``;
 * :class:`Conv2d` — 1x1 convolutions through ``torch.ops.aten.mkldnn_convolution``;
-* :func:`attention` — large unmasked attention as two oneDNN products and a softmax per head.
+* :func:`attention` — large unmasked attention as two oneDNN products and a softmax per head;
+* :func:`use_cpu_kernels` — what the components loader applies to every model it loads for CPU
+  fp32: third-party ``nn.Linear`` / ``nn.Conv2d`` layers (transformers' text encoders) become
+  the classes above, so they take the same route.
 
 The results equal the default path's to fp32 rounding (about 1e-6 relative): the same products
 summed in another order. Everything else — CUDA, half precision, autograd, ``torch.compile``
@@ -35,12 +38,13 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Conv2d", "Linear", "attention", "cpu_kernels_enabled", "linear", "set_cpu_kernels"]
+__all__ = ["Conv2d", "Linear", "attention", "cpu_kernels_enabled", "linear", "set_cpu_kernels", "use_cpu_kernels"]
 
 #: Multiply-accumulates below which torch's own call is faster than oneDNN's (measured on the
 #: bench CPU: 2 x 320 x 1280 is 1.3x slower through oneDNN, 2048 x 32 x 32 already 1.5x faster).
@@ -114,7 +118,8 @@ class Conv2d(nn.Conv2d):
         if (self.kernel_size == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0)
                 and self.dilation == (1, 1) and self.groups == 1 and self.padding_mode == "zeros"
                 and input.ndim == 4 and input.numel() * self.out_channels >= CONV_MIN_MACS
-                and input.is_contiguous() and _eligible(input, self.weight, self.bias)):
+                and (input.is_contiguous() or input.is_contiguous(memory_format=torch.channels_last))
+                and _eligible(input, self.weight, self.bias)):
             return torch.ops.aten.mkldnn_convolution(input, self.weight, self.bias, [0, 0], [1, 1], [1, 1], 1)
         return super().forward(input)
 
@@ -146,3 +151,27 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
                 probs = torch.softmax(scores, dim=-1)
                 out[i, rows, j] = _ops._linear_pointwise(probs, values_t[i, j], None, "none", [], "")
     return out.transpose(1, 2)
+
+
+
+def use_cpu_kernels(module: Any) -> Any:
+    """Switch a loaded model's exact ``nn.Linear`` / ``nn.Conv2d`` layers to :class:`Linear` /
+    :class:`Conv2d` when it sits on CPU in fp32 (see the module docstring); anything else — not
+    a module, another device or dtype, the routing switched off — is returned untouched.
+
+    Only the layers' classes change (neither adds state): parameters, state-dict names and
+    ``isinstance(layer, nn.Linear)`` stay as they were. Weights keep their NCHW layout, which
+    keeps ``state_dict()`` saveable as is; channels-last weights would make a VAE decode ~13%
+    faster here but every ``safetensors.save_file(model.state_dict())`` fail.
+    """
+    if not (_enabled and _AVAILABLE) or not isinstance(module, nn.Module):
+        return module
+    first = next((p for p in module.parameters() if p.is_floating_point()), None)
+    if first is None or first.device.type != "cpu" or first.dtype != torch.float32:
+        return module
+    for layer in module.modules():
+        if type(layer) is nn.Linear:
+            layer.__class__ = Linear
+        elif type(layer) is nn.Conv2d:
+            layer.__class__ = Conv2d
+    return module

@@ -26,6 +26,7 @@ from diffblocks.models.single_file.detect import FAMILIES, detect, standard_fami
 from diffblocks.single_file.keys_clip import ENCODER_PREFIXES, hf_clip_rows, open_clip_rows
 from diffblocks.models.single_file.keys_unet import UNET_PREFIX
 from diffblocks.models.single_file.keys_vae import VAE_PREFIX
+from diffblocks.models.kernels import use_cpu_kernels
 from diffblocks.models.single_file.models import model_from_single_file, original_state_dict, write_safetensors
 from diffblocks.models.single_file.table import KeyMap, Row
 from diffblocks.single_file.tokenizer import clip_tokenizer
@@ -197,6 +198,7 @@ def read_pipeline_file(
             enc_config = _encoder_config(ckpt, family, name, folder)
             components[name] = load_text_encoder(ckpt, family, name, enc_config, dtype)
             components[name.replace("text_encoder", "tokenizer")] = _tokenizer(family, name.replace("text_encoder", "tokenizer"), folder)
+    components = {name: use_cpu_kernels(obj) for name, obj in components.items()}  # as the folder loader does
     index = _folder_index(folder) if folder is not None else {}
     index_config = {k: v for k, v in index.items() if not k.startswith("_") and not isinstance(v, list)}
     index_config = index_config or dict(standard_family(family).get("config", {}))
@@ -230,7 +232,7 @@ def single_component(
     name, class_name = COMPONENT_FOR_KIND[found.kind]
     cls = getattr(models, class_name)
     model = cls.from_single_file(path, config, subfolder=name, torch_dtype=torch_dtype, allow_pickle=allow_pickle, **kwargs)
-    return name, model
+    return name, use_cpu_kernels(model)
 
 
 # -- writing ---------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from torch.profiler import ProfilerActivity, profile
 from diffblocks.models import kernels
 from diffblocks.models.autoencoder_kl import AutoencoderKL
 from diffblocks.models.flux import FluxTransformer2DModel
+from diffblocks.models.kernels import use_cpu_kernels
 from diffblocks.models.unet_2d_condition import UNet2DConditionModel
 
 from .tiny_flux_vae import flux_inputs, max_diff
@@ -83,3 +84,34 @@ def test_vae_parity_through_onednn(tmp_path):
     with torch.no_grad():
         expected = ref.decode(latents).sample
     assert max_diff(got, expected) <= 1e-5 * expected.abs().max().item()  # measured ~1e-6
+
+
+def test_text_encoder_layers_switch_class_and_keep_their_outputs():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.CLIPTextConfig(hidden_size=256, intermediate_size=1024, num_hidden_layers=2,
+                                         num_attention_heads=4, vocab_size=1000, max_position_embeddings=77)
+    encoder = transformers.CLIPTextModel(config).eval()
+    ids = torch.randint(0, 1000, (2, 77), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = encoder(ids).last_hidden_state
+    keys = list(encoder.state_dict())
+    assert use_cpu_kernels(encoder) is encoder
+    assert all(type(m) is kernels.Linear for m in encoder.modules() if isinstance(m, torch.nn.Linear))
+    assert list(encoder.state_dict()) == keys
+    got, ops = _run_profiled(lambda: encoder(ids).last_hidden_state)
+    assert "mkldnn::_linear_pointwise" in ops
+    assert max_diff(got, expected) <= 1e-5 * expected.abs().max().item()
+
+
+def test_left_alone_off_cpu_fp32_or_switched_off():
+    layer = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3), torch.nn.Linear(4, 4))
+    use_cpu_kernels(layer.double())
+    assert type(layer[0]) is torch.nn.Conv2d and type(layer[1]) is torch.nn.Linear
+    with kernels.cpu_kernels_enabled(False):
+        use_cpu_kernels(layer.float())
+    assert type(layer[1]) is torch.nn.Linear
+    assert use_cpu_kernels("not a module") == "not a module"
+    use_cpu_kernels(layer)
+    assert type(layer[0]) is kernels.Conv2d and type(layer[1]) is kernels.Linear
+    assert layer[0].weight.is_contiguous()  # layout untouched: state_dict() saves as is

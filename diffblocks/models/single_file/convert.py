@@ -105,5 +105,5 @@ def inferred_config(cls: type[Model], ckpt: Checkpoint, prefix: str) -> dict[str
 
 def original_state_dict(model: Model, prefix: str | None = None) -> dict[str, torch.Tensor]:
     """The model's weights under original-layout keys (what ``save_single_file`` writes)."""
-    state = {k: v.detach() for k, v in model.state_dict().items()}
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}  # channels-last convs too
     return key_map(model, prefix).to_original(state)
