@@ -1,0 +1,95 @@
+"""The CPU kernels behind diffblocks.models.kernels: torch's stock op vs oneDNN, one thread.
+
+    python bench/cpu_kernels.py            # linear, 1x1 convolution, attention; fp32
+    python bench/cpu_kernels.py --repeats 30
+
+Each row times the stock call (``F.linear`` = MKL sgemm, ``F.conv2d`` on a 1x1 kernel =
+im2col + sgemm, ``F.scaled_dot_product_attention`` = the fused CPU kernel) and the route
+``diffblocks.models.kernels`` takes, with the routing forced on (thresholds ignored), so the
+crossover the thresholds encode is visible. Median of ``--repeats`` in process CPU time; the
+last column says what the default routing picks for that shape.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+from unittest import mock
+
+import torch
+import torch.nn.functional as F
+
+from diffblocks.models import kernels
+
+LINEAR = [(2, 320, 1280), (154, 32, 32), (2048, 32, 32), (256, 128, 128), (154, 768, 768), (1152, 512, 512),
+          (1024, 1024, 1024), (1154, 768, 3072)]
+CONV_1X1 = [(2, 32, 32, 32), (2, 64, 32, 16), (2, 128, 256, 24), (1, 256, 128, 64)]
+ATTENTION = [(2, 8, 144, 144, 32), (2, 8, 576, 576, 16), (1, 2, 1536, 1536, 16), (1, 4, 1088, 1088, 64),
+             (2, 4, 1024, 1024, 64), (2, 8, 1024, 1024, 40), (1, 1, 576, 576, 256), (1, 1, 1024, 1024, 512)]
+
+
+def _time(fn: Callable[[], object], repeats: int) -> float:
+    fn()
+    samples = []
+    for _ in range(repeats):
+        start = time.process_time()
+        fn()
+        samples.append(time.process_time() - start)
+    return statistics.median(samples)
+
+
+def _forced() -> Any:
+    return mock.patch.multiple(kernels, LINEAR_MIN_MACS=0, CONV_MIN_MACS=0, ATTENTION_MIN_MACS=0,
+                               ATTENTION_MIN_HEAD_DIM=0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=15)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, CPU {torch.backends.cpu.get_cpu_capability()}, 1 thread, fp32, "
+          f"median of {args.repeats} (process CPU time)\n")
+
+    print("| linear M x K x N | stock µs (GFLOP/s) | oneDNN µs (GFLOP/s) | oneDNN / stock | default |")
+    print("|---|---:|---:|---:|---|")
+    for m, k, n in LINEAR:
+        x, w, b = torch.randn(m, k), torch.randn(n, k), torch.randn(n)
+        flops = 2 * m * k * n
+        stock = _time(lambda: F.linear(x, w, b), args.repeats)
+        with torch.no_grad(), _forced():
+            fast = _time(lambda: kernels.linear(x, w, b), args.repeats)
+        picks = "oneDNN" if m * k * n >= kernels.LINEAR_MIN_MACS else "stock"
+        print(f"| {m} x {k} x {n} | {stock * 1e6:.0f} ({flops / stock / 1e9:.0f}) | {fast * 1e6:.0f} "
+              f"({flops / fast / 1e9:.0f}) | {fast / stock:.2f}x | {picks} |")
+
+    print("\n| 1x1 conv N, C -> C', H=W | stock µs | oneDNN µs | oneDNN / stock | default |")
+    print("|---|---:|---:|---:|---|")
+    for batch, c_in, c_out, side in CONV_1X1:
+        conv = kernels.Conv2d(c_in, c_out, 1)
+        x = torch.randn(batch, c_in, side, side)
+        with torch.no_grad():
+            stock = _time(lambda: F.conv2d(x, conv.weight, conv.bias), args.repeats)
+            with _forced():
+                fast = _time(lambda: conv(x), args.repeats)
+        picks = "oneDNN" if x.numel() * c_out >= kernels.CONV_MIN_MACS else "stock"
+        print(f"| {batch}, {c_in} -> {c_out}, {side} | {stock * 1e6:.0f} | {fast * 1e6:.0f} | {fast / stock:.2f}x | {picks} |")
+
+    print("\n| attention B, H, L, S, D | SDPA ms | oneDNN per head ms | oneDNN / SDPA | default |")
+    print("|---|---:|---:|---:|---|")
+    for b, h, n, s, d in ATTENTION:
+        q, k, v = torch.randn(b, h, n, d), torch.randn(b, h, s, d), torch.randn(b, h, s, d)
+        with torch.no_grad():
+            stock = _time(lambda: F.scaled_dot_product_attention(q, k, v), args.repeats)
+            with _forced():
+                fast = _time(lambda: kernels.attention(q, k, v), args.repeats)
+        picks = "oneDNN" if n * s * d >= kernels.ATTENTION_MIN_MACS and d >= kernels.ATTENTION_MIN_HEAD_DIM else "SDPA"
+        print(f"| {b}, {h}, {n}, {s}, {d} | {stock * 1e3:.2f} | {fast * 1e3:.2f} | {fast / stock:.2f}x | {picks} |")
+
+
+if __name__ == "__main__":
+    main()
