@@ -13,10 +13,13 @@ cost (~10 µs a call) is paid back, our layers call oneDNN's primitives instead:
 * :func:`attention` — large unmasked attention as two oneDNN products and a softmax per head;
 * :func:`use_cpu_kernels` — what the components loader applies to every model it loads for CPU
   fp32: third-party ``nn.Linear`` / ``nn.Conv2d`` layers (transformers' text encoders) become
-  the classes above, so they take the same route.
+  the classes above, and convolution weights are stored channels-last (oneDNN's native NHWC:
+  3x3 convolutions run 1.2-1.6x faster than from NCHW at the sizes measured, and the
+  activations after the first convolution follow in NHWC). :class:`Conv2d` still hands out
+  contiguous (NCHW) weights in ``state_dict()``, so saving one with safetensors works as before.
 
-The results equal the default path's to fp32 rounding (about 1e-6 relative): the same products
-summed in another order. Everything else — CUDA, half precision, autograd, ``torch.compile``
+The results equal the default path's to fp32 rounding: the same products summed in another
+order (about 1e-6 relative; up to ~1e-5 through a channels-last convolution stack). Everything else — CUDA, half precision, autograd, ``torch.compile``
 (inductor does its own lowering), a masked attention, tiny shapes — takes the stock torch op.
 ``set_cpu_kernels(False)`` (or ``DIFFBLOCKS_CPU_KERNELS=0`` in the environment) turns the routing
 off for the whole process, e.g. to time the stock ops::
@@ -123,6 +126,14 @@ class Conv2d(nn.Conv2d):
             return torch.ops.aten.mkldnn_convolution(input, self.weight, self.bias, [0, 0], [1, 1], [1, 1], 1)
         return super().forward(input)
 
+    def _save_to_state_dict(self, destination: dict[str, Any], prefix: str, keep_vars: bool) -> None:
+        # Weights stored channels-last for speed still leave as plain contiguous tensors:
+        # safetensors refuses strided ones, and files must not depend on our in-memory layout.
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        key = prefix + "weight"
+        if not keep_vars and key in destination and not destination[key].is_contiguous():
+            destination[key] = destination[key].contiguous()
+
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor | None:
     """Unmasked softmax attention on ``(batch, heads, tokens, head_dim)`` through oneDNN, or
@@ -155,23 +166,24 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
 
 
 def use_cpu_kernels(module: Any) -> Any:
-    """Switch a loaded model's exact ``nn.Linear`` / ``nn.Conv2d`` layers to :class:`Linear` /
-    :class:`Conv2d` when it sits on CPU in fp32 (see the module docstring); anything else — not
-    a module, another device or dtype, the routing switched off — is returned untouched.
-
-    Only the layers' classes change (neither adds state): parameters, state-dict names and
-    ``isinstance(layer, nn.Linear)`` stay as they were. Weights keep their NCHW layout, which
-    keeps ``state_dict()`` saveable as is; channels-last weights would make a VAE decode ~13%
-    faster here but every ``safetensors.save_file(model.state_dict())`` fail.
+    """Prepare a loaded model for CPU fp32 inference (see the module docstring): exact
+    ``nn.Linear`` / ``nn.Conv2d`` layers become :class:`Linear` / :class:`Conv2d` (neither adds
+    state: parameters, state-dict names and ``isinstance`` checks stay) and a model with
+    convolutions stores their weights channels-last. Anything else — not a module, another
+    device or dtype, the routing switched off — is returned untouched.
     """
     if not (_enabled and _AVAILABLE) or not isinstance(module, nn.Module):
         return module
     first = next((p for p in module.parameters() if p.is_floating_point()), None)
     if first is None or first.device.type != "cpu" or first.dtype != torch.float32:
         return module
+    convs = False
     for layer in module.modules():
         if type(layer) is nn.Linear:
             layer.__class__ = Linear
         elif type(layer) is nn.Conv2d:
             layer.__class__ = Conv2d
+        convs = convs or isinstance(layer, Conv2d)
+    if convs:
+        module.to(memory_format=torch.channels_last)
     return module

@@ -110,8 +110,38 @@ def test_left_alone_off_cpu_fp32_or_switched_off():
     assert type(layer[0]) is torch.nn.Conv2d and type(layer[1]) is torch.nn.Linear
     with kernels.cpu_kernels_enabled(False):
         use_cpu_kernels(layer.float())
-    assert type(layer[1]) is torch.nn.Linear
+    assert type(layer[1]) is torch.nn.Linear and layer[0].weight.is_contiguous()
     assert use_cpu_kernels("not a module") == "not a module"
-    use_cpu_kernels(layer)
-    assert type(layer[0]) is kernels.Conv2d and type(layer[1]) is kernels.Linear
-    assert layer[0].weight.is_contiguous()  # layout untouched: state_dict() saves as is
+
+
+def test_channels_last_weights_still_save_contiguous(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3), torch.nn.Linear(4, 4))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    use_cpu_kernels(net)
+    assert type(net[0]) is kernels.Conv2d and type(net[1]) is kernels.Linear
+    assert net[0].weight.is_contiguous(memory_format=torch.channels_last)
+    state = net.state_dict()
+    assert all(v.is_contiguous() for v in state.values())
+    save_file(state, tmp_path / "w.safetensors")
+    assert all(torch.equal(before[k], v) for k, v in load_file(tmp_path / "w.safetensors").items())
+    net.load_state_dict(before)  # and loading back into the channels-last layer works
+    assert torch.equal(net[0].weight, before["0.weight"])
+
+
+def test_channels_last_models_match_diffusers(tmp_path):
+    ours, ref = _pair(UNet2DConditionModel, diffusers.UNet2DConditionModel, UNET, tmp_path / "unet")
+    use_cpu_kernels(ours)
+    assert ours.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    g = torch.Generator().manual_seed(1)
+    sample, context = torch.randn(2, 4, 32, 32, generator=g), torch.randn(2, 16, 64, generator=g)
+    t = torch.tensor([999, 10])
+    with torch.no_grad():
+        expected, got = ref(sample, t, context).sample, ours(sample, t, context).sample
+    assert max_diff(got, expected) <= 1e-5 * expected.abs().max().item()  # measured ~2e-6
+    vae, vae_ref = _pair(AutoencoderKL, diffusers.AutoencoderKL, VAE, tmp_path / "vae")
+    latents = torch.randn(1, 4, 32, 32, generator=g)
+    with torch.no_grad():
+        expected, got = vae_ref.decode(latents).sample, use_cpu_kernels(vae).decode(latents).sample
+    assert max_diff(got, expected) <= 1e-5 * expected.abs().max().item()  # measured ~2e-6
