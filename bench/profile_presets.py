@@ -75,6 +75,8 @@ def denoiser_flops(pipe: Pipeline, call: dict[str, Any]) -> tuple[float, float]:
     """(FLOPs, CPU seconds) of one denoiser call, captured from a 1-step run."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    from diffblocks.models.kernels import cpu_kernels_enabled
+
     name = "transformer" if "transformer" in pipe.components else "unet"
     model = pipe.components[name]
     captured: dict[str, Any] = {}
@@ -92,7 +94,9 @@ def denoiser_flops(pipe: Pipeline, call: dict[str, Any]) -> tuple[float, float]:
         del model.forward
     args, kwargs = captured["call"]
     with torch.no_grad():
-        with FlopCounterMode(display=False) as counter:
+        # The counter knows aten's products, not oneDNN's: count on the stock ops (same math),
+        # time on the default route.
+        with FlopCounterMode(display=False) as counter, cpu_kernels_enabled(False):
             model(*args, **kwargs)
         best = float("inf")
         for _ in range(3):

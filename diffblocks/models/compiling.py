@@ -11,8 +11,9 @@ Layout and attention per device (what ``Pipeline.compile`` applies):
 * CUDA: channels-last memory format for UNets and VAEs (cuDNN's fp16/bf16 convolutions are
   NHWC-native); attention is ``scaled_dot_product_attention`` everywhere, which picks flash /
   memory-efficient kernels by itself.
-* CPU: contiguous (NCHW) tensors — oneDNN reorders NHWC weights per call for these small
-  convolutions — and SDPA's fused CPU kernel.
+* CPU: the layout the components loader chose is kept (fp32 conv weights channels-last:
+  `diffblocks.models.kernels.use_cpu_kernels`; activations in NHWC with NCHW weights would make
+  oneDNN reorder the weights on every call) and SDPA's fused CPU kernel inside compiled regions.
 """
 
 from __future__ import annotations

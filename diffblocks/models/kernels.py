@@ -99,7 +99,9 @@ def _eligible(*tensors: torch.Tensor | None) -> bool:
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear``, through oneDNN when eligible (see the module docstring)."""
-    if x.numel() * weight.shape[0] >= LINEAR_MIN_MACS and x.is_contiguous() and _eligible(x, weight, bias):
+    # The cheap process-wide checks first: under torch.compile nothing below runs (no shape guards).
+    if (_enabled and not torch.compiler.is_compiling() and x.numel() * weight.shape[0] >= LINEAR_MIN_MACS
+            and x.is_contiguous() and _eligible(x, weight, bias)):
         return _ops._linear_pointwise(x, weight, bias, "none", [], "")
     return F.linear(x, weight, bias)
 
@@ -118,7 +120,8 @@ class Conv2d(nn.Conv2d):
     """
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if (self.kernel_size == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0)
+        if (_enabled and not torch.compiler.is_compiling() and self.kernel_size == (1, 1)
+                and self.stride == (1, 1) and self.padding == (0, 0)
                 and self.dilation == (1, 1) and self.groups == 1 and self.padding_mode == "zeros"
                 and input.ndim == 4 and input.numel() * self.out_channels >= CONV_MIN_MACS
                 and (input.is_contiguous() or input.is_contiguous(memory_format=torch.channels_last))
@@ -142,7 +145,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
     The result is a ``(batch, heads, q_tokens, head_dim)`` view of a ``(batch, q_tokens, heads,
     head_dim)`` buffer, so merging the heads afterwards is free.
     """
-    if q.ndim != 4 or k.shape[:2] != q.shape[:2] or v.shape[:3] != k.shape[:3]:
+    if not _enabled or torch.compiler.is_compiling() or q.ndim != 4 or k.shape[:2] != q.shape[:2] \
+            or v.shape[:3] != k.shape[:3]:
         return None
     b, h, n, d = q.shape
     s = k.shape[2]
