@@ -27,8 +27,9 @@ from diffblocks.models import kernels
 LINEAR = [(2, 320, 1280), (154, 32, 32), (2048, 32, 32), (256, 128, 128), (154, 768, 768), (1152, 512, 512),
           (1024, 1024, 1024), (1154, 768, 3072)]
 CONV_1X1 = [(2, 32, 32, 32), (2, 64, 32, 16), (2, 128, 256, 24), (1, 256, 128, 64)]
-ATTENTION = [(2, 8, 144, 144, 32), (2, 8, 576, 576, 16), (1, 2, 1536, 1536, 16), (1, 4, 1088, 1088, 64),
-             (2, 4, 1024, 1024, 64), (2, 8, 1024, 1024, 40), (1, 1, 576, 576, 256), (1, 1, 1024, 1024, 512)]
+ATTENTION = [(2, 8, 144, 144, 32), (2, 8, 576, 576, 16), (1, 2, 1536, 1536, 16), (1, 4, 640, 640, 64),
+             (1, 4, 1088, 1088, 64), (2, 8, 1024, 1024, 40), (1, 1, 576, 576, 256), (1, 1, 1024, 1024, 512),
+             (1, 2, 4096, 4096, 128)]
 
 
 def _time(fn: Callable[[], object], repeats: int) -> float:
@@ -42,7 +43,7 @@ def _time(fn: Callable[[], object], repeats: int) -> float:
 
 
 def _forced() -> Any:
-    return mock.patch.multiple(kernels, LINEAR_MIN_MACS=0, CONV_MIN_MACS=0, ATTENTION_MIN_MACS=0,
+    return mock.patch.multiple(kernels, LINEAR_MIN_MACS=0, CONV_MIN_MACS=0, ATTENTION_MIN_SCORES=0,
                                ATTENTION_MIN_HEAD_DIM=0)
 
 
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
             stock = _time(lambda: F.scaled_dot_product_attention(q, k, v), args.repeats)
             with _forced():
                 fast = _time(lambda: kernels.attention(q, k, v), args.repeats)
-        picks = "oneDNN" if n * s * d >= kernels.ATTENTION_MIN_MACS and d >= kernels.ATTENTION_MIN_HEAD_DIM else "SDPA"
+        picks = "oneDNN" if n * s >= kernels.ATTENTION_MIN_SCORES and d >= kernels.ATTENTION_MIN_HEAD_DIM else "SDPA"
         print(f"| {b}, {h}, {n}, {s}, {d} | {stock * 1e3:.2f} | {fast * 1e3:.2f} | {fast / stock:.2f}x | {picks} |")
 
 
