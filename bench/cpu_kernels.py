@@ -43,7 +43,7 @@ def _time(fn: Callable[[], object], repeats: int) -> float:
 
 
 def _forced() -> Any:
-    return mock.patch.multiple(kernels, LINEAR_MIN_MACS=0, CONV_MIN_MACS=0, ATTENTION_MIN_SCORES=0,
+    return mock.patch.multiple(kernels, LINEAR_MIN_MACS=0, CONV_MIN_MACS=0, ATTENTION_MIN_MACS=0,
                                ATTENTION_MIN_HEAD_DIM=0)
 
 
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
             stock = _time(lambda: F.scaled_dot_product_attention(q, k, v), args.repeats)
             with _forced():
                 fast = _time(lambda: kernels.attention(q, k, v), args.repeats)
-        picks = "oneDNN" if n * s >= kernels.ATTENTION_MIN_SCORES and d >= kernels.ATTENTION_MIN_HEAD_DIM else "SDPA"
+        picks = "oneDNN" if n * s * d >= kernels.ATTENTION_MIN_MACS and d >= kernels.ATTENTION_MIN_HEAD_DIM else "SDPA"
         print(f"| {b}, {h}, {n}, {s}, {d} | {stock * 1e3:.2f} | {fast * 1e3:.2f} | {fast / stock:.2f}x | {picks} |")
 
 

@@ -10,8 +10,8 @@ cost (~10 µs a call) is paid back, our layers call oneDNN's primitives instead:
 
 * :class:`Linear` / :func:`linear` — ``torch.ops.mkldnn._linear_pointwise``;
 * :class:`Conv2d` — 1x1 convolutions through ``torch.ops.aten.mkldnn_convolution``;
-* :func:`attention` — large unmasked attention (>= 1024^2 scores per head, head dim >= 64) as
-  two oneDNN products and a softmax per head;
+* :func:`attention` — large unmasked attention (>= 2^21 multiply-adds per head, head dim >= 64)
+  as two oneDNN products and a softmax per head;
 * :func:`use_cpu_kernels` — what the components loader applies to every model it loads for CPU
   fp32: third-party ``nn.Linear`` / ``nn.Conv2d`` layers (transformers' text encoders) become
   the classes above, and convolution weights are stored channels-last (oneDNN's native NHWC:
@@ -55,11 +55,11 @@ __all__ = ["Conv2d", "Linear", "attention", "cpu_kernels_enabled", "linear", "se
 LINEAR_MIN_MACS = 1 << 20
 #: The same for 1x1 convolutions (2 x 32 -> 32 channels at 32^2 is slower, 128 -> 256 at 24^2 faster).
 CONV_MIN_MACS = 1 << 23
-#: Per head, the scores (``q_tokens * k_tokens``) and head width from which two oneDNN products
-#: and a softmax beat SDPA's fused kernel, whose tiling keeps its scores in cache: in a Flux model
-#: 0.91x at 1088 tokens x 64 but 1.10x at 640 x 64; alone 0.86x at 4096 x 128, 0.53x at
-#: 4096 x 512 (a VAE mid block) and 1.31x at 4096 x 40 (SD 1.5's widest level).
-ATTENTION_MIN_SCORES = 1 << 20
+#: Per head, the work (``q_tokens * k_tokens * head_dim``) and head width from which two oneDNN
+#: products and a softmax beat SDPA's fused kernel. On whole pipelines: the mid bench Flux (656
+#: tokens x 64) 0.89x, the mid SDXL / SD UNets level; head dims under 64 lost (tiny Flux's
+#: 1536 x 16 in its model: 1.9x; SD 1.5's 4096 x 40 alone, on strided heads: 1.31x).
+ATTENTION_MIN_MACS = 1 << 21
 ATTENTION_MIN_HEAD_DIM = 64
 #: Scores computed at once (queries are taken in chunks): bounds memory like SDPA's tiling does.
 ATTENTION_CHUNK_SCORES = 1 << 20
@@ -153,7 +153,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
         return None
     b, h, n, d = q.shape
     s = k.shape[2]
-    if n * s < ATTENTION_MIN_SCORES or d < ATTENTION_MIN_HEAD_DIM or not _eligible(q, k, v):
+    if n * s * d < ATTENTION_MIN_MACS or d < ATTENTION_MIN_HEAD_DIM or not _eligible(q, k, v):
         return None
     scaled = torch.empty((b, h, n, d), dtype=q.dtype)
     torch.mul(q, d ** -0.5, out=scaled)  # one pass: scale and make contiguous
