@@ -20,8 +20,9 @@ cost (~10 µs a call) is paid back, our layers call oneDNN's primitives instead:
   contiguous (NCHW) weights in ``state_dict()``, so saving one with safetensors works as before.
 
 The results equal the default path's to fp32 rounding: the same products summed in another
-order (about 1e-6 relative; up to ~1e-5 through a channels-last convolution stack). Everything else — CUDA, half precision, autograd, ``torch.compile``
-(inductor does its own lowering), a masked attention, tiny shapes — takes the stock torch op.
+order (about 1e-6 relative for whole models, 2e-6 with channels-last convolutions). Everything
+else — CUDA, half precision, autograd, ``torch.compile`` (inductor does its own lowering), a
+masked attention, tiny shapes — takes the stock torch op.
 ``set_cpu_kernels(False)`` (or ``DIFFBLOCKS_CPU_KERNELS=0`` in the environment) turns the routing
 off for the whole process, e.g. to time the stock ops::
 
