@@ -26,7 +26,8 @@ from diffblocks.models import kernels
 
 LINEAR = [(2, 320, 1280), (154, 32, 32), (2048, 32, 32), (256, 128, 128), (154, 768, 768), (1152, 512, 512),
           (1024, 1024, 1024), (1154, 768, 3072)]
-CONV_1X1 = [(2, 32, 32, 32), (2, 64, 32, 16), (2, 128, 256, 24), (1, 256, 128, 64)]
+CONV_1X1 = [(2, 32, 32, 32, False), (2, 64, 32, 16, False), (2, 128, 256, 24, False), (1, 256, 128, 64, False),
+            (2, 32, 32, 32, True), (2, 64, 32, 32, True), (2, 128, 64, 16, True)]
 ATTENTION = [(2, 8, 144, 144, 32), (2, 8, 576, 576, 16), (1, 2, 1536, 1536, 16), (1, 4, 640, 640, 64),
              (1, 4, 1088, 1088, 64), (2, 8, 1024, 1024, 40), (1, 1, 576, 576, 256), (1, 1, 1024, 1024, 512),
              (1, 2, 4096, 4096, 128)]
@@ -68,17 +69,21 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {m} x {k} x {n} | {stock * 1e6:.0f} ({flops / stock / 1e9:.0f}) | {fast * 1e6:.0f} "
               f"({flops / fast / 1e9:.0f}) | {fast / stock:.2f}x | {picks} |")
 
-    print("\n| 1x1 conv N, C -> C', H=W | stock µs | oneDNN µs | oneDNN / stock | default |")
+    print("\n| 1x1 conv N, C -> C', H=W, layout | stock µs | oneDNN µs | oneDNN / stock | default |")
     print("|---|---:|---:|---:|---|")
-    for batch, c_in, c_out, side in CONV_1X1:
+    for batch, c_in, c_out, side, channels_last in CONV_1X1:
         conv = kernels.Conv2d(c_in, c_out, 1)
         x = torch.randn(batch, c_in, side, side)
+        if channels_last:
+            conv.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
             stock = _time(lambda: F.conv2d(x, conv.weight, conv.bias), args.repeats)
             with _forced():
                 fast = _time(lambda: conv(x), args.repeats)
-        picks = "oneDNN" if x.numel() * c_out >= kernels.CONV_MIN_MACS else "stock"
-        print(f"| {batch}, {c_in} -> {c_out}, {side} | {stock * 1e6:.0f} | {fast * 1e6:.0f} | {fast / stock:.2f}x | {picks} |")
+        picks = "oneDNN" if kernels._conv_pays(x, c_out) else "stock"
+        layout = "NHWC" if channels_last else "NCHW"
+        print(f"| {batch}, {c_in} -> {c_out}, {side}, {layout} | {stock * 1e6:.0f} | {fast * 1e6:.0f} | {fast / stock:.2f}x | {picks} |")
 
     print("\n| attention B, H, L, S, D | SDPA ms | oneDNN per head ms | oneDNN / SDPA | default |")
     print("|---|---:|---:|---:|---|")

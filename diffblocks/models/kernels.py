@@ -54,7 +54,8 @@ __all__ = ["Conv2d", "Linear", "attention", "cpu_kernels_enabled", "linear", "se
 #: Multiply-accumulates below which torch's own call is faster than oneDNN's (measured on the
 #: bench CPU: 2 x 320 x 1280 is 1.3x slower through oneDNN, 2048 x 32 x 32 already 1.5x faster).
 LINEAR_MIN_MACS = 1 << 20
-#: The same for 1x1 convolutions (2 x 32 -> 32 channels at 32^2 is slower, 128 -> 256 at 24^2 faster).
+#: The same for 1x1 convolutions on NCHW input (2 x 32 -> 32 channels at 32^2 is slower, 128 -> 256
+#: at 24^2 faster); on channels-last input oneDNN is never slower (2 x 64 -> 32 at 32^2: 0.71x).
 CONV_MIN_MACS = 1 << 23
 #: Per head, the work (``q_tokens * k_tokens * head_dim``) and head width from which two oneDNN
 #: products and a softmax beat SDPA's fused kernel. On whole pipelines: the mid bench Flux (656
@@ -117,6 +118,14 @@ class Linear(nn.Linear):
         return linear(input, self.weight, self.bias)
 
 
+def _conv_pays(x: torch.Tensor, out_channels: int) -> bool:
+    # Channels-last input: oneDNN is level or faster at every size measured (torch's path would
+    # convert to NCHW first); NCHW input: only from CONV_MIN_MACS on.
+    if x.is_contiguous(memory_format=torch.channels_last):
+        return True
+    return x.is_contiguous() and x.numel() * out_channels >= CONV_MIN_MACS
+
+
 class Conv2d(nn.Conv2d):
     """``nn.Conv2d`` whose plain 1x1 convolutions go through oneDNN when eligible.
 
@@ -127,8 +136,7 @@ class Conv2d(nn.Conv2d):
         if (_enabled and not torch.compiler.is_compiling() and self.kernel_size == (1, 1)
                 and self.stride == (1, 1) and self.padding == (0, 0)
                 and self.dilation == (1, 1) and self.groups == 1 and self.padding_mode == "zeros"
-                and input.ndim == 4 and input.numel() * self.out_channels >= CONV_MIN_MACS
-                and (input.is_contiguous() or input.is_contiguous(memory_format=torch.channels_last))
+                and input.ndim == 4 and _conv_pays(input, self.out_channels)
                 and _eligible(input, self.weight, self.bias)):
             return torch.ops.aten.mkldnn_convolution(input, self.weight, self.bias, [0, 0], [1, 1], [1, 1], 1)
         return super().forward(input)
