@@ -180,7 +180,6 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
     return out.transpose(1, 2)
 
 
-
 def use_cpu_kernels(module: Any) -> Any:
     """Prepare a loaded model for CPU fp32 inference (see the module docstring): exact
     ``nn.Linear`` / ``nn.Conv2d`` layers become :class:`Linear` / :class:`Conv2d` (neither adds
