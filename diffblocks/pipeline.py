@@ -285,7 +285,10 @@ class Pipeline(PipelineAdapterMethods):
 
     def compile(self, mode: str | None = None, components: Iterable[str] | None = None) -> dict[str, int]:
         """Regional ``torch.compile`` of the denoiser's repeated blocks (opt-in; outputs match eager
-        to float rounding); see ``diffblocks.models.compiling``. Returns name -> blocks compiled."""
+        to float rounding); see ``diffblocks.models.compiling``. Returns name -> blocks compiled.
+
+        Meant for GPUs: on a CPU in fp32 the eager models' oneDNN routing
+        (``diffblocks.models.kernels``) measured faster than compiled regions (docs/performance.md)."""
         return compile_components(self.components, mode, components)
 
     # -- schedulers ---------------------------------------------------------------------------
