@@ -111,8 +111,8 @@ def test_attention_matches_sdpa(shape, monkeypatch):
 
 
 def test_attention_declines_what_it_does_not_do():
-    q = torch.randn(1, 2, 64, 16)
-    assert kernels.attention(q, q, q) is None  # small: SDPA's kernel is faster
+    q = torch.randn(1, 2, 200, 16)
+    assert kernels.attention(q, q, q) is None  # no rule pays: SDPA's kernel is fastest at head dim 16
     narrow = torch.randn(1, 2, 1100, 40)
     assert kernels.attention(narrow, narrow, narrow) is None  # head dim under 64: SDPA wins in a model
     big = torch.randn(1, 2, 1100, 64)
@@ -120,3 +120,57 @@ def test_attention_declines_what_it_does_not_do():
     with cpu_kernels_enabled(False):
         assert kernels.attention(big, big, big) is None
     assert kernels.attention(big.requires_grad_(), big, big) is None
+    one = torch.randn(1, 2, 300, 1)
+    assert kernels.attention(one, one, one) is None  # head dim 1: padding to 16 measured slower
+    small = torch.randn(1, 2, 300, 8)
+    assert kernels.attention(small, small, small.double()) is None  # mixed dtypes: SDPA raises its own error
+    assert kernels.attention(small, small[:, :, :0], small[:, :, :0]) is None  # no keys
+
+
+def _sdpa_shapes(fn) -> list[list[int]]:
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        fn()
+    return [e.input_shapes[0] for e in prof.events() if e.name == "aten::_scaled_dot_product_flash_attention_for_cpu"]
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 400, 400, 4), (2, 8, 256, 200, 8), (1, 2, 300, 129, 12)])
+def test_small_head_dims_run_sdpa_padded_to_16(shape):
+    b, h, n, s, d = shape
+    torch.manual_seed(5)
+    q = torch.randn(b, n, h, d).transpose(1, 2)  # the strided views the models pass
+    k, v = torch.randn(b, h, s, d), torch.randn(b, h, s, d)
+    with torch.no_grad():
+        out = kernels.attention(q, k, v)
+        assert out is not None and out.shape == (b, h, n, d)
+        assert [shape[-1] for shape in _sdpa_shapes(lambda: kernels.attention(q, k, v))] == [16]
+        ref = F.scaled_dot_product_attention(q.double(), k.double(), v.double()).float()
+        stock = F.scaled_dot_product_attention(q, k, v)
+    # Zero columns add exact zeros; only the kernel's summation order may differ.
+    assert (out - ref).abs().max() <= 2 * (stock - ref).abs().max() + 1e-6
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 256, 77, 8), (2, 4, 64, 77, 64), (1, 2, 50, 128, 16)])
+def test_short_key_sequences_use_batched_products(shape):
+    b, h, n, s, d = shape
+    torch.manual_seed(6)
+    q = torch.randn(b, n, h, d).transpose(1, 2)
+    k, v = torch.randn(b, s, h, d).transpose(1, 2), torch.randn(b, s, h, d).transpose(1, 2)
+    with torch.no_grad():
+        out = kernels.attention(q, k, v)
+        assert out is not None and out.shape == (b, h, n, d)
+        ops = _ops_run(lambda: kernels.attention(q, k, v))
+        assert {"aten::baddbmm", "aten::bmm"} <= ops
+        assert "aten::_scaled_dot_product_flash_attention_for_cpu" not in ops
+        ref = F.scaled_dot_product_attention(q.double(), k.double(), v.double()).float()
+        stock = F.scaled_dot_product_attention(q, k, v)
+    assert (out - ref).abs().max() <= 2 * (stock - ref).abs().max() + 1e-6
+
+
+def test_short_key_rule_stops_at_its_bounds(monkeypatch):
+    q = torch.randn(1, 2, 100, 16)
+    long_keys = torch.randn(1, 2, kernels.ATTENTION_SHORT_KV + 1, 16)
+    with torch.no_grad():
+        assert kernels.attention(q, long_keys, long_keys) is None  # 129 keys, head dim 16: SDPA
+        monkeypatch.setattr(kernels, "ATTENTION_SHORT_MAX_SCORES", 100 * 2 * 77 - 1)
+        keys = torch.randn(1, 2, 77, 16)
+        assert kernels.attention(q, keys, keys) is None  # too many scores at once: SDPA tiles them

@@ -145,3 +145,44 @@ def test_channels_last_models_match_diffusers(tmp_path):
     with torch.no_grad():
         expected, got = vae_ref.decode(latents).sample, use_cpu_kernels(vae).decode(latents).sample
     assert max_diff(got, expected) <= 1e-5 * expected.abs().max().item()  # measured ~2e-6
+
+
+# Small heads and short text: 8 heads of 4 and 8 over 16x16 / 8x8 tokens, 16 text tokens; a VAE
+# whose mid-block attention has one head of 8 channels over 24x24 positions.
+UNET_SMALL_HEADS = dict(
+    block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=32, attention_head_dim=8,
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), norm_num_groups=8, sample_size=16,
+)
+VAE_SMALL_HEAD = dict(
+    block_out_channels=(8, 8), down_block_types=("DownEncoderBlock2D",) * 2,
+    up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=4, layers_per_block=1,
+)
+
+
+def _attention_ops(fn):
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        out = fn()
+    widths = {e.input_shapes[0][-1] for e in prof.events()
+              if e.name == "aten::_scaled_dot_product_flash_attention_for_cpu"}
+    return out, widths, {e.name for e in prof.events()}
+
+
+def test_small_heads_and_short_text_match_diffusers(tmp_path):
+    ours, ref = _pair(UNet2DConditionModel, diffusers.UNet2DConditionModel, UNET_SMALL_HEADS, tmp_path / "unet")
+    g = torch.Generator().manual_seed(3)
+    sample, context = torch.randn(2, 4, 16, 16, generator=g), torch.randn(2, 16, 32, generator=g)
+    t = torch.tensor([999, 10])
+    got, widths, names = _attention_ops(lambda: ours(sample, t, context).sample)
+    assert widths == {16}  # self-attention over 256 tokens, heads of 4 padded to 16
+    assert "aten::baddbmm" in names  # cross-attention over 16 text tokens, and the 64-token level
+    with torch.no_grad():
+        expected = ref(sample, t, context).sample
+    assert max_diff(got, expected) <= 1e-5 * expected.abs().max().item()  # measured ~1e-6
+    vae, vae_ref = _pair(AutoencoderKL, diffusers.AutoencoderKL, VAE_SMALL_HEAD, tmp_path / "vae")
+    latents = torch.randn(1, 4, 24, 24, generator=g)
+    got, widths, _ = _attention_ops(lambda: vae.decode(latents).sample)
+    assert widths == {16}  # one head of 8 channels over 576 positions
+    with torch.no_grad():
+        expected = vae_ref.decode(latents).sample
+    assert max_diff(got, expected) <= 1e-5 * expected.abs().max().item()
