@@ -59,6 +59,13 @@ LINEAR_MIN_MACS = 1 << 20
 #: The same for 1x1 convolutions on NCHW input (2 x 32 -> 32 channels at 32^2 is slower, 128 -> 256
 #: at 24^2 faster); on channels-last input oneDNN is within 10% or faster (2 x 64 -> 32 at 32^2: 0.8x).
 CONV_MIN_MACS = 1 << 23
+#: 3x3 convolutions (stride 1 or 2, padding 1) as one product of gathered patches with the weight
+#: matrix, when the product is deep (``9 * in_channels >= 16 * output positions``) and the patches
+#: small: oneDNN's direct convolution handles many channels over few positions badly (2 x 512 ->
+#: 512 at 6x6: 0.78x of its time; 2 x 1024 -> 512 at 6x6: 0.58x; SD 1.5's 2 x 1280 at 8x8: 0.36x
+#: and at 16x16: 0.70x); below that depth it is as fast or faster (2 x 64 at 6x6, 2 x 256 at 24x24).
+CONV3X3_PRODUCT_MIN_DEPTH = 16
+CONV3X3_PRODUCT_MAX_PATCHES = 1 << 23
 #: Per head, the work (``q_tokens * k_tokens * head_dim``) and head width from which two oneDNN
 #: products and a softmax beat SDPA's fused kernel. On whole pipelines: the mid bench Flux (656
 #: tokens x 64) 0.89x, the mid SDXL / SD UNets level; head dims under 64 lost (tiny Flux's
@@ -140,19 +147,46 @@ def _conv_pays(x: torch.Tensor, out_channels: int) -> bool:
     return x.is_contiguous() and x.numel() * out_channels >= CONV_MIN_MACS
 
 
-class Conv2d(nn.Conv2d):
-    """``nn.Conv2d`` whose plain 1x1 convolutions go through oneDNN when eligible.
+def _im2col_pays(x: torch.Tensor, weight: torch.Tensor, stride: int) -> bool:
+    # Both channels-last (the loader's layout): the weight is then already the (out, 3*3*in)
+    # matrix of the product, and the patches are cheap to gather from NHWC memory.
+    if not (x.is_contiguous(memory_format=torch.channels_last)
+            and weight.is_contiguous(memory_format=torch.channels_last)):
+        return False
+    b, c, h, w = x.shape
+    rows = b * ((h - 1) // stride + 1) * ((w - 1) // stride + 1)
+    return 9 * c >= CONV3X3_PRODUCT_MIN_DEPTH * rows and rows * 9 * c <= CONV3X3_PRODUCT_MAX_PATCHES
 
-    Larger kernels already run on oneDNN inside ``F.conv2d``; only the 1x1 case needs the detour.
+
+def _conv3x3_as_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                        stride: int) -> torch.Tensor:
+    b, c = x.shape[:2]
+    out_channels = weight.shape[0]
+    padded = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1))  # (b, h+2, w+2, c), one copy
+    patches = padded.unfold(1, 3, stride).unfold(2, 3, stride)  # (b, ho, wo, c, 3, 3), a view
+    ho, wo = patches.shape[1:3]
+    cols = patches.permute(0, 1, 2, 4, 5, 3).reshape(b * ho * wo, 9 * c)  # rows in (kh, kw, c) order
+    matrix = weight.permute(0, 2, 3, 1).reshape(out_channels, 9 * c)  # a view of channels-last memory
+    out = _ops._linear_pointwise(cols, matrix, bias, "none", [], "")
+    return out.view(b, ho, wo, out_channels).permute(0, 3, 1, 2)  # channels-last, as F.conv2d returns
+
+
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` whose plain 1x1 convolutions, and 3x3 ones over few positions with many
+    channels, go through oneDNN products when eligible.
+
+    Other convolutions already run on oneDNN inside ``F.conv2d``.
     """
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if (_enabled and not torch.compiler.is_compiling() and self.kernel_size == (1, 1)
-                and self.stride == (1, 1) and self.padding == (0, 0)
-                and self.dilation == (1, 1) and self.groups == 1 and self.padding_mode == "zeros"
-                and input.ndim == 4 and _conv_pays(input, self.out_channels)
-                and _eligible(input, self.weight, self.bias)):
-            return torch.ops.aten.mkldnn_convolution(input, self.weight, self.bias, [0, 0], [1, 1], [1, 1], 1)
+        if _enabled and not torch.compiler.is_compiling() and self.groups == 1 and self.padding_mode == "zeros" \
+                and self.dilation == (1, 1) and input.ndim == 4:
+            if self.kernel_size == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0):
+                if _conv_pays(input, self.out_channels) and _eligible(input, self.weight, self.bias):
+                    return torch.ops.aten.mkldnn_convolution(input, self.weight, self.bias, [0, 0], [1, 1], [1, 1], 1)
+            elif self.kernel_size == (3, 3) and self.padding == (1, 1) and self.stride in ((1, 1), (2, 2)) \
+                    and _im2col_pays(input, self.weight, self.stride[0]) and _eligible(input, self.weight, self.bias):
+                return _conv3x3_as_product(input, self.weight, self.bias, self.stride[0])
         return super().forward(input)
 
     def _save_to_state_dict(self, destination: dict[str, Any], prefix: str, keep_vars: bool) -> None:

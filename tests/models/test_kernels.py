@@ -174,3 +174,41 @@ def test_short_key_rule_stops_at_its_bounds(monkeypatch):
         monkeypatch.setattr(kernels, "ATTENTION_SHORT_MAX_SCORES", 100 * 2 * 77 - 1)
         keys = torch.randn(1, 2, 77, 16)
         assert kernels.attention(q, keys, keys) is None  # too many scores at once: SDPA tiles them
+
+
+@pytest.mark.parametrize(("shape", "stride"), [((2, 512, 6, 6), 1), ((1, 256, 5, 7), 1), ((2, 256, 12, 12), 2),
+                                               ((1, 128, 7, 5), 2)])
+def test_deep_3x3_convolution_runs_as_one_product(shape, stride):
+    torch.manual_seed(7)
+    conv = Conv2d(shape[1], 96, kernel_size=3, stride=stride, padding=1).to(memory_format=torch.channels_last)
+    x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        out = conv(x)
+        calls = [e.input_shapes[1] for e in _profiled_events(lambda: conv(x)) if e.name == "mkldnn::_linear_pointwise"]
+        assert calls == [[96, 9 * shape[1]]]  # the weight as a (out, 3*3*in) matrix
+        ref = F.conv2d(x.double(), conv.weight.double(), conv.bias.double(), stride=stride, padding=1).float()
+        stock = F.conv2d(x, conv.weight, conv.bias, stride=stride, padding=1)
+    assert out.shape == stock.shape and out.is_contiguous(memory_format=torch.channels_last)
+    assert (out - ref).abs().max() <= 2 * (stock - ref).abs().max() + 1e-6
+
+
+def test_3x3_convolution_keeps_the_stock_kernel_where_it_is_as_fast():
+    conv = Conv2d(64, 64, kernel_size=3, padding=1).to(memory_format=torch.channels_last)
+    shallow = torch.randn(2, 64, 24, 24).contiguous(memory_format=torch.channels_last)  # many positions
+    deep_nchw = torch.randn(2, 64, 2, 2)  # deep enough, but NCHW: no free weight matrix
+    with torch.no_grad():
+        for x in (shallow, deep_nchw):
+            assert "mkldnn::_linear_pointwise" not in _ops_run(lambda: conv(x))
+        deep = deep_nchw.contiguous(memory_format=torch.channels_last)
+        assert "mkldnn::_linear_pointwise" in _ops_run(lambda: conv(deep))
+        with cpu_kernels_enabled(False):
+            assert "mkldnn::_linear_pointwise" not in _ops_run(lambda: conv(deep))
+    grouped = Conv2d(64, 64, kernel_size=3, padding=1, groups=2).to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert "mkldnn::_linear_pointwise" not in _ops_run(lambda: grouped(deep))
+
+
+def _profiled_events(fn):
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        fn()
+    return prof.events()

@@ -186,3 +186,27 @@ def test_small_heads_and_short_text_match_diffusers(tmp_path):
     with torch.no_grad():
         expected = vae_ref.decode(latents).sample
     assert max_diff(got, expected) <= 1e-5 * expected.abs().max().item()
+
+
+# Deep levels over few positions (128 and 256 channels at 4x4 and 2x2): the loader's channels-last
+# model runs those 3x3 convolutions, the stride-2 one included, as products of gathered patches.
+UNET_DEEP = dict(
+    block_out_channels=(32, 128, 256), layers_per_block=1, cross_attention_dim=32, attention_head_dim=4,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"), norm_num_groups=32, sample_size=8,
+)
+
+
+def test_deep_few_position_convolutions_match_diffusers(tmp_path):
+    ours, ref = _pair(UNet2DConditionModel, diffusers.UNet2DConditionModel, UNET_DEEP, tmp_path)
+    use_cpu_kernels(ours)
+    g = torch.Generator().manual_seed(4)
+    sample, context = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 8, 32, generator=g)
+    t = torch.tensor([999, 10])
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        got = ours(sample, t, context).sample
+    products = {tuple(e.input_shapes[1]) for e in prof.events() if e.name == "mkldnn::_linear_pointwise"}
+    assert {(256, 9 * 256), (128, 9 * 128)} <= products  # resnet convs at 2x2; the 4x4 -> 2x2 downsample
+    with torch.no_grad():
+        expected = ref(sample, t, context).sample
+    assert max_diff(got, expected) <= 1e-5 * expected.abs().max().item()
