@@ -1,13 +1,14 @@
 """The CPU kernels behind diffblocks.models.kernels: torch's stock op vs oneDNN, one thread.
 
-    python bench/cpu_kernels.py            # linear, 1x1 convolution, attention; fp32
+    python bench/cpu_kernels.py            # linear, 1x1 and 3x3 convolution, attention; fp32
     python bench/cpu_kernels.py --repeats 30
 
 Each row times the stock call (``F.linear`` = MKL sgemm, ``F.conv2d`` on a 1x1 kernel =
-im2col + sgemm, ``F.scaled_dot_product_attention`` = the fused CPU kernel) and the route
-``diffblocks.models.kernels`` takes, with the routing forced on (thresholds ignored), so the
-crossover the thresholds encode is visible. Median of ``--repeats`` in process CPU time; the
-last column says what the default routing picks for that shape.
+im2col + sgemm, on a 3x3 kernel = oneDNN's direct convolution, ``F.scaled_dot_product_attention``
+= the fused CPU kernel) and the route ``diffblocks.models.kernels`` has for it, with the routing
+forced on (thresholds ignored), so the crossover the thresholds encode is visible. Median of
+``--repeats`` in process CPU time; the last column says what the default routing picks for that
+shape. The attention table times the per-head oneDNN route forced, and the default route.
 """
 
 from __future__ import annotations
@@ -28,9 +29,13 @@ LINEAR = [(2, 320, 1280), (154, 32, 32), (2048, 32, 32), (256, 128, 128), (154, 
           (1024, 1024, 1024), (1154, 768, 3072)]
 CONV_1X1 = [(2, 32, 32, 32, False), (2, 64, 32, 16, False), (2, 128, 256, 24, False), (1, 256, 128, 64, False),
             (2, 32, 32, 32, True), (2, 64, 32, 32, True), (2, 128, 64, 16, True)]
+#: (batch, in, out, side, stride), channels-last as the loader prepares models.
+CONV_3X3 = [(2, 64, 64, 6, 1), (2, 128, 128, 24, 1), (2, 256, 256, 12, 1), (2, 512, 512, 6, 1),
+            (2, 1024, 512, 6, 1), (2, 256, 256, 12, 2), (1, 1280, 1280, 8, 1), (2, 1280, 1280, 16, 1)]
 ATTENTION = [(2, 8, 144, 144, 32), (2, 8, 576, 576, 16), (1, 2, 1536, 1536, 16), (1, 4, 640, 640, 64),
              (1, 4, 1088, 1088, 64), (2, 8, 1024, 1024, 40), (1, 1, 576, 576, 256), (1, 1, 1024, 1024, 512),
-             (1, 2, 4096, 4096, 128)]
+             (1, 2, 4096, 4096, 128), (2, 8, 256, 256, 8), (1, 1, 4096, 4096, 4), (2, 8, 256, 77, 8),
+             (2, 8, 576, 77, 16), (2, 10, 1024, 77, 64)]
 
 
 def _time(fn: Callable[[], object], repeats: int) -> float:
@@ -45,7 +50,13 @@ def _time(fn: Callable[[], object], repeats: int) -> float:
 
 def _forced() -> Any:
     return mock.patch.multiple(kernels, LINEAR_MIN_MACS=0, CONV_MIN_MACS=0, ATTENTION_MIN_MACS=0,
-                               ATTENTION_MIN_HEAD_DIM=0)
+                               ATTENTION_MIN_HEAD_DIM=0, CONV3X3_PRODUCT_MIN_DEPTH=0,
+                               CONV3X3_PRODUCT_MAX_PATCHES=1 << 62)
+
+
+def _per_head_only() -> Any:
+    return mock.patch.multiple(kernels, ATTENTION_MIN_MACS=0, ATTENTION_MIN_HEAD_DIM=0, ATTENTION_SHORT_KV=0,
+                               ATTENTION_PAD_BELOW=0)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -85,16 +96,33 @@ def main(argv: list[str] | None = None) -> None:
         layout = "NHWC" if channels_last else "NCHW"
         print(f"| {batch}, {c_in} -> {c_out}, {side}, {layout} | {stock * 1e6:.0f} | {fast * 1e6:.0f} | {fast / stock:.2f}x | {picks} |")
 
-    print("\n| attention B, H, L, S, D | SDPA ms | oneDNN per head ms | oneDNN / SDPA | default |")
+    print("\n| 3x3 conv N, C -> C', H=W, stride (NHWC) | stock µs (GFLOP/s) | one product µs (GFLOP/s) | product / stock | default |")
     print("|---|---:|---:|---:|---|")
+    for batch, c_in, c_out, side, stride in CONV_3X3:
+        conv = kernels.Conv2d(c_in, c_out, 3, stride=stride, padding=1).to(memory_format=torch.channels_last)
+        x = torch.randn(batch, c_in, side, side).contiguous(memory_format=torch.channels_last)
+        out_side = (side - 1) // stride + 1
+        flops = 2 * batch * out_side * out_side * c_out * c_in * 9
+        with torch.no_grad():
+            stock = _time(lambda: F.conv2d(x, conv.weight, conv.bias, stride=stride, padding=1), args.repeats)
+            with _forced():
+                fast = _time(lambda: conv(x), args.repeats)
+        picks = "product" if kernels._im2col_pays(x, conv.weight, stride) else "stock"
+        print(f"| {batch}, {c_in} -> {c_out}, {side}, {stride} | {stock * 1e6:.0f} ({flops / stock / 1e9:.0f}) | "
+              f"{fast * 1e6:.0f} ({flops / fast / 1e9:.0f}) | {fast / stock:.2f}x | {picks} |")
+
+    print("\n| attention B, H, L, S, D | SDPA ms | oneDNN per head ms | default route | default ms | default / SDPA |")
+    print("|---|---:|---:|---|---:|---:|")
     for b, h, n, s, d in ATTENTION:
         q, k, v = torch.randn(b, h, n, d), torch.randn(b, h, s, d), torch.randn(b, h, s, d)
         with torch.no_grad():
             stock = _time(lambda: F.scaled_dot_product_attention(q, k, v), args.repeats)
-            with _forced():
-                fast = _time(lambda: kernels.attention(q, k, v), args.repeats)
-        picks = "oneDNN" if n * s * d >= kernels.ATTENTION_MIN_MACS and d >= kernels.ATTENTION_MIN_HEAD_DIM else "SDPA"
-        print(f"| {b}, {h}, {n}, {s}, {d} | {stock * 1e3:.2f} | {fast * 1e3:.2f} | {fast / stock:.2f}x | {picks} |")
+            with _per_head_only():
+                per_head = _time(lambda: kernels.attention(q, k, v), args.repeats)
+            route = kernels.attention_route(b, h, n, s, d)
+            default = stock if route == "SDPA" else _time(lambda: kernels.attention(q, k, v), args.repeats)
+        print(f"| {b}, {h}, {n}, {s}, {d} | {stock * 1e3:.2f} | {per_head * 1e3:.2f} | {route} | "
+              f"{default * 1e3:.2f} | {default / stock:.2f}x |")
 
 
 if __name__ == "__main__":

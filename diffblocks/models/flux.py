@@ -110,6 +110,7 @@ class FluxTransformer2DModel(Model):
             for _ in range(c.num_single_layers))
         self.norm_out = AdaLayerNormContinuous(dim, dim)
         self.proj_out = Linear(dim, c.patch_size * c.patch_size * out_channels)
+        self._rope_cache: tuple[torch.Tensor, Rope] | None = None
 
     def forward(
         self,
@@ -161,8 +162,20 @@ class FluxTransformer2DModel(Model):
         temb = self.time_text_embed(timestep, pooled_projections, guidance)
         x = self.x_embedder(hidden_states)
         context = self.context_embedder(encoder_hidden_states)
-        ids = torch.cat([_positions(txt_ids, "txt_ids"), _positions(img_ids, "img_ids")])
-        return FluxTokens(x, context, temb, rope_tables(ids.to(x.device), self.config.axes_dims_rope))
+        ids = torch.cat([_positions(txt_ids, "txt_ids"), _positions(img_ids, "img_ids")]).to(x.device)
+        return FluxTokens(x, context, temb, self._rope(ids))
+
+    def _rope(self, ids: torch.Tensor) -> Rope:
+        # Every step of a denoise loop passes the same positions: the tables are computed once
+        # (in float64: ~0.2 ms a step at the bench sizes, ~9 ms for 1024 px on a CPU).
+        cached = self._rope_cache
+        if cached is not None and cached[0].shape == ids.shape and cached[0].device == ids.device \
+                and cached[0].dtype == ids.dtype and torch.equal(cached[0], ids):
+            return cached[1]
+        rope = rope_tables(ids, self.config.axes_dims_rope)
+        if not torch.compiler.is_compiling():
+            self._rope_cache = (ids.clone(), rope)
+        return rope
 
     def run_blocks(self, tokens: FluxTokens, start: int = 0, stop: int | None = None,
                    controlnet_block_samples: Sequence[torch.Tensor] | None = None,

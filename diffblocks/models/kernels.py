@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Conv2d", "Linear", "attention", "cpu_kernels_enabled", "linear", "set_cpu_kernels", "use_cpu_kernels"]
+__all__ = ["Conv2d", "Linear", "attention", "attention_route", "cpu_kernels_enabled", "linear", "set_cpu_kernels", "use_cpu_kernels"]
 
 #: Multiply-accumulates below which torch's own call is faster than oneDNN's (measured on the
 #: bench CPU: 2 x 320 x 1280 is 1.3x slower through oneDNN, 2048 x 32 x 32 already 1.5x faster).
@@ -215,15 +215,39 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
     s = k.shape[2]
     if n == 0 or s == 0 or not _eligible(q, k, v):
         return None
-    if s <= ATTENTION_SHORT_KV and b * h * n * s <= ATTENTION_SHORT_MAX_SCORES:
+    route = attention_route(b, h, n, s, d)
+    if route == "short keys":
         return _short_keys(q, k, v)
-    if 1 < d < ATTENTION_PAD_BELOW:
+    if route == "padded":
         pad = (0, ATTENTION_PAD_BELOW - d)
         out = F.scaled_dot_product_attention(F.pad(q, pad), F.pad(k, pad), F.pad(v, pad), scale=d ** -0.5)
         return out[..., :d]
-    if n * s * d >= ATTENTION_MIN_MACS and d >= ATTENTION_MIN_HEAD_DIM:
+    if route == "oneDNN":
         return _onednn_heads(q, k, v)
     return None
+
+
+def attention_route(batch: int, heads: int, q_tokens: int, k_tokens: int, head_dim: int) -> str:
+    """Which computation :func:`attention` picks for eligible inputs of this shape: "short keys",
+    "padded", "oneDNN" or "SDPA" (the stock call).
+
+    >>> from diffblocks.models.kernels import attention_route
+    >>> attention_route(2, 8, 256, 77, 8)  # cross-attention over CLIP's 77 tokens, small model
+    'short keys'
+    >>> attention_route(1, 1, 4096, 4096, 4)  # a 4-channel VAE mid block at 64x64
+    'padded'
+    >>> attention_route(1, 24, 4096, 4096, 128)  # Flux at 1024 px
+    'oneDNN'
+    >>> attention_route(2, 8, 4096, 4096, 40)  # SD 1.5's widest level at 512 px
+    'SDPA'
+    """
+    if k_tokens <= ATTENTION_SHORT_KV and batch * heads * q_tokens * k_tokens <= ATTENTION_SHORT_MAX_SCORES:
+        return "short keys"
+    if 1 < head_dim < ATTENTION_PAD_BELOW:
+        return "padded"
+    if q_tokens * k_tokens * head_dim >= ATTENTION_MIN_MACS and head_dim >= ATTENTION_MIN_HEAD_DIM:
+        return "oneDNN"
+    return "SDPA"
 
 
 def _short_keys(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

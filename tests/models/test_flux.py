@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from diffblocks.models import flux as flux_module
 from diffblocks.models.flux import FluxTransformer2DConfig, FluxTransformer2DModel
 from diffblocks.models.modeling import ModelLoadError
 
@@ -149,3 +150,23 @@ def test_controlnet_residuals_match_diffusers(repeat):
     got = ours(**inputs, **control).sample
     assert max_diff(got, ref(**inputs, **control).sample) <= 1e-5
     assert max_diff(got, ours(**inputs).sample) > 1e-3  # the residuals did something
+
+
+def test_rope_tables_are_reused_only_for_the_same_positions():
+    torch.manual_seed(0)
+    model = FluxTransformer2DModel(FluxTransformer2DConfig(**FLUX_DEV_LIKE)).eval()
+    calls = []
+    original = flux_module.rope_tables
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(flux_module, "rope_tables", lambda *a, **k: calls.append(1) or original(*a, **k))
+        small, large = flux_inputs(FLUX_DEV_LIKE, grid=4), flux_inputs(FLUX_DEV_LIKE, grid=6)
+        shifted = {**small, "img_ids": small["img_ids"] + 1}  # same shape, other positions
+        with torch.no_grad():
+            outs = [model(**inputs).sample for inputs in (small, small, large, shifted, small)]
+    assert len(calls) == 4  # the second call with the same positions reuses the tables
+    fresh = FluxTransformer2DModel(FluxTransformer2DConfig(**FLUX_DEV_LIKE)).eval()
+    fresh.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        for inputs, out in zip((small, small, large, shifted, small), outs):
+            fresh._rope_cache = None  # every output equals one computed from fresh tables
+            assert torch.equal(fresh(**inputs).sample, out)
