@@ -81,14 +81,21 @@ def test_conv_1x1_matches_stock_and_uses_onednn():
         stock = F.conv2d(x, conv.weight, conv.bias)
         assert "aten::mkldnn_convolution" in _ops_run(lambda: conv(x))
         assert _rel(conv(x), stock) < 1e-5
-        # Channels-last input goes to oneDNN at any size; small NCHW input stays on the stock path.
-        small = Conv2d(32, 32, kernel_size=1)
-        y = torch.randn(2, 32, 16, 16)
-        assert "aten::mkldnn_convolution" not in _ops_run(lambda: small(y))
-        small.to(memory_format=torch.channels_last)
-        y_cl = y.contiguous(memory_format=torch.channels_last)
-        assert "aten::mkldnn_convolution" in _ops_run(lambda: small(y_cl))
-        assert _rel(small(y_cl), F.conv2d(y, small.weight, small.bias)) < 1e-5
+        # Channels-last input goes to oneDNN at any size, as an inner product on the NHWC view
+        # (output channels-last, like the convolution's); small NCHW input stays on the stock path.
+        small = Conv2d(32, 48, kernel_size=1)
+        y = torch.randn(2, 32, 16, 12)
+        ops = _ops_run(lambda: small(y))
+        assert "aten::mkldnn_convolution" not in ops and "mkldnn::_linear_pointwise" not in ops
+        for weight_layout in (torch.contiguous_format, torch.channels_last):
+            small.to(memory_format=weight_layout)
+            y_cl = y.contiguous(memory_format=torch.channels_last)
+            assert "mkldnn::_linear_pointwise" in _ops_run(lambda: small(y_cl))
+            out = small(y_cl)
+            assert out.shape == (2, 48, 16, 12) and out.is_contiguous(memory_format=torch.channels_last)
+            assert _rel(out, F.conv2d(y, small.weight, small.bias)) < 1e-5
+        no_bias = Conv2d(32, 8, kernel_size=1, bias=False)
+        assert _rel(no_bias(y_cl), F.conv2d(y, no_bias.weight)) < 1e-5
         # 3x3 kernels keep F.conv2d (which already runs oneDNN): same result exactly.
         conv3 = Conv2d(16, 16, kernel_size=3, padding=1)
         y = torch.randn(1, 16, 8, 8)
