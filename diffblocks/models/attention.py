@@ -140,7 +140,7 @@ class GELU(nn.Module):
         self.approximate = approximate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.gelu(self.proj(x), approximate=self.approximate)
+        return kernels.linear_gelu(self.proj, x, self.approximate)
 
 
 class GEGLU(nn.Module):

@@ -14,6 +14,7 @@ from torch import nn
 
 from diffblocks.models.attention import FeedForward, attention
 from diffblocks.models.embeddings import TimestepEmbedding, timestep_embedding
+from diffblocks.models import kernels
 from diffblocks.models.kernels import Linear
 
 Rope = tuple[torch.Tensor, torch.Tensor]
@@ -223,6 +224,6 @@ class FluxSingleTransformerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor, rope: Rope) -> torch.Tensor:
         x_mod, gate = self.norm(x, temb)
-        mlp = F.gelu(self.proj_mlp(x_mod), approximate="tanh")
+        mlp = kernels.linear_gelu(self.proj_mlp, x_mod, "tanh")
         fused = torch.cat([self.attn(x_mod, rope), mlp], dim=2)
         return _clip_fp16(x + gate[:, None] * self.proj_out(fused))

@@ -219,3 +219,45 @@ def _profiled_events(fn):
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         fn()
     return prof.events()
+
+
+@pytest.mark.parametrize("approximate", ["tanh", "none"])
+def test_linear_gelu_fuses_the_activation_into_the_product(approximate):
+    torch.manual_seed(8)
+    layer = Linear(96, 384)
+    x = torch.randn(2, 300, 96)
+    with torch.no_grad():
+        out = kernels.linear_gelu(layer, x, approximate)
+        ops = _ops_run(lambda: kernels.linear_gelu(layer, x, approximate))
+        assert "mkldnn::_linear_pointwise" in ops and "aten::gelu" not in ops
+        ref = F.gelu(F.linear(x.double(), layer.weight.double(), layer.bias.double()), approximate=approximate)
+        stock = F.gelu(layer(x), approximate=approximate)
+    assert (out - ref.float()).abs().max() <= 2 * (stock - ref.float()).abs().max() + 1e-6
+
+
+def test_linear_gelu_keeps_forward_for_wrapped_hooked_small_or_training_layers():
+    layer = Linear(96, 384)
+    x = torch.randn(2, 300, 96)
+    seen = []
+    handle = layer.register_forward_hook(lambda module, args, out: seen.append(out.shape))
+    with torch.no_grad():
+        kernels.linear_gelu(layer, x, "tanh")
+    handle.remove()
+    assert seen == [(2, 300, 384)]  # the hook ran: the layer's forward was called
+
+    class Wrapped(Linear):  # what an adapter library's subclass or wrapper looks like to us
+        def forward(self, input: torch.Tensor) -> torch.Tensor:
+            return super().forward(input) + 1
+
+    wrapped = Wrapped(96, 384)
+    with torch.no_grad():
+        assert torch.allclose(kernels.linear_gelu(wrapped, x, "tanh"),
+                              F.gelu(F.linear(x, wrapped.weight, wrapped.bias) + 1, approximate="tanh"), atol=1e-5)
+        for small in (torch.randn(2, 8, 96), x.double()):
+            assert "aten::gelu" in _ops_run(lambda: kernels.linear_gelu(layer.to(small.dtype), small, "tanh"))
+        layer.float()
+        with cpu_kernels_enabled(False):
+            assert "aten::gelu" in _ops_run(lambda: kernels.linear_gelu(layer, x, "tanh"))
+    out = kernels.linear_gelu(layer, x, "tanh")  # autograd on: the stock ops, so gradients flow
+    out.sum().backward()
+    assert layer.weight.grad is not None
