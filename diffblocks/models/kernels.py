@@ -235,11 +235,11 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
     """Unmasked softmax attention on ``(batch, heads, tokens, head_dim)`` computed the faster way
     for its shape, or ``None`` when the stock SDPA call is the better (or the only correct) choice.
 
-    In order: short key sequences (``ATTENTION_SHORT_KV``) as batched products; head dims under
-    ``ATTENTION_PAD_BELOW`` through SDPA on zero-padded heads; large heads (``ATTENTION_MIN_MACS``,
+    In order (:func:`attention_route`): large heads (``ATTENTION_MIN_MACS``,
     ``ATTENTION_MIN_HEAD_DIM``) through oneDNN, whose result is a ``(batch, heads, q_tokens,
     head_dim)`` view of a ``(batch, q_tokens, heads, head_dim)`` buffer, so merging the heads
-    afterwards is free.
+    afterwards is free; short key sequences (``ATTENTION_SHORT_KV``) as batched products; head
+    dims under ``ATTENTION_PAD_BELOW`` through SDPA on zero-padded heads.
     """
     if not _enabled or torch.compiler.is_compiling() or q.ndim != 4 or k.ndim != 4 or v.ndim != 4 \
             or k.shape[:2] != q.shape[:2] or v.shape != k.shape or k.shape[3] != q.shape[3]:
@@ -271,15 +271,17 @@ def attention_route(batch: int, heads: int, q_tokens: int, k_tokens: int, head_d
     'padded'
     >>> attention_route(1, 24, 4096, 4096, 128)  # Flux at 1024 px
     'oneDNN'
+    >>> attention_route(2, 10, 1024, 77, 64)  # large heads first, even over short keys
+    'oneDNN'
     >>> attention_route(2, 8, 4096, 4096, 40)  # SD 1.5's widest level at 512 px
     'SDPA'
     """
+    if q_tokens * k_tokens * head_dim >= ATTENTION_MIN_MACS and head_dim >= ATTENTION_MIN_HEAD_DIM:
+        return "oneDNN"
     if k_tokens <= ATTENTION_SHORT_KV and batch * heads * q_tokens * k_tokens <= ATTENTION_SHORT_MAX_SCORES:
         return "short keys"
     if 1 < head_dim < ATTENTION_PAD_BELOW:
         return "padded"
-    if q_tokens * k_tokens * head_dim >= ATTENTION_MIN_MACS and head_dim >= ATTENTION_MIN_HEAD_DIM:
-        return "oneDNN"
     return "SDPA"
 
 
