@@ -152,8 +152,7 @@ class GEGLU(nn.Module):
         self.approximate = approximate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        value, gate = self.proj(x).chunk(2, dim=-1)
-        return value * F.gelu(gate, approximate=self.approximate)
+        return kernels.geglu(self.proj, x, self.approximate)
 
 
 _ACTIVATIONS: dict[str, tuple[type[nn.Module], str]] = {

@@ -11,7 +11,13 @@ import torch
 from diffblocks.models import ControlNetModel, T2IAdapter, UNet2DConditionModel
 from tests.models.tiny import SD2, SD15, SDXL, randomize_, save_diffusers_unet, unet_inputs
 
-TOL = 1e-5  # fp32 max abs difference
+TOL = 1e-5  # fp32: max abs difference per unit of the largest value
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> None:
+    # Relative to the residuals' scale (up to ~4 here): the CPU kernels' fused products round
+    # differently from diffusers' stock ops, ~5e-6 of the value.
+    torch.testing.assert_close(a, b, atol=TOL * max(1.0, b.abs().max().item()), rtol=0)
 UNET_ONLY = ("up_block_types", "out_channels", "sample_size")
 
 
@@ -66,7 +72,7 @@ def test_residuals_match_diffusers(pair: tuple, kw: dict[str, Any]) -> None:
     got, want = _residuals(ours, inputs, **kw), _residuals(ref, inputs, **kw)
     assert len(got) == len(want)
     for a, b in zip(got, want):
-        torch.testing.assert_close(a, b, atol=TOL, rtol=0)
+        _close(a, b)
     assert all(r.abs().max() > 1e-3 for r in got)  # the control image reaches every residual
 
 
@@ -79,7 +85,7 @@ def test_diffusers_loads_what_we_save_and_keys_match(pair: tuple, tmp_path: Path
     back = DiffusersControlNet.from_pretrained(tmp_path).eval()
     inputs = _inputs(CONFIGS[name], seed=1)
     for a, b in zip(_residuals(back, inputs), _residuals(ours, inputs)):
-        torch.testing.assert_close(a, b, atol=TOL, rtol=0)
+        _close(a, b)
 
 
 def test_residuals_steer_our_unet_like_diffusers(tmp_path: Path) -> None:
@@ -108,7 +114,7 @@ def test_residuals_steer_our_unet_like_diffusers(tmp_path: Path) -> None:
         got = unet(**unet_inputs_, down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
         want = ref_unet(**unet_inputs_, down_block_additional_residuals=down_ref, mid_block_additional_residual=mid_ref).sample
         plain = unet(**unet_inputs_).sample
-    torch.testing.assert_close(got, want, atol=TOL, rtol=0)
+    _close(got, want)
     assert (got - plain).abs().max() > 1e-3
 
 
@@ -142,11 +148,11 @@ def test_t2i_adapter_matches_diffusers_both_directions(adapter_type: str, tmp_pa
         got, want = ours(image), ref(image)
     assert len(got) == len(want)
     for a, b in zip(got, want):
-        torch.testing.assert_close(a, b, atol=TOL, rtol=0)
+        _close(a, b)
     ours.save_pretrained(tmp_path / "ours")
     back = DiffusersAdapter.from_pretrained(tmp_path / "ours").eval()
     with torch.no_grad():
-        torch.testing.assert_close(back(image)[0], got[0], atol=TOL, rtol=0)
+        _close(back(image)[0], got[0])
 
 
 # (UNet config, adapter type, channels, downscale): adapter features line up with the UNet's blocks.
@@ -177,5 +183,5 @@ def test_t2i_features_steer_our_unet_like_diffusers(case: str, tmp_path: Path) -
         got = unet(**inputs, down_intrablock_additional_residuals=feats).sample
         want = ref_unet(**inputs, down_intrablock_additional_residuals=feats_ref).sample
         plain = unet(**inputs).sample
-    torch.testing.assert_close(got, want, atol=TOL, rtol=0)
+    _close(got, want)
     assert (got - plain).abs().max() > 1e-3

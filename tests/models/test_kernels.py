@@ -261,3 +261,34 @@ def test_linear_gelu_keeps_forward_for_wrapped_hooked_small_or_training_layers()
     out = kernels.linear_gelu(layer, x, "tanh")  # autograd on: the stock ops, so gradients flow
     out.sum().backward()
     assert layer.weight.grad is not None
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_geglu_runs_as_two_products_with_the_gelu_fused(approximate):
+    torch.manual_seed(9)
+    layer = Linear(64, 2 * 160)
+    x = torch.randn(2, 300, 64)
+    with torch.no_grad():
+        out = kernels.geglu(layer, x, approximate)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            kernels.geglu(layer, x, approximate)
+        names = [e.name for e in prof.events()]
+        assert names.count("mkldnn::_linear_pointwise") == 2 and "aten::gelu" not in names
+        value, gate = F.linear(x.double(), layer.weight.double(), layer.bias.double()).chunk(2, dim=-1)
+        ref = (value * F.gelu(gate, approximate=approximate)).float()
+        value, gate = layer(x).chunk(2, dim=-1)
+        stock = value * F.gelu(gate, approximate=approximate)
+    assert out.shape == (2, 300, 160)
+    assert (out - ref).abs().max() <= 2 * (stock - ref).abs().max() + 1e-6
+
+
+def test_geglu_keeps_forward_when_it_cannot_fuse():
+    x = torch.randn(2, 300, 64)
+    no_bias = Linear(64, 320, bias=False)
+    with torch.no_grad():
+        value, gate = F.linear(x, no_bias.weight).chunk(2, dim=-1)
+        assert _rel(kernels.geglu(no_bias, x), value * F.gelu(gate)) < 1e-5
+        assert "aten::gelu" in _ops_run(lambda: kernels.geglu(no_bias, torch.randn(2, 4, 64)))  # small
+        handle = no_bias.register_forward_pre_hook(lambda module, args: None)
+        assert "aten::gelu" in _ops_run(lambda: kernels.geglu(no_bias, x))
+        handle.remove()

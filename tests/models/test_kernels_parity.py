@@ -61,6 +61,7 @@ def test_unet_parity_through_onednn(tmp_path):
     t = torch.tensor([999, 10])
     got, ops = _run_profiled(lambda: ours(sample, t, context).sample)
     assert ONEDNN_OPS <= ops
+    assert "aten::gelu" not in ops  # every GEGLU ran as two products, the gate's with its GELU fused
     with torch.no_grad():
         expected = ref(sample, t, context).sample
     assert max_diff(got, expected) <= 1e-5 * expected.abs().max().item()  # measured ~1e-6
