@@ -183,17 +183,19 @@ def test_short_key_rule_stops_at_its_bounds(monkeypatch):
         assert kernels.attention(q, keys, keys) is None  # too many scores at once: SDPA tiles them
 
 
-@pytest.mark.parametrize(("shape", "stride"), [((2, 512, 6, 6), 1), ((1, 256, 5, 7), 1), ((2, 256, 12, 12), 2),
-                                               ((1, 128, 7, 5), 2)])
-def test_deep_3x3_convolution_runs_as_one_product(shape, stride):
+@pytest.mark.parametrize(("shape", "stride", "bias"), [((2, 512, 6, 6), 1, True), ((1, 256, 5, 7), 1, False),
+                                                       ((2, 256, 12, 12), 2, True), ((1, 128, 7, 5), 2, False)])
+def test_deep_3x3_convolution_runs_as_one_product(shape, stride, bias):
     torch.manual_seed(7)
-    conv = Conv2d(shape[1], 96, kernel_size=3, stride=stride, padding=1).to(memory_format=torch.channels_last)
+    conv = Conv2d(shape[1], 96, kernel_size=3, stride=stride, padding=1, bias=bias)
+    conv.to(memory_format=torch.channels_last)
     x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         out = conv(x)
         calls = [e.input_shapes[1] for e in _profiled_events(lambda: conv(x)) if e.name == "mkldnn::_linear_pointwise"]
         assert calls == [[96, 9 * shape[1]]]  # the weight as a (out, 3*3*in) matrix
-        ref = F.conv2d(x.double(), conv.weight.double(), conv.bias.double(), stride=stride, padding=1).float()
+        ref = F.conv2d(x.double(), conv.weight.double(), None if conv.bias is None else conv.bias.double(),
+                       stride=stride, padding=1).float()
         stock = F.conv2d(x, conv.weight, conv.bias, stride=stride, padding=1)
     assert out.shape == stock.shape and out.is_contiguous(memory_format=torch.channels_last)
     assert (out - ref).abs().max() <= 2 * (stock - ref).abs().max() + 1e-6
