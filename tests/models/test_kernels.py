@@ -102,19 +102,29 @@ def test_conv_1x1_matches_stock_and_uses_onednn():
         assert torch.equal(conv3(y), F.conv2d(y, conv3.weight, conv3.bias, padding=1))
 
 
+def _qkv(shape, seed: int, strided_keys: bool = False):
+    """q (and k, v if asked) as the strided (batch, heads, tokens, dim) views the models pass."""
+    b, h, n, s, d = shape
+    torch.manual_seed(seed)
+    q = torch.randn(b, n, h, d).transpose(1, 2)
+    if strided_keys:
+        return q, torch.randn(b, s, h, d).transpose(1, 2), torch.randn(b, s, h, d).transpose(1, 2)
+    return q, torch.randn(b, h, s, d), torch.randn(b, h, s, d)
+
+
+def _assert_as_accurate_as_sdpa(out, q, k, v) -> None:
+    assert out is not None and out.shape == q.shape
+    ref = F.scaled_dot_product_attention(q.double(), k.double(), v.double()).float()
+    stock = F.scaled_dot_product_attention(q, k, v)
+    assert (out - ref).abs().max() <= 2 * (stock - ref).abs().max() + 1e-6
+
+
 @pytest.mark.parametrize("shape", [(1, 2, 1100, 1000, 64), (2, 1, 1030, 1024, 128)])
 def test_attention_matches_sdpa(shape, monkeypatch):
-    b, h, n, s, d = shape
     monkeypatch.setattr(kernels, "ATTENTION_CHUNK_SCORES", 1 << 18)  # several query chunks per head
-    torch.manual_seed(4)
-    q = torch.randn(b, n, h, d).transpose(1, 2)  # the strided views the models pass
-    k, v = torch.randn(b, h, s, d), torch.randn(b, h, s, d)
+    q, k, v = _qkv(shape, seed=4)
     with torch.no_grad():
-        out = kernels.attention(q, k, v)
-        assert out is not None and out.shape == (b, h, n, d)
-        ref = F.scaled_dot_product_attention(q.double(), k.double(), v.double()).float()
-        stock = F.scaled_dot_product_attention(q, k, v)
-    assert (out - ref).abs().max() <= 2 * (stock - ref).abs().max() + 1e-6
+        _assert_as_accurate_as_sdpa(kernels.attention(q, k, v), q, k, v)
 
 
 def test_attention_declines_what_it_does_not_do():
@@ -142,35 +152,21 @@ def _sdpa_shapes(fn) -> list[list[int]]:
 
 @pytest.mark.parametrize("shape", [(1, 1, 400, 400, 4), (2, 8, 256, 200, 8), (1, 2, 300, 129, 12)])
 def test_small_head_dims_run_sdpa_padded_to_16(shape):
-    b, h, n, s, d = shape
-    torch.manual_seed(5)
-    q = torch.randn(b, n, h, d).transpose(1, 2)  # the strided views the models pass
-    k, v = torch.randn(b, h, s, d), torch.randn(b, h, s, d)
+    q, k, v = _qkv(shape, seed=5)
     with torch.no_grad():
-        out = kernels.attention(q, k, v)
-        assert out is not None and out.shape == (b, h, n, d)
         assert [shape[-1] for shape in _sdpa_shapes(lambda: kernels.attention(q, k, v))] == [16]
-        ref = F.scaled_dot_product_attention(q.double(), k.double(), v.double()).float()
-        stock = F.scaled_dot_product_attention(q, k, v)
-    # Zero columns add exact zeros; only the kernel's summation order may differ.
-    assert (out - ref).abs().max() <= 2 * (stock - ref).abs().max() + 1e-6
+        # Zero columns add exact zeros; only the kernel's summation order may differ.
+        _assert_as_accurate_as_sdpa(kernels.attention(q, k, v), q, k, v)
 
 
 @pytest.mark.parametrize("shape", [(2, 8, 256, 77, 8), (2, 4, 64, 77, 64), (1, 2, 50, 128, 16)])
 def test_short_key_sequences_use_batched_products(shape):
-    b, h, n, s, d = shape
-    torch.manual_seed(6)
-    q = torch.randn(b, n, h, d).transpose(1, 2)
-    k, v = torch.randn(b, s, h, d).transpose(1, 2), torch.randn(b, s, h, d).transpose(1, 2)
+    q, k, v = _qkv(shape, seed=6, strided_keys=True)
     with torch.no_grad():
-        out = kernels.attention(q, k, v)
-        assert out is not None and out.shape == (b, h, n, d)
         ops = _ops_run(lambda: kernels.attention(q, k, v))
         assert {"aten::baddbmm", "aten::bmm"} <= ops
         assert "aten::_scaled_dot_product_flash_attention_for_cpu" not in ops
-        ref = F.scaled_dot_product_attention(q.double(), k.double(), v.double()).float()
-        stock = F.scaled_dot_product_attention(q, k, v)
-    assert (out - ref).abs().max() <= 2 * (stock - ref).abs().max() + 1e-6
+        _assert_as_accurate_as_sdpa(kernels.attention(q, k, v), q, k, v)
 
 
 def test_short_key_rule_stops_at_its_bounds(monkeypatch):
