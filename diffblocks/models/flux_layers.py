@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from diffblocks.models import kernels
 from diffblocks.models.attention import FeedForward, attention
 from diffblocks.models.embeddings import TimestepEmbedding, timestep_embedding
-from diffblocks.models import kernels
 from diffblocks.models.kernels import Linear
 
 Rope = tuple[torch.Tensor, torch.Tensor]
