@@ -14,8 +14,9 @@ cost (~10 µs a call) is paid back, our layers call oneDNN's primitives instead:
 * :class:`Conv2d` — 1x1 convolutions through ``torch.ops.aten.mkldnn_convolution`` (on
   channels-last input: oneDNN's inner product on the NHWC view), and 3x3 ones with many channels
   over few positions as one product of gathered patches;
-* :func:`attention` — large unmasked attention (>= 2^21 multiply-adds per head, head dim >= 64)
-  as two oneDNN products and a softmax per head; short key sequences (<= 128 keys, text tokens
+* :func:`attention` — unmasked attention with many scores per head as two oneDNN products per
+  chunk of queries with base-2 exponentials between them (torch's exp2 is ~3x cheaper than its
+  exp, and bounded scores need no shift by the row maximum); short key sequences (<= 128 keys, text tokens
   in cross-attention) as one batched product, softmax and product; and head dims under 16 through
   SDPA on heads zero-padded to 16, the width its kernel is fastest at;
 * :func:`use_cpu_kernels` — what the components loader applies to every model it loads for CPU
@@ -71,14 +72,18 @@ CONV_MIN_MACS = 1 << 23
 #: and at 16x16: 0.70x); below that depth it is as fast or faster (2 x 64 at 6x6, 2 x 256 at 24x24).
 CONV3X3_PRODUCT_MIN_DEPTH = 16
 CONV3X3_PRODUCT_MAX_PATCHES = 1 << 23
-#: Per head, the work (``q_tokens * k_tokens * head_dim``) and head width from which two oneDNN
-#: products and a softmax beat SDPA's fused kernel. On whole pipelines: the mid bench Flux (656
-#: tokens x 64) 0.89x, the mid SDXL / SD UNets level; head dims under 64 lost (tiny Flux's
-#: 1536 x 16 in its model: 1.9x; SD 1.5's 4096 x 40 alone, on strided heads: 1.31x).
+#: Per head, the scores (``q_tokens * k_tokens``) from which two oneDNN products and base-2
+#: exponentials (:func:`_onednn_heads`) beat SDPA's fused kernel at any head dim, measured on strided
+#: heads as the models pass them: 2 x 8 x 576^2 x 16 0.70x, 1 x 2 x 1536^2 x 16 (tiny Flux) 0.75x,
+#: 2 x 8 x 4096^2 x 40 (SD 1.5 at 512 px) 0.65-0.71x, 1 x 1 x 4096^2 x 4 (a VAE mid block) 0.50x;
+#: at 256^2 it is level to 1.25x slower. Heads of 64 and more pay from less work:
+#: ``ATTENTION_MIN_MACS`` multiply-adds per head (2 x 4 x 256^2 x 64: 0.89x of the softmax version).
+ATTENTION_MIN_SCORES = 1 << 17
 ATTENTION_MIN_MACS = 1 << 21
 ATTENTION_MIN_HEAD_DIM = 64
-#: Scores computed at once (queries are taken in chunks): bounds memory like SDPA's tiling does.
-ATTENTION_CHUNK_SCORES = 1 << 20
+#: Scores computed at once (queries are taken in chunks of ``ATTENTION_CHUNK_SCORES // k_tokens``):
+#: 2 MB, big enough for oneDNN's efficient kernels, small enough to stay near the caches.
+ATTENTION_CHUNK_SCORES = 1 << 19
 #: SDPA's fused CPU kernel is fastest at a head dim of 16 (one AVX-512 register of fp32) and slower
 #: below it: head dims 2-15 zero-padded to 16 run 1.1-1.6x faster (1 x 2 heads x 1024^2 tokens:
 #: d=4 0.68x, d=8 0.75x, d=12 0.89x of the time; a 4096-token VAE attention with d=4 0.71x). The
@@ -92,6 +97,13 @@ ATTENTION_SHORT_KV = 128
 ATTENTION_SHORT_MAX_SCORES = 1 << 21
 
 _ops = torch.ops.mkldnn
+#: Scores are computed in base 2 (log2(e) folded into the query scale) because torch's CPU exp2
+#: costs about a third of its exp (0.18 vs 0.67 ns an element, AVX-512, in cache).
+_LOG2_E = 1.4426950408889634
+#: Below this bound on every |score| (base 2), the row maxima are not subtracted: exp2 of +-64 and
+#: sums of up to 2^60 such terms stay far inside fp32's range, and its rounding is relative, so
+#: the probabilities are the same to rounding. Normed queries and keys (Flux) are always far below.
+_UNSHIFTED_BOUND = 64.0
 _NO_BIAS = torch.empty(1, 1, 1)  # baddbmm's ``input`` under beta=0: never read
 _AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(_ops, "_linear_pointwise")
 _enabled = os.environ.get("DIFFBLOCKS_CPU_KERNELS", "1").strip().lower() not in ("0", "false", "off", "no")
@@ -261,10 +273,10 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
     """Unmasked softmax attention on ``(batch, heads, tokens, head_dim)`` computed the faster way
     for its shape, or ``None`` when the stock SDPA call is the better (or the only correct) choice.
 
-    In order (:func:`attention_route`): large heads (``ATTENTION_MIN_MACS``,
-    ``ATTENTION_MIN_HEAD_DIM``) through oneDNN, whose result is a ``(batch, heads, q_tokens,
-    head_dim)`` view of a ``(batch, q_tokens, heads, head_dim)`` buffer, so merging the heads
-    afterwards is free; short key sequences (``ATTENTION_SHORT_KV``) as batched products; head
+    In order (:func:`attention_route`): many scores per head (``ATTENTION_MIN_SCORES``, or
+    ``ATTENTION_MIN_MACS`` for heads of ``ATTENTION_MIN_HEAD_DIM``) through oneDNN, whose result
+    is a ``(batch, heads, q_tokens, head_dim)`` view of a ``(batch, q_tokens, heads, head_dim)``
+    buffer, so merging the heads afterwards is free; short key sequences (``ATTENTION_SHORT_KV``) as batched products; head
     dims under ``ATTENTION_PAD_BELOW`` through SDPA on zero-padded heads.
     """
     if not _enabled or torch.compiler.is_compiling() or q.ndim != 4 or k.ndim != 4 or v.ndim != 4 \
@@ -293,16 +305,19 @@ def attention_route(batch: int, heads: int, q_tokens: int, k_tokens: int, head_d
     >>> from diffblocks.models.kernels import attention_route
     >>> attention_route(2, 8, 256, 77, 8)  # cross-attention over CLIP's 77 tokens, small model
     'short keys'
-    >>> attention_route(1, 1, 4096, 4096, 4)  # a 4-channel VAE mid block at 64x64
+    >>> attention_route(2, 8, 256, 256, 8)  # self-attention of the same model
     'padded'
+    >>> attention_route(1, 1, 4096, 4096, 4)  # a 4-channel VAE mid block at 64x64
+    'oneDNN'
     >>> attention_route(1, 24, 4096, 4096, 128)  # Flux at 1024 px
     'oneDNN'
     >>> attention_route(2, 10, 1024, 77, 64)  # large heads first, even over short keys
     'oneDNN'
-    >>> attention_route(2, 8, 4096, 4096, 40)  # SD 1.5's widest level at 512 px
+    >>> attention_route(2, 4, 256, 256, 16)  # little work per head at SDPA's best width
     'SDPA'
     """
-    if q_tokens * k_tokens * head_dim >= ATTENTION_MIN_MACS and head_dim >= ATTENTION_MIN_HEAD_DIM:
+    scores = q_tokens * k_tokens
+    if scores >= ATTENTION_MIN_SCORES or (scores * head_dim >= ATTENTION_MIN_MACS and head_dim >= ATTENTION_MIN_HEAD_DIM):
         return "oneDNN"
     if k_tokens <= ATTENTION_SHORT_KV and batch * heads * q_tokens * k_tokens <= ATTENTION_SHORT_MAX_SCORES:
         return "short keys"
@@ -323,9 +338,13 @@ def _onednn_heads(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Te
     b, h, n, d = q.shape
     s = k.shape[2]
     scaled = torch.empty((b, h, n, d), dtype=q.dtype)
-    torch.mul(q, d ** -0.5, out=scaled)  # one pass: scale and make contiguous
+    torch.mul(q, d ** -0.5 * _LOG2_E, out=scaled)  # one pass: scale, base 2 and contiguous
     keys = k.contiguous()
     values_t = v.transpose(2, 3).contiguous()  # (b, h, d, s): the "weight" layout of the second product
+    # |q.k| <= |q| |k|: when every score is small, exp2 needs no shift by the row maximum (NaN or
+    # inf fails the test and takes the shifted path, which propagates them like the softmax).
+    bound = torch.linalg.vector_norm(scaled, dim=-1).amax() * torch.linalg.vector_norm(keys, dim=-1).amax()
+    shift = not float(bound) < _UNSHIFTED_BOUND
     out = torch.empty((b, n, h, d), dtype=q.dtype)
     chunk = max(1, ATTENTION_CHUNK_SCORES // s)
     for i in range(b):
@@ -333,8 +352,10 @@ def _onednn_heads(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Te
             for start in range(0, n, chunk):
                 rows = slice(start, start + chunk)
                 scores = _ops._linear_pointwise(scaled[i, j, rows], keys[i, j], None, "none", [], "")
-                probs = torch.softmax(scores, dim=-1)
-                out[i, rows, j] = _ops._linear_pointwise(probs, values_t[i, j], None, "none", [], "")
+                if shift:
+                    scores.sub_(scores.amax(dim=-1, keepdim=True))
+                total = scores.exp2_().sum(dim=-1, keepdim=True)
+                out[i, rows, j] = _ops._linear_pointwise(scores, values_t[i, j], None, "none", [], "").div_(total)
     return out.transpose(1, 2)
 
 

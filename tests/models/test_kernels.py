@@ -119,19 +119,43 @@ def _assert_as_accurate_as_sdpa(out, q, k, v) -> None:
     assert (out - ref).abs().max() <= 2 * (stock - ref).abs().max() + 1e-6
 
 
-@pytest.mark.parametrize("shape", [(1, 2, 1100, 1000, 64), (2, 1, 1030, 1024, 128)])
+@pytest.mark.parametrize("shape", [(1, 2, 1100, 1000, 64), (2, 1, 1030, 1024, 128), (1, 2, 700, 600, 16),
+                                   (1, 1, 500, 400, 4)])
 def test_attention_matches_sdpa(shape, monkeypatch):
-    monkeypatch.setattr(kernels, "ATTENTION_CHUNK_SCORES", 1 << 18)  # several query chunks per head
+    monkeypatch.setattr(kernels, "ATTENTION_CHUNK_SCORES", 1 << 17)  # several query chunks per head
     q, k, v = _qkv(shape, seed=4)
     with torch.no_grad():
+        assert kernels.attention_route(*shape) == "oneDNN"
         _assert_as_accurate_as_sdpa(kernels.attention(q, k, v), q, k, v)
+
+
+@pytest.mark.parametrize("query_scale", [1.0, 40.0])
+def test_attention_subtracts_row_maxima_only_for_large_scores(query_scale):
+    # Unit-variance heads of 16 bound every score by ~20 (base 2); scaled by 40, exp2 could overflow.
+    q, k, v = _qkv((1, 2, 600, 500, 16), seed=7)
+    q = q * query_scale
+    with torch.no_grad():
+        ops = _ops_run(lambda: kernels.attention(q, k, v))
+        assert ("aten::sub_" in ops) == (query_scale > 1)
+        _assert_as_accurate_as_sdpa(kernels.attention(q, k, v), q, k, v)
+
+
+def test_attention_propagates_nan_like_sdpa():
+    q, k, v = _qkv((1, 1, 600, 500, 16), seed=8)
+    q = q.clone()
+    q[0, 0, 3, 0] = float("nan")
+    with torch.no_grad():
+        out = kernels.attention(q, k, v)
+        stock = F.scaled_dot_product_attention(q, k, v)
+    assert torch.equal(out.isnan(), stock.isnan()) and out.isnan().any()
+    assert torch.allclose(out.nan_to_num(), stock.nan_to_num(), atol=1e-5)
 
 
 def test_attention_declines_what_it_does_not_do():
     q = torch.randn(1, 2, 200, 16)
     assert kernels.attention(q, q, q) is None  # no rule pays: SDPA's kernel is fastest at head dim 16
-    narrow = torch.randn(1, 2, 1100, 40)
-    assert kernels.attention(narrow, narrow, narrow) is None  # head dim under 64: SDPA wins in a model
+    narrow = torch.randn(1, 2, 300, 40)
+    assert kernels.attention(narrow, narrow, narrow) is None  # few scores a head of 40: SDPA
     big = torch.randn(1, 2, 1100, 64)
     assert kernels.attention(big.double(), big.double(), big.double()) is None
     with cpu_kernels_enabled(False):
@@ -150,7 +174,7 @@ def _sdpa_shapes(fn) -> list[list[int]]:
     return [e.input_shapes[0] for e in prof.events() if e.name == "aten::_scaled_dot_product_flash_attention_for_cpu"]
 
 
-@pytest.mark.parametrize("shape", [(1, 1, 400, 400, 4), (2, 8, 256, 200, 8), (1, 2, 300, 129, 12)])
+@pytest.mark.parametrize("shape", [(1, 1, 300, 300, 4), (2, 8, 256, 200, 8), (1, 2, 300, 129, 12)])
 def test_small_head_dims_run_sdpa_padded_to_16(shape):
     q, k, v = _qkv(shape, seed=5)
     with torch.no_grad():

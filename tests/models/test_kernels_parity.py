@@ -187,8 +187,8 @@ def test_small_heads_and_short_text_match_diffusers(tmp_path):
     assert max_diff(got, expected) <= 1e-5 * expected.abs().max().item()  # measured ~1e-6
     vae, vae_ref = _pair(AutoencoderKL, diffusers.AutoencoderKL, VAE_SMALL_HEAD, tmp_path / "vae")
     latents = torch.randn(1, 4, 24, 24, generator=g)
-    got, widths, _ = _attention_ops(lambda: vae.decode(latents).sample)
-    assert widths == {16}  # one head of 8 channels over 576 positions
+    got, widths, names = _attention_ops(lambda: vae.decode(latents).sample)
+    assert not widths and "aten::exp2_" in names  # one head of 8 channels over 576 positions: oneDNN
     with torch.no_grad():
         expected = vae_ref.decode(latents).sample
     assert max_diff(got, expected) <= 1e-5 * expected.abs().max().item()
