@@ -90,9 +90,9 @@ ATTENTION_CHUNK_SCORES = 1 << 19
 #: zero columns add exact zeros to every score and produce zero output columns, dropped after.
 ATTENTION_PAD_BELOW = 16
 #: Short key sequences (text tokens in cross-attention): up to this many keys and
-#: ``ATTENTION_SHORT_MAX_SCORES`` scores in all, one batched product, a softmax and a second
-#: product beat SDPA's kernel, which tiles keys by 512: 0.73-0.90x of its time from 2 x 8 x 64 x
-#: 77 (d=8) to 2 x 10 x 1024 x 77 (d=64); at 300 keys 1.25x.
+#: ``ATTENTION_SHORT_MAX_SCORES`` scores in all, batched products with base-2 exponentials in
+#: place between them beat SDPA's kernel, which tiles keys by 512: 0.65-0.76x of its time from
+#: 2 x 8 x 144 x 77 (d=32) to 2 x 8 x 576 x 77 (d=16); level at 2 x 8 x 36 x 77 (d=64).
 ATTENTION_SHORT_KV = 128
 ATTENTION_SHORT_MAX_SCORES = 1 << 21
 
@@ -106,6 +106,8 @@ _LOG2_E = 1.4426950408889634
 _UNSHIFTED_BOUND = 64.0
 _NO_BIAS = torch.empty(1, 1, 1)  # baddbmm's ``input`` under beta=0: never read
 _AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(_ops, "_linear_pointwise")
+_PRIMING_BYTES = 16 << 20
+_allocator_primed = False
 _enabled = os.environ.get("DIFFBLOCKS_CPU_KERNELS", "1").strip().lower() not in ("0", "false", "off", "no")
 
 
@@ -137,7 +139,25 @@ def _eligible(*tensors: torch.Tensor | None) -> bool:
             return False
         if type(t) not in (torch.Tensor, nn.Parameter):  # subclasses (quantised, fake, DTensor) keep their dispatch
             return False
+    if not _allocator_primed:
+        _prime_allocator()
     return True
+
+
+def _prime_allocator() -> None:
+    """Free one untouched 16 MB block, once: glibc then serves buffers below that size from its heap.
+
+    glibc maps blocks at or above its mmap threshold afresh on every request and unmaps them on
+    free; the threshold starts at 128 KB and rises to the size of the largest such block freed
+    (up to 32 MB). Every page of a fresh mapping faults on first touch, so a 2 MB score chunk
+    requested over and over cost more than its products (1 x 2 x 1536^2 x 16 attention: 7.6 ms
+    and ~2200 faults a call, against 3.2 ms and ~30 after this). Real-size models free tens of MB
+    early and never meet it; small ones, whose largest buffers are the routes' chunks, do. The
+    block is never written, so it costs one map and unmap (no page is touched).
+    """
+    global _allocator_primed
+    _allocator_primed = True
+    torch.empty(_PRIMING_BYTES, dtype=torch.uint8)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -329,9 +349,30 @@ def attention_route(batch: int, heads: int, q_tokens: int, k_tokens: int, head_d
 def _short_keys(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     b, h, n, d = q.shape
     s = k.shape[2]
-    scores = torch.baddbmm(_NO_BIAS, q.reshape(b * h, n, d), k.reshape(b * h, s, d).transpose(1, 2),
-                           beta=0, alpha=d ** -0.5)
-    return torch.bmm(torch.softmax(scores, dim=-1), v.reshape(b * h, s, d)).view(b, h, n, d)
+    scale = d ** -0.5 * _LOG2_E
+    queries, keys_t, values = q.reshape(b * h, n, d), k.reshape(b * h, s, d).transpose(1, 2), v.reshape(b * h, s, d)
+    shift = _needs_shift(q, k, scale)
+    out = torch.empty((b * h, n, d), dtype=q.dtype)
+    group = max(1, ATTENTION_CHUNK_SCORES // (n * s))  # heads at once
+    for start in range(0, b * h, group):
+        heads = slice(start, start + group)
+        scores = torch.baddbmm(_NO_BIAS, queries[heads], keys_t[heads], beta=0, alpha=scale)
+        total = _exp2_in_place(scores, shift).sum(dim=-1, keepdim=True)
+        torch.bmm(scores, values[heads], out=out[heads]).div_(total)
+    return out.view(b, h, n, d)
+
+
+def _needs_shift(q: torch.Tensor, k: torch.Tensor, scale: float) -> bool:
+    # |q.k| <= |q| |k|: when every score is small, exp2 needs no shift by the row maximum (NaN or
+    # inf fails the test and takes the shifted path, which propagates them like the softmax).
+    bound = torch.linalg.vector_norm(q, dim=-1).amax() * torch.linalg.vector_norm(k, dim=-1).amax() * scale
+    return not float(bound) < _UNSHIFTED_BOUND
+
+
+def _exp2_in_place(scores: torch.Tensor, shift: bool) -> torch.Tensor:
+    if shift:
+        scores.sub_(scores.amax(dim=-1, keepdim=True))
+    return scores.exp2_()
 
 
 def _onednn_heads(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -341,20 +382,15 @@ def _onednn_heads(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Te
     torch.mul(q, d ** -0.5 * _LOG2_E, out=scaled)  # one pass: scale, base 2 and contiguous
     keys = k.contiguous()
     values_t = v.transpose(2, 3).contiguous()  # (b, h, d, s): the "weight" layout of the second product
-    # |q.k| <= |q| |k|: when every score is small, exp2 needs no shift by the row maximum (NaN or
-    # inf fails the test and takes the shifted path, which propagates them like the softmax).
-    bound = torch.linalg.vector_norm(scaled, dim=-1).amax() * torch.linalg.vector_norm(keys, dim=-1).amax()
-    shift = not float(bound) < _UNSHIFTED_BOUND
+    shift = _needs_shift(scaled, keys, 1.0)
     out = torch.empty((b, n, h, d), dtype=q.dtype)
-    chunk = max(1, ATTENTION_CHUNK_SCORES // s)
+    chunk = max(1, ATTENTION_CHUNK_SCORES // s)  # queries at once
     for i in range(b):
         for j in range(h):
             for start in range(0, n, chunk):
                 rows = slice(start, start + chunk)
                 scores = _ops._linear_pointwise(scaled[i, j, rows], keys[i, j], None, "none", [], "")
-                if shift:
-                    scores.sub_(scores.amax(dim=-1, keepdim=True))
-                total = scores.exp2_().sum(dim=-1, keepdim=True)
+                total = _exp2_in_place(scores, shift).sum(dim=-1, keepdim=True)
                 out[i, rows, j] = _ops._linear_pointwise(scores, values_t[i, j], None, "none", [], "").div_(total)
     return out.transpose(1, 2)
 

@@ -4,6 +4,10 @@ is not eligible (autograd, other dtypes, small shapes, masks, the switch off) ta
 
 from __future__ import annotations
 
+import platform
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -130,18 +134,21 @@ def test_attention_matches_sdpa(shape, monkeypatch):
 
 
 @pytest.mark.parametrize("query_scale", [1.0, 40.0])
-def test_attention_subtracts_row_maxima_only_for_large_scores(query_scale):
+@pytest.mark.parametrize("shape", [(1, 2, 600, 500, 16), (2, 4, 64, 77, 16)])
+def test_attention_subtracts_row_maxima_only_for_large_scores(shape, query_scale):
     # Unit-variance heads of 16 bound every score by ~20 (base 2); scaled by 40, exp2 could overflow.
-    q, k, v = _qkv((1, 2, 600, 500, 16), seed=7)
+    q, k, v = _qkv(shape, seed=7, strided_keys=True)
     q = q * query_scale
     with torch.no_grad():
+        assert kernels.attention_route(*shape) in ("oneDNN", "short keys")
         ops = _ops_run(lambda: kernels.attention(q, k, v))
         assert ("aten::sub_" in ops) == (query_scale > 1)
         _assert_as_accurate_as_sdpa(kernels.attention(q, k, v), q, k, v)
 
 
-def test_attention_propagates_nan_like_sdpa():
-    q, k, v = _qkv((1, 1, 600, 500, 16), seed=8)
+@pytest.mark.parametrize("shape", [(1, 1, 600, 500, 16), (1, 2, 64, 77, 16)])
+def test_attention_propagates_nan_like_sdpa(shape):
+    q, k, v = _qkv(shape, seed=8)
     q = q.clone()
     q[0, 0, 3, 0] = float("nan")
     with torch.no_grad():
@@ -314,3 +321,31 @@ def test_geglu_keeps_forward_when_it_cannot_fuse():
         handle = no_bias.register_forward_pre_hook(lambda module, args: None)
         assert "aten::gelu" in _ops_run(lambda: kernels.geglu(no_bias, x))
         handle.remove()
+
+
+_FAULTS_PER_CALL = """
+import resource, sys, torch
+from diffblocks.models import kernels
+kernels._allocator_primed = sys.argv[1] == "unprimed"  # True: as if already primed, so never primed
+torch.set_num_threads(1)
+q, k, v = (torch.randn(1, 1536, 2, 16).transpose(1, 2) for _ in range(3))
+with torch.no_grad():
+    for _ in range(3):
+        kernels.attention(q, k, v)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(5):
+        kernels.attention(q, k, v)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mmap threshold")
+def test_attention_chunks_are_not_fresh_page_mappings_on_every_call():
+    # 2 MB score chunks, the largest buffers in this process: without the primed allocator each one
+    # is mapped afresh (~2200 page faults a call), which costs more than the products themselves.
+    def faults(mode: str) -> float:
+        done = subprocess.run([sys.executable, "-c", _FAULTS_PER_CALL, mode], capture_output=True, text=True,
+                              check=True)
+        return float(done.stdout.split()[-1])
+
+    assert faults("primed") < 600 < faults("unprimed")
