@@ -34,8 +34,8 @@ CONV_3X3 = [(2, 64, 64, 6, 1), (2, 128, 128, 24, 1), (2, 256, 256, 12, 1), (2, 5
             (2, 1024, 512, 6, 1), (2, 256, 256, 12, 2), (1, 1280, 1280, 8, 1), (2, 1280, 1280, 16, 1)]
 ATTENTION = [(2, 8, 144, 144, 32), (2, 8, 576, 576, 16), (1, 2, 1536, 1536, 16), (1, 4, 640, 640, 64),
              (1, 4, 1088, 1088, 64), (2, 8, 1024, 1024, 40), (1, 1, 576, 576, 256), (1, 1, 1024, 1024, 512),
-             (1, 2, 4096, 4096, 128), (2, 8, 256, 256, 8), (1, 1, 4096, 4096, 4), (2, 8, 256, 77, 8),
-             (2, 8, 576, 77, 16), (2, 10, 1024, 77, 64)]
+             (1, 2, 4096, 4096, 128), (2, 8, 256, 256, 8), (2, 4, 256, 256, 16), (1, 1, 4096, 4096, 4),
+             (2, 8, 256, 77, 8), (2, 8, 576, 77, 16), (2, 10, 1024, 77, 64), (2, 8, 36, 77, 64)]
 
 
 def _time(fn: Callable[[], object], repeats: int) -> float:
@@ -49,14 +49,14 @@ def _time(fn: Callable[[], object], repeats: int) -> float:
 
 
 def _forced() -> Any:
-    return mock.patch.multiple(kernels, LINEAR_MIN_MACS=0, CONV_MIN_MACS=0, ATTENTION_MIN_MACS=0,
+    return mock.patch.multiple(kernels, LINEAR_MIN_MACS=0, CONV_MIN_MACS=0, ATTENTION_MIN_SCORES=0, ATTENTION_MIN_MACS=0,
                                ATTENTION_MIN_HEAD_DIM=0, CONV3X3_PRODUCT_MIN_DEPTH=0,
                                CONV3X3_PRODUCT_MAX_PATCHES=1 << 62)
 
 
 def _per_head_only() -> Any:
-    return mock.patch.multiple(kernels, ATTENTION_MIN_MACS=0, ATTENTION_MIN_HEAD_DIM=0, ATTENTION_SHORT_KV=0,
-                               ATTENTION_PAD_BELOW=0)
+    return mock.patch.multiple(kernels, ATTENTION_MIN_SCORES=0, ATTENTION_MIN_MACS=0, ATTENTION_MIN_HEAD_DIM=0,
+                               ATTENTION_SHORT_KV=0, ATTENTION_PAD_BELOW=0)
 
 
 def main(argv: list[str] | None = None) -> None:

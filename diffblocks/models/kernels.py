@@ -89,11 +89,14 @@ ATTENTION_CHUNK_SCORES = 1 << 19
 #: d=4 0.68x, d=8 0.75x, d=12 0.89x of the time; a 4096-token VAE attention with d=4 0.71x). The
 #: zero columns add exact zeros to every score and produce zero output columns, dropped after.
 ATTENTION_PAD_BELOW = 16
-#: Short key sequences (text tokens in cross-attention): up to this many keys and
-#: ``ATTENTION_SHORT_MAX_SCORES`` scores in all, batched products with base-2 exponentials in
-#: place between them beat SDPA's kernel, which tiles keys by 512: 0.65-0.76x of its time from
-#: 2 x 8 x 144 x 77 (d=32) to 2 x 8 x 576 x 77 (d=16); level at 2 x 8 x 36 x 77 (d=64).
-ATTENTION_SHORT_KV = 128
+#: Short key sequences (text tokens in cross-attention, self-attention of small latents): up to
+#: this many keys and from ``ATTENTION_SHORT_MIN_SCORES`` to ``ATTENTION_SHORT_MAX_SCORES``
+#: scores in all, batched products with base-2 exponentials in place between them beat SDPA's
+#: kernel, which tiles keys by 512: 0.39-0.66x of its time from 2 x 8 x 256 x 77 (d=8) to
+#: 2 x 8 x 144 x 77 (d=32), 0.56-0.72x for 2 x 8 x 256 x 256 (d=8: padded SDPA 0.81-0.83x), level
+#: at head dims of 16-64 over 144-256 keys; with fewer scores SDPA (2 x 8 x 36 x 36, d=64: 1.22x).
+ATTENTION_SHORT_KV = 256
+ATTENTION_SHORT_MIN_SCORES = 1 << 16
 ATTENTION_SHORT_MAX_SCORES = 1 << 21
 
 _ops = torch.ops.mkldnn
@@ -326,6 +329,8 @@ def attention_route(batch: int, heads: int, q_tokens: int, k_tokens: int, head_d
     >>> attention_route(2, 8, 256, 77, 8)  # cross-attention over CLIP's 77 tokens, small model
     'short keys'
     >>> attention_route(2, 8, 256, 256, 8)  # self-attention of the same model
+    'short keys'
+    >>> attention_route(1, 4, 300, 400, 4)  # head dims under 16 over longer keys
     'padded'
     >>> attention_route(1, 1, 4096, 4096, 4)  # a 4-channel VAE mid block at 64x64
     'oneDNN'
@@ -333,13 +338,14 @@ def attention_route(batch: int, heads: int, q_tokens: int, k_tokens: int, head_d
     'oneDNN'
     >>> attention_route(2, 10, 1024, 77, 64)  # large heads first, even over short keys
     'oneDNN'
-    >>> attention_route(2, 4, 256, 256, 16)  # little work per head at SDPA's best width
+    >>> attention_route(2, 8, 36, 36, 64)  # little work
     'SDPA'
     """
     scores = q_tokens * k_tokens
     if scores >= ATTENTION_MIN_SCORES or (scores * head_dim >= ATTENTION_MIN_MACS and head_dim >= ATTENTION_MIN_HEAD_DIM):
         return "oneDNN"
-    if k_tokens <= ATTENTION_SHORT_KV and batch * heads * q_tokens * k_tokens <= ATTENTION_SHORT_MAX_SCORES:
+    if k_tokens <= ATTENTION_SHORT_KV and \
+            ATTENTION_SHORT_MIN_SCORES <= batch * heads * scores <= ATTENTION_SHORT_MAX_SCORES:
         return "short keys"
     if 1 < head_dim < ATTENTION_PAD_BELOW:
         return "padded"
@@ -347,19 +353,25 @@ def attention_route(batch: int, heads: int, q_tokens: int, k_tokens: int, head_d
 
 
 def _short_keys(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    # Scores are laid out (keys, queries): the value product then writes (head_dim, queries) rows,
+    # the wide output MKL's batched product is fast at (2 x 8 x 256 x 77, d=8: 0.39x of SDPA's time
+    # against 0.67x with (queries, keys) scores), and the sums over keys are vectorised over queries.
     b, h, n, d = q.shape
     s = k.shape[2]
     scale = d ** -0.5 * _LOG2_E
-    queries, keys_t, values = q.reshape(b * h, n, d), k.reshape(b * h, s, d).transpose(1, 2), v.reshape(b * h, s, d)
+    queries_t, keys = q.reshape(b * h, n, d).transpose(1, 2), k.reshape(b * h, s, d)
+    values_t = v.reshape(b * h, s, d).transpose(1, 2)
     shift = _needs_shift(q, k, scale)
-    out = torch.empty((b * h, n, d), dtype=q.dtype)
+    out_t = torch.empty((b * h, d, n), dtype=q.dtype)
     group = max(1, ATTENTION_CHUNK_SCORES // (n * s))  # heads at once
     for start in range(0, b * h, group):
         heads = slice(start, start + group)
-        scores = torch.baddbmm(_NO_BIAS, queries[heads], keys_t[heads], beta=0, alpha=scale)
-        total = _exp2_in_place(scores, shift).sum(dim=-1, keepdim=True)
-        torch.bmm(scores, values[heads], out=out[heads]).div_(total)
-    return out.view(b, h, n, d)
+        scores_t = torch.baddbmm(_NO_BIAS, keys[heads], queries_t[heads], beta=0, alpha=scale)
+        if shift:
+            scores_t.sub_(scores_t.amax(dim=1, keepdim=True))
+        total = scores_t.exp2_().sum(dim=1, keepdim=True)
+        torch.bmm(values_t[heads], scores_t, out=out_t[heads]).div_(total)
+    return out_t.view(b, h, d, n).transpose(2, 3)
 
 
 def _needs_shift(q: torch.Tensor, k: torch.Tensor, scale: float) -> bool:

@@ -134,7 +134,7 @@ def test_attention_matches_sdpa(shape, monkeypatch):
 
 
 @pytest.mark.parametrize("query_scale", [1.0, 40.0])
-@pytest.mark.parametrize("shape", [(1, 2, 600, 500, 16), (2, 4, 64, 77, 16)])
+@pytest.mark.parametrize("shape", [(1, 2, 600, 500, 16), (2, 4, 128, 77, 16)])
 def test_attention_subtracts_row_maxima_only_for_large_scores(shape, query_scale):
     # Unit-variance heads of 16 bound every score by ~20 (base 2); scaled by 40, exp2 could overflow.
     q, k, v = _qkv(shape, seed=7, strided_keys=True)
@@ -146,7 +146,7 @@ def test_attention_subtracts_row_maxima_only_for_large_scores(shape, query_scale
         _assert_as_accurate_as_sdpa(kernels.attention(q, k, v), q, k, v)
 
 
-@pytest.mark.parametrize("shape", [(1, 1, 600, 500, 16), (1, 2, 64, 77, 16)])
+@pytest.mark.parametrize("shape", [(1, 1, 600, 500, 16), (1, 2, 500, 77, 16)])
 def test_attention_propagates_nan_like_sdpa(shape):
     q, k, v = _qkv(shape, seed=8)
     q = q.clone()
@@ -159,8 +159,8 @@ def test_attention_propagates_nan_like_sdpa(shape):
 
 
 def test_attention_declines_what_it_does_not_do():
-    q = torch.randn(1, 2, 200, 16)
-    assert kernels.attention(q, q, q) is None  # no rule pays: SDPA's kernel is fastest at head dim 16
+    q = torch.randn(1, 2, 150, 16)
+    assert kernels.attention(q, q, q) is None  # too little work for any rule to pay
     narrow = torch.randn(1, 2, 300, 40)
     assert kernels.attention(narrow, narrow, narrow) is None  # few scores a head of 40: SDPA
     big = torch.randn(1, 2, 1100, 64)
@@ -181,7 +181,7 @@ def _sdpa_shapes(fn) -> list[list[int]]:
     return [e.input_shapes[0] for e in prof.events() if e.name == "aten::_scaled_dot_product_flash_attention_for_cpu"]
 
 
-@pytest.mark.parametrize("shape", [(1, 1, 300, 300, 4), (2, 8, 256, 200, 8), (1, 2, 300, 129, 12)])
+@pytest.mark.parametrize("shape", [(1, 1, 300, 300, 4), (2, 8, 100, 300, 8), (1, 2, 300, 300, 12)])
 def test_small_head_dims_run_sdpa_padded_to_16(shape):
     q, k, v = _qkv(shape, seed=5)
     with torch.no_grad():
@@ -190,7 +190,8 @@ def test_small_head_dims_run_sdpa_padded_to_16(shape):
         _assert_as_accurate_as_sdpa(kernels.attention(q, k, v), q, k, v)
 
 
-@pytest.mark.parametrize("shape", [(2, 8, 256, 77, 8), (2, 4, 64, 77, 64), (1, 2, 50, 128, 16)])
+@pytest.mark.parametrize("shape", [(2, 8, 256, 77, 8), (2, 4, 128, 77, 64), (1, 2, 300, 128, 16),
+                                   (2, 8, 256, 256, 8), (1, 3, 200, 250, 12)])
 def test_short_key_sequences_use_batched_products(shape):
     q, k, v = _qkv(shape, seed=6, strided_keys=True)
     with torch.no_grad():
@@ -201,12 +202,14 @@ def test_short_key_sequences_use_batched_products(shape):
 
 
 def test_short_key_rule_stops_at_its_bounds(monkeypatch):
-    q = torch.randn(1, 2, 100, 16)
+    q = torch.randn(1, 2, 400, 16)
     long_keys = torch.randn(1, 2, kernels.ATTENTION_SHORT_KV + 1, 16)
+    keys = torch.randn(1, 2, 100, 16)
     with torch.no_grad():
-        assert kernels.attention(q, long_keys, long_keys) is None  # 129 keys, head dim 16: SDPA
-        monkeypatch.setattr(kernels, "ATTENTION_SHORT_MAX_SCORES", 100 * 2 * 77 - 1)
-        keys = torch.randn(1, 2, 77, 16)
+        assert kernels.attention(q, long_keys, long_keys) is None  # 257 keys, head dim 16: SDPA
+        assert kernels.attention(q[:, :, :300], keys, keys) is None  # 60000 scores: too few to pay
+        assert kernels.attention(q, keys, keys) is not None  # 80000
+        monkeypatch.setattr(kernels, "ATTENTION_SHORT_MAX_SCORES", 400 * 2 * 100 - 1)
         assert kernels.attention(q, keys, keys) is None  # too many scores at once: SDPA tiles them
 
 

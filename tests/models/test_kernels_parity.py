@@ -180,8 +180,8 @@ def test_small_heads_and_short_text_match_diffusers(tmp_path):
     sample, context = torch.randn(2, 4, 16, 16, generator=g), torch.randn(2, 16, 32, generator=g)
     t = torch.tensor([999, 10])
     got, widths, names = _attention_ops(lambda: ours(sample, t, context).sample)
-    assert widths == {16}  # self-attention over 256 tokens, heads of 4 padded to 16
-    assert "aten::baddbmm" in names  # cross-attention over 16 text tokens, and the 64-token level
+    assert widths == {16}  # cross-attention of the 64-token level over 16 text tokens: heads of 8 padded
+    assert "aten::baddbmm" in names  # everything else: batched products (256 tokens, heads of 4)
     with torch.no_grad():
         expected = ref(sample, t, context).sample
     assert max_diff(got, expected) <= 1e-5 * expected.abs().max().item()  # measured ~1e-6
