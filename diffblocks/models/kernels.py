@@ -16,15 +16,19 @@ cost (~10 µs a call) is paid back, our layers call oneDNN's primitives instead:
   over few positions as one product of gathered patches;
 * :func:`attention` — unmasked attention with many scores per head as two oneDNN products per
   chunk of queries with base-2 exponentials between them (torch's exp2 is ~3x cheaper than its
-  exp, and bounded scores need no shift by the row maximum); short key sequences (<= 128 keys, text tokens
-  in cross-attention) as one batched product, softmax and product; and head dims under 16 through
-  SDPA on heads zero-padded to 16, the width its kernel is fastest at;
+  exp, and bounded scores need no shift by the row maximum); short key sequences (<= 256 keys:
+  text tokens in cross-attention, small latents) as batched products in (keys, queries) layout
+  with the same exponentials; the other head dims under 16 through SDPA on heads zero-padded to
+  16, the width its kernel is fastest at;
 * :func:`use_cpu_kernels` — what the components loader applies to every model it loads for CPU
   fp32: third-party ``nn.Linear`` / ``nn.Conv2d`` layers (transformers' text encoders) become
   the classes above, and convolution weights are stored channels-last (oneDNN's native NHWC:
   3x3 convolutions run 1.2-1.6x faster than from NCHW at the sizes measured, and the
   activations after the first convolution follow in NHWC). :class:`Conv2d` still hands out
   contiguous (NCHW) weights in ``state_dict()``, so saving one with safetensors works as before.
+
+The first eligible call frees one untouched 16 MB block so that glibc serves the routes' MB-sized
+chunks from its heap rather than from fresh page mappings (see :func:`_prime_allocator`).
 
 The results equal the default path's to fp32 rounding: the same products summed in another
 order (about 1e-6 relative for whole models, 2e-6 with channels-last convolutions). Everything
