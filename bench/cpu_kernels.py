@@ -49,8 +49,8 @@ def _time(fn: Callable[[], object], repeats: int) -> float:
 
 
 def _forced() -> Any:
-    return mock.patch.multiple(kernels, LINEAR_MIN_MACS=0, CONV_MIN_MACS=0, ATTENTION_MIN_SCORES=0, ATTENTION_MIN_MACS=0,
-                               ATTENTION_MIN_HEAD_DIM=0, CONV3X3_PRODUCT_MIN_DEPTH=0,
+    return mock.patch.multiple(kernels, LINEAR_MIN_MACS=0, CONV_MIN_MACS=0, ATTENTION_MIN_SCORES=0,
+                               ATTENTION_MIN_MACS=0, ATTENTION_MIN_HEAD_DIM=0, CONV3X3_PRODUCT_MIN_DEPTH=0,
                                CONV3X3_PRODUCT_MAX_PATCHES=1 << 62)
 
 

@@ -303,8 +303,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
     In order (:func:`attention_route`): many scores per head (``ATTENTION_MIN_SCORES``, or
     ``ATTENTION_MIN_MACS`` for heads of ``ATTENTION_MIN_HEAD_DIM``) through oneDNN, whose result
     is a ``(batch, heads, q_tokens, head_dim)`` view of a ``(batch, q_tokens, heads, head_dim)``
-    buffer, so merging the heads afterwards is free; short key sequences (``ATTENTION_SHORT_KV``) as batched products; head
-    dims under ``ATTENTION_PAD_BELOW`` through SDPA on zero-padded heads.
+    buffer, so merging the heads afterwards is free; short key sequences (``ATTENTION_SHORT_KV``)
+    as batched products; head dims under ``ATTENTION_PAD_BELOW`` through SDPA on zero-padded heads.
     """
     if not _enabled or torch.compiler.is_compiling() or q.ndim != 4 or k.ndim != 4 or v.ndim != 4 \
             or k.shape[:2] != q.shape[:2] or v.shape != k.shape or k.shape[3] != q.shape[3]:
@@ -346,7 +346,8 @@ def attention_route(batch: int, heads: int, q_tokens: int, k_tokens: int, head_d
     'SDPA'
     """
     scores = q_tokens * k_tokens
-    if scores >= ATTENTION_MIN_SCORES or (scores * head_dim >= ATTENTION_MIN_MACS and head_dim >= ATTENTION_MIN_HEAD_DIM):
+    wide = head_dim >= ATTENTION_MIN_HEAD_DIM and scores * head_dim >= ATTENTION_MIN_MACS
+    if scores >= ATTENTION_MIN_SCORES or wide:
         return "oneDNN"
     if k_tokens <= ATTENTION_SHORT_KV and \
             ATTENTION_SHORT_MIN_SCORES <= batch * heads * scores <= ATTENTION_SHORT_MAX_SCORES:
