@@ -372,9 +372,7 @@ def _short_keys(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tens
     for start in range(0, b * h, group):
         heads = slice(start, start + group)
         scores_t = torch.baddbmm(_NO_BIAS, keys[heads], queries_t[heads], beta=0, alpha=scale)
-        if shift:
-            scores_t.sub_(scores_t.amax(dim=1, keepdim=True))
-        total = scores_t.exp2_().sum(dim=1, keepdim=True)
+        total = _exp2_in_place(scores_t, shift, keys_dim=1).sum(dim=1, keepdim=True)
         torch.bmm(values_t[heads], scores_t, out=out_t[heads]).div_(total)
     return out_t.view(b, h, d, n).transpose(2, 3)
 
@@ -386,9 +384,9 @@ def _needs_shift(q: torch.Tensor, k: torch.Tensor, scale: float) -> bool:
     return not float(bound) < _UNSHIFTED_BOUND
 
 
-def _exp2_in_place(scores: torch.Tensor, shift: bool) -> torch.Tensor:
+def _exp2_in_place(scores: torch.Tensor, shift: bool, keys_dim: int = -1) -> torch.Tensor:
     if shift:
-        scores.sub_(scores.amax(dim=-1, keepdim=True))
+        scores.sub_(scores.amax(dim=keys_dim, keepdim=True))
     return scores.exp2_()
 
 
