@@ -89,9 +89,10 @@ ATTENTION_MIN_HEAD_DIM = 64
 #: 2 MB, big enough for oneDNN's efficient kernels, small enough to stay near the caches.
 ATTENTION_CHUNK_SCORES = 1 << 19
 #: SDPA's fused CPU kernel is fastest at a head dim of 16 (one AVX-512 register of fp32) and slower
-#: below it: head dims 2-15 zero-padded to 16 run 1.1-1.6x faster (1 x 2 heads x 1024^2 tokens:
-#: d=4 0.68x, d=8 0.75x, d=12 0.89x of the time; a 4096-token VAE attention with d=4 0.71x). The
-#: zero columns add exact zeros to every score and produce zero output columns, dropped after.
+#: below it: head dims 2-15 zero-padded to 16 run 1.1-1.6x faster (measured where this was the
+#: only rule: 1 x 2 heads x 1024^2 tokens d=4 0.68x, d=8 0.75x, d=12 0.89x). Shapes that large now
+#: take the oneDNN route; padding serves the small-head shapes neither other rule takes. The zero
+#: columns add exact zeros to every score and produce zero output columns, dropped after.
 ATTENTION_PAD_BELOW = 16
 #: Short key sequences (text tokens in cross-attention, self-attention of small latents): up to
 #: this many keys and from ``ATTENTION_SHORT_MIN_SCORES`` to ``ATTENTION_SHORT_MAX_SCORES``
