@@ -1,4 +1,4 @@
-"""The CPU kernels behind diffblocks.models.kernels: torch's stock op vs oneDNN, one thread.
+"""The CPU kernels behind diffblocks.models.kernels and cpu_attention: torch's stock op vs oneDNN, one thread.
 
     python bench/cpu_kernels.py            # linear, 1x1 and 3x3 convolution, attention; fp32
     python bench/cpu_kernels.py --repeats 30
@@ -8,7 +8,8 @@ im2col + sgemm, on a 3x3 kernel = oneDNN's direct convolution, ``F.scaled_dot_pr
 = the fused CPU kernel) and the route ``diffblocks.models.kernels`` has for it, with the routing
 forced on (thresholds ignored), so the crossover the thresholds encode is visible. Median of
 ``--repeats`` in process CPU time; the last column says what the default routing picks for that
-shape. The attention table times the per-head oneDNN route forced, and the default route.
+shape. The attention table times the per-head oneDNN route forced, the default route, and for
+short-keys shapes the same route with its batched products left on MKL (no oneDNN hint).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from unittest import mock
 import torch
 import torch.nn.functional as F
 
-from diffblocks.models import kernels
+from diffblocks.models import cpu_attention, kernels
 
 LINEAR = [(2, 320, 1280), (154, 32, 32), (2048, 32, 32), (256, 128, 128), (154, 768, 768), (1152, 512, 512),
           (1024, 1024, 1024), (1154, 768, 3072)]
@@ -49,13 +50,12 @@ def _time(fn: Callable[[], object], repeats: int) -> float:
 
 
 def _forced() -> Any:
-    return mock.patch.multiple(kernels, LINEAR_MIN_MACS=0, CONV_MIN_MACS=0, ATTENTION_MIN_SCORES=0,
-                               ATTENTION_MIN_MACS=0, ATTENTION_MIN_HEAD_DIM=0, CONV3X3_PRODUCT_MIN_DEPTH=0,
+    return mock.patch.multiple(kernels, LINEAR_MIN_MACS=0, CONV_MIN_MACS=0, CONV3X3_PRODUCT_MIN_DEPTH=0,
                                CONV3X3_PRODUCT_MAX_PATCHES=1 << 62)
 
 
 def _per_head_only() -> Any:
-    return mock.patch.multiple(kernels, ATTENTION_MIN_SCORES=0, ATTENTION_MIN_MACS=0, ATTENTION_MIN_HEAD_DIM=0,
+    return mock.patch.multiple(cpu_attention, ATTENTION_MIN_SCORES=0, ATTENTION_MIN_MACS=0, ATTENTION_MIN_HEAD_DIM=0,
                                ATTENTION_SHORT_KV=0, ATTENTION_PAD_BELOW=0)
 
 
@@ -111,19 +111,23 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {batch}, {c_in} -> {c_out}, {side}, {stride} | {stock * 1e6:.0f} ({flops / stock / 1e9:.0f}) | "
               f"{fast * 1e6:.0f} ({flops / fast / 1e9:.0f}) | {fast / stock:.2f}x | {picks} |")
 
-    print("\n| attention B, H, L, S, D | SDPA ms | oneDNN per head ms | default route | default ms | default / SDPA |")
-    print("|---|---:|---:|---|---:|---:|")
+    print("\n| attention B, H, L, S, D | SDPA ms | oneDNN per head ms | default route | default ms | default / SDPA "
+          "| short keys on MKL ms |")
+    print("|---|---:|---:|---|---:|---:|---:|")
     for b, h, n, s, d in ATTENTION:
         q, k, v = torch.randn(b, h, n, d), torch.randn(b, h, s, d), torch.randn(b, h, s, d)
         with torch.no_grad():
             stock = _time(lambda: F.scaled_dot_product_attention(q, k, v), args.repeats)
             with _per_head_only():
-                per_head = _time(lambda: kernels.attention(q, k, v), args.repeats)
-            route = kernels.attention_route(b, h, n, s, d)
-            default = stock if route == "SDPA" else _time(lambda: kernels.attention(q, k, v), args.repeats)
+                per_head = _time(lambda: cpu_attention.attention(q, k, v), args.repeats)
+            route = cpu_attention.attention_route(b, h, n, s, d)
+            default = stock if route == "SDPA" else _time(lambda: cpu_attention.attention(q, k, v), args.repeats)
+            on_mkl = "-"
+            if route == "short keys":
+                with mock.patch.object(cpu_attention, "_MATMUL_SETTING", None):
+                    on_mkl = f"{_time(lambda: cpu_attention.attention(q, k, v), args.repeats) * 1e3:.2f}"
         print(f"| {b}, {h}, {n}, {s}, {d} | {stock * 1e3:.2f} | {per_head * 1e3:.2f} | {route} | "
-              f"{default * 1e3:.2f} | {default / stock:.2f}x |")
-
+              f"{default * 1e3:.2f} | {default / stock:.2f}x | {on_mkl} |")
 
 if __name__ == "__main__":
     main()

@@ -1,7 +1,7 @@
 """Attention and transformer layers shared by the UNet, the VAE and Flux.
 
 Attention compute is one function over ``torch.nn.functional.scaled_dot_product_attention``
-(large unmasked CPU attention goes through oneDNN instead: see `diffblocks.models.kernels`);
+(unmasked CPU fp32 attention of most shapes is computed faster: see `diffblocks.models.cpu_attention`);
 the modules around it only project, reshape and normalise. Attribute names (``to_q``,
 ``to_out.0``, ``ff.net.0.proj``, ``proj_in`` ...) equal diffusers' state-dict names.
 """
@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from diffblocks.models import kernels
+from diffblocks.models import cpu_attention, kernels
 from diffblocks.models.kernels import Conv2d, Linear
 
 
@@ -44,7 +44,7 @@ def attention(
     why diffusers' ``upcast_attention`` / ``upcast_softmax`` need no extra work here.
     """
     if _backend is None:
-        fast = kernels.attention(q, k, v) if mask is None else None
+        fast = cpu_attention.attention(q, k, v) if mask is None else None
         if fast is not None:
             return fast
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)

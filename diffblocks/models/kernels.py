@@ -14,12 +14,9 @@ cost (~10 µs a call) is paid back, our layers call oneDNN's primitives instead:
 * :class:`Conv2d` — 1x1 convolutions through ``torch.ops.aten.mkldnn_convolution`` (on
   channels-last input: oneDNN's inner product on the NHWC view), and 3x3 ones with many channels
   over few positions as one product of gathered patches;
-* :func:`attention` — unmasked attention with many scores per head as two oneDNN products per
-  chunk of queries with base-2 exponentials between them (torch's exp2 is ~3x cheaper than its
-  exp, and bounded scores need no shift by the row maximum); short key sequences (<= 256 keys:
-  text tokens in cross-attention, small latents) as batched products in (keys, queries) layout
-  with the same exponentials; the other head dims under 16 through SDPA on heads zero-padded to
-  16, the width its kernel is fastest at;
+* attention (:mod:`diffblocks.models.cpu_attention`, which shares this module's switch and
+  eligibility rules) — unmasked attention as oneDNN products with base-2 exponentials between
+  them, or short key sequences as batched products;
 * :func:`use_cpu_kernels` — what the components loader applies to every model it loads for CPU
   fp32: third-party ``nn.Linear`` / ``nn.Conv2d`` layers (transformers' text encoders) become
   the classes above, and convolution weights are stored channels-last (oneDNN's native NHWC:
@@ -27,8 +24,8 @@ cost (~10 µs a call) is paid back, our layers call oneDNN's primitives instead:
   activations after the first convolution follow in NHWC). :class:`Conv2d` still hands out
   contiguous (NCHW) weights in ``state_dict()``, so saving one with safetensors works as before.
 
-The first eligible call frees one untouched 16 MB block so that glibc serves the routes' MB-sized
-chunks from its heap rather than from fresh page mappings (see :func:`_prime_allocator`).
+The first eligible call frees one untouched 16 MB block so that glibc serves the attention routes'
+MB-sized chunks from its heap rather than from fresh page mappings (see :func:`_prime_allocator`).
 
 The results equal the default path's to fp32 rounding: the same products summed in another
 order (about 1e-6 relative for whole models, 2e-6 with channels-last convolutions). Everything
@@ -60,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Conv2d", "Linear", "attention", "attention_route", "cpu_kernels_enabled", "geglu", "linear", "linear_gelu",
+__all__ = ["Conv2d", "Linear", "cpu_kernels_enabled", "geglu", "linear", "linear_gelu",
            "set_cpu_kernels", "use_cpu_kernels"]
 
 #: Multiply-accumulates below which torch's own call is faster than oneDNN's (measured on the
@@ -76,43 +73,7 @@ CONV_MIN_MACS = 1 << 23
 #: and at 16x16: 0.70x); below that depth it is as fast or faster (2 x 64 at 6x6, 2 x 256 at 24x24).
 CONV3X3_PRODUCT_MIN_DEPTH = 16
 CONV3X3_PRODUCT_MAX_PATCHES = 1 << 23
-#: Per head, the scores (``q_tokens * k_tokens``) from which two oneDNN products and base-2
-#: exponentials (:func:`_onednn_heads`) beat SDPA's fused kernel at any head dim, measured on strided
-#: heads as the models pass them: 2 x 8 x 576^2 x 16 0.70x, 1 x 2 x 1536^2 x 16 (tiny Flux) 0.75x,
-#: 2 x 8 x 4096^2 x 40 (SD 1.5 at 512 px) 0.65-0.71x, 1 x 1 x 4096^2 x 4 (a VAE mid block) 0.50x;
-#: at 256^2 it is level to 1.25x slower. Heads of 64 and more pay from less work:
-#: ``ATTENTION_MIN_MACS`` multiply-adds per head (2 x 4 x 256^2 x 64: 0.89x of the softmax version).
-ATTENTION_MIN_SCORES = 1 << 17
-ATTENTION_MIN_MACS = 1 << 21
-ATTENTION_MIN_HEAD_DIM = 64
-#: Scores computed at once (queries are taken in chunks of ``ATTENTION_CHUNK_SCORES // k_tokens``):
-#: 2 MB, big enough for oneDNN's efficient kernels, small enough to stay near the caches.
-ATTENTION_CHUNK_SCORES = 1 << 19
-#: SDPA's fused CPU kernel is fastest at a head dim of 16 (one AVX-512 register of fp32) and slower
-#: below it: head dims 2-15 zero-padded to 16 run 1.1-1.6x faster (measured where this was the
-#: only rule: 1 x 2 heads x 1024^2 tokens d=4 0.68x, d=8 0.75x, d=12 0.89x). Shapes that large now
-#: take the oneDNN route; padding serves the small-head shapes neither other rule takes. The zero
-#: columns add exact zeros to every score and produce zero output columns, dropped after.
-ATTENTION_PAD_BELOW = 16
-#: Short key sequences (text tokens in cross-attention, self-attention of small latents): up to
-#: this many keys and from ``ATTENTION_SHORT_MIN_SCORES`` to ``ATTENTION_SHORT_MAX_SCORES``
-#: scores in all, batched products with base-2 exponentials in place between them beat SDPA's
-#: kernel, which tiles keys by 512: 0.39-0.66x of its time from 2 x 8 x 256 x 77 (d=8) to
-#: 2 x 8 x 144 x 77 (d=32), 0.56-0.72x for 2 x 8 x 256 x 256 (d=8: padded SDPA 0.81-0.83x), level
-#: at head dims of 16-64 over 144-256 keys; with fewer scores SDPA (2 x 8 x 36 x 36, d=64: 1.22x).
-ATTENTION_SHORT_KV = 256
-ATTENTION_SHORT_MIN_SCORES = 1 << 16
-ATTENTION_SHORT_MAX_SCORES = 1 << 21
-
 _ops = torch.ops.mkldnn
-#: Scores are computed in base 2 (log2(e) folded into the query scale) because torch's CPU exp2
-#: costs about a third of its exp (0.18 vs 0.67 ns an element, AVX-512, in cache).
-_LOG2_E = 1.4426950408889634
-#: Below this bound on every |score| (base 2), the row maxima are not subtracted: exp2 of +-64 and
-#: sums of up to 2^60 such terms stay far inside fp32's range, and its rounding is relative, so
-#: the probabilities are the same to rounding. Normed queries and keys (Flux) are always far below.
-_UNSHIFTED_BOUND = 64.0
-_NO_BIAS = torch.empty(1, 1, 1)  # baddbmm's ``input`` under beta=0: never read
 _AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(_ops, "_linear_pointwise")
 _PRIMING_BYTES = 16 << 20
 _allocator_primed = False
@@ -295,120 +256,6 @@ class Conv2d(nn.Conv2d):
         key = prefix + "weight"
         if not keep_vars and key in destination and not destination[key].is_contiguous():
             destination[key] = destination[key].contiguous()
-
-
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor | None:
-    """Unmasked softmax attention on ``(batch, heads, tokens, head_dim)`` computed the faster way
-    for its shape, or ``None`` when the stock SDPA call is the better (or the only correct) choice.
-
-    In order (:func:`attention_route`): many scores per head (``ATTENTION_MIN_SCORES``, or
-    ``ATTENTION_MIN_MACS`` for heads of ``ATTENTION_MIN_HEAD_DIM``) through oneDNN, whose result
-    is a ``(batch, heads, q_tokens, head_dim)`` view of a ``(batch, q_tokens, heads, head_dim)``
-    buffer, so merging the heads afterwards is free; short key sequences (``ATTENTION_SHORT_KV``)
-    as batched products; head dims under ``ATTENTION_PAD_BELOW`` through SDPA on zero-padded heads.
-    """
-    if not _enabled or torch.compiler.is_compiling() or q.ndim != 4 or k.ndim != 4 or v.ndim != 4 \
-            or k.shape[:2] != q.shape[:2] or v.shape != k.shape or k.shape[3] != q.shape[3]:
-        return None
-    b, h, n, d = q.shape
-    s = k.shape[2]
-    if n == 0 or s == 0 or not _eligible(q, k, v):
-        return None
-    route = attention_route(b, h, n, s, d)
-    if route == "short keys":
-        return _short_keys(q, k, v)
-    if route == "padded":
-        pad = (0, ATTENTION_PAD_BELOW - d)
-        out = F.scaled_dot_product_attention(F.pad(q, pad), F.pad(k, pad), F.pad(v, pad), scale=d ** -0.5)
-        return out[..., :d]
-    if route == "oneDNN":
-        return _onednn_heads(q, k, v)
-    return None
-
-
-def attention_route(batch: int, heads: int, q_tokens: int, k_tokens: int, head_dim: int) -> str:
-    """Which computation :func:`attention` picks for eligible inputs of this shape: "short keys",
-    "padded", "oneDNN" or "SDPA" (the stock call).
-
-    >>> from diffblocks.models.kernels import attention_route
-    >>> attention_route(2, 8, 256, 77, 8)  # cross-attention over CLIP's 77 tokens, small model
-    'short keys'
-    >>> attention_route(2, 8, 256, 256, 8)  # self-attention of the same model
-    'short keys'
-    >>> attention_route(1, 4, 300, 400, 4)  # head dims under 16 over longer keys
-    'padded'
-    >>> attention_route(1, 1, 4096, 4096, 4)  # a 4-channel VAE mid block at 64x64
-    'oneDNN'
-    >>> attention_route(1, 24, 4096, 4096, 128)  # Flux at 1024 px
-    'oneDNN'
-    >>> attention_route(2, 10, 1024, 77, 64)  # large heads first, even over short keys
-    'oneDNN'
-    >>> attention_route(2, 8, 36, 36, 64)  # little work
-    'SDPA'
-    """
-    scores = q_tokens * k_tokens
-    wide = head_dim >= ATTENTION_MIN_HEAD_DIM and scores * head_dim >= ATTENTION_MIN_MACS
-    if scores >= ATTENTION_MIN_SCORES or wide:
-        return "oneDNN"
-    if k_tokens <= ATTENTION_SHORT_KV and \
-            ATTENTION_SHORT_MIN_SCORES <= batch * heads * scores <= ATTENTION_SHORT_MAX_SCORES:
-        return "short keys"
-    if 1 < head_dim < ATTENTION_PAD_BELOW:
-        return "padded"
-    return "SDPA"
-
-
-def _short_keys(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    # Scores are laid out (keys, queries): the value product then writes (head_dim, queries) rows,
-    # the wide output MKL's batched product is fast at (2 x 8 x 256 x 77, d=8: 0.39x of SDPA's time
-    # against 0.67x with (queries, keys) scores), and the sums over keys are vectorised over queries.
-    b, h, n, d = q.shape
-    s = k.shape[2]
-    scale = d ** -0.5 * _LOG2_E
-    queries_t, keys = q.reshape(b * h, n, d).transpose(1, 2), k.reshape(b * h, s, d)
-    values_t = v.reshape(b * h, s, d).transpose(1, 2)
-    shift = _needs_shift(q, k, scale)
-    out_t = torch.empty((b * h, d, n), dtype=q.dtype)
-    group = max(1, ATTENTION_CHUNK_SCORES // (n * s))  # heads at once
-    for start in range(0, b * h, group):
-        heads = slice(start, start + group)
-        scores_t = torch.baddbmm(_NO_BIAS, keys[heads], queries_t[heads], beta=0, alpha=scale)
-        total = _exp2_in_place(scores_t, shift, keys_dim=1).sum(dim=1, keepdim=True)
-        torch.bmm(values_t[heads], scores_t, out=out_t[heads]).div_(total)
-    return out_t.view(b, h, d, n).transpose(2, 3)
-
-
-def _needs_shift(q: torch.Tensor, k: torch.Tensor, scale: float) -> bool:
-    # |q.k| <= |q| |k|: when every score is small, exp2 needs no shift by the row maximum (NaN or
-    # inf fails the test and takes the shifted path, which propagates them like the softmax).
-    bound = torch.linalg.vector_norm(q, dim=-1).amax() * torch.linalg.vector_norm(k, dim=-1).amax() * scale
-    return not float(bound) < _UNSHIFTED_BOUND
-
-
-def _exp2_in_place(scores: torch.Tensor, shift: bool, keys_dim: int = -1) -> torch.Tensor:
-    if shift:
-        scores.sub_(scores.amax(dim=keys_dim, keepdim=True))
-    return scores.exp2_()
-
-
-def _onednn_heads(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    b, h, n, d = q.shape
-    s = k.shape[2]
-    scaled = torch.empty((b, h, n, d), dtype=q.dtype)
-    torch.mul(q, d ** -0.5 * _LOG2_E, out=scaled)  # one pass: scale, base 2 and contiguous
-    keys = k.contiguous()
-    values_t = v.transpose(2, 3).contiguous()  # (b, h, d, s): the "weight" layout of the second product
-    shift = _needs_shift(scaled, keys, 1.0)
-    out = torch.empty((b, n, h, d), dtype=q.dtype)
-    chunk = max(1, ATTENTION_CHUNK_SCORES // s)  # queries at once
-    for i in range(b):
-        for j in range(h):
-            for start in range(0, n, chunk):
-                rows = slice(start, start + chunk)
-                scores = _ops._linear_pointwise(scaled[i, j, rows], keys[i, j], None, "none", [], "")
-                total = _exp2_in_place(scores, shift).sum(dim=-1, keepdim=True)
-                out[i, rows, j] = _ops._linear_pointwise(scores, values_t[i, j], None, "none", [], "").div_(total)
-    return out.transpose(1, 2)
 
 
 def use_cpu_kernels(module: Any) -> Any:

@@ -1,5 +1,5 @@
 """Smoke test of bench/cpu_kernels.py: it runs and prints a row per shape in each table, and the
-"default" column agrees with what diffblocks.models.kernels really does for that shape.
+"default" column agrees with what diffblocks.models.kernels / cpu_attention really do for that shape.
 Speed is never asserted."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from diffblocks.models import kernels
+from diffblocks.models import cpu_attention, kernels
 
 SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "cpu_kernels.py"
 
@@ -28,7 +28,7 @@ def test_prints_every_row_and_the_default_route(capsys):
     for (b, h, n, s, d), row in zip(module.ATTENTION, attention_rows):
         q, k, v = torch.randn(b, h, n, d), torch.randn(b, h, s, d), torch.randn(b, h, s, d)
         with torch.no_grad():
-            taken = kernels.attention(q, k, v)
+            taken = cpu_attention.attention(q, k, v)
         route = row.split(" | ")[3]
         assert (taken is None) == (route == "SDPA"), row
     conv_rows = rows[len(module.LINEAR) + len(module.CONV_1X1):][:len(module.CONV_3X3)]

@@ -4,10 +4,6 @@ is not eligible (autograd, other dtypes, small shapes, masks, the switch off) ta
 
 from __future__ import annotations
 
-import platform
-import subprocess
-import sys
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -104,113 +100,6 @@ def test_conv_1x1_matches_stock_and_uses_onednn():
         conv3 = Conv2d(16, 16, kernel_size=3, padding=1)
         y = torch.randn(1, 16, 8, 8)
         assert torch.equal(conv3(y), F.conv2d(y, conv3.weight, conv3.bias, padding=1))
-
-
-def _qkv(shape, seed: int, strided_keys: bool = False):
-    """q (and k, v if asked) as the strided (batch, heads, tokens, dim) views the models pass."""
-    b, h, n, s, d = shape
-    torch.manual_seed(seed)
-    q = torch.randn(b, n, h, d).transpose(1, 2)
-    if strided_keys:
-        return q, torch.randn(b, s, h, d).transpose(1, 2), torch.randn(b, s, h, d).transpose(1, 2)
-    return q, torch.randn(b, h, s, d), torch.randn(b, h, s, d)
-
-
-def _assert_as_accurate_as_sdpa(out, q, k, v) -> None:
-    assert out is not None and out.shape == q.shape
-    ref = F.scaled_dot_product_attention(q.double(), k.double(), v.double()).float()
-    stock = F.scaled_dot_product_attention(q, k, v)
-    assert (out - ref).abs().max() <= 2 * (stock - ref).abs().max() + 1e-6
-
-
-@pytest.mark.parametrize("shape", [(1, 2, 1100, 1000, 64), (2, 1, 1030, 1024, 128), (1, 2, 700, 600, 16),
-                                   (1, 1, 500, 400, 4)])
-def test_attention_matches_sdpa(shape, monkeypatch):
-    monkeypatch.setattr(kernels, "ATTENTION_CHUNK_SCORES", 1 << 17)  # several query chunks per head
-    q, k, v = _qkv(shape, seed=4)
-    with torch.no_grad():
-        assert kernels.attention_route(*shape) == "oneDNN"
-        _assert_as_accurate_as_sdpa(kernels.attention(q, k, v), q, k, v)
-
-
-@pytest.mark.parametrize("query_scale", [1.0, 40.0])
-@pytest.mark.parametrize("shape", [(1, 2, 600, 500, 16), (2, 4, 128, 77, 16)])
-def test_attention_subtracts_row_maxima_only_for_large_scores(shape, query_scale):
-    # Unit-variance heads of 16 bound every score by ~20 (base 2); scaled by 40, exp2 could overflow.
-    q, k, v = _qkv(shape, seed=7, strided_keys=True)
-    q = q * query_scale
-    with torch.no_grad():
-        assert kernels.attention_route(*shape) in ("oneDNN", "short keys")
-        ops = _ops_run(lambda: kernels.attention(q, k, v))
-        assert ("aten::sub_" in ops) == (query_scale > 1)
-        _assert_as_accurate_as_sdpa(kernels.attention(q, k, v), q, k, v)
-
-
-@pytest.mark.parametrize("shape", [(1, 1, 600, 500, 16), (1, 2, 500, 77, 16)])
-def test_attention_propagates_nan_like_sdpa(shape):
-    q, k, v = _qkv(shape, seed=8)
-    q = q.clone()
-    q[0, 0, 3, 0] = float("nan")
-    with torch.no_grad():
-        out = kernels.attention(q, k, v)
-        stock = F.scaled_dot_product_attention(q, k, v)
-    assert torch.equal(out.isnan(), stock.isnan()) and out.isnan().any()
-    assert torch.allclose(out.nan_to_num(), stock.nan_to_num(), atol=1e-5)
-
-
-def test_attention_declines_what_it_does_not_do():
-    q = torch.randn(1, 2, 150, 16)
-    assert kernels.attention(q, q, q) is None  # too little work for any rule to pay
-    narrow = torch.randn(1, 2, 300, 40)
-    assert kernels.attention(narrow, narrow, narrow) is None  # few scores a head of 40: SDPA
-    big = torch.randn(1, 2, 1100, 64)
-    assert kernels.attention(big.double(), big.double(), big.double()) is None
-    with cpu_kernels_enabled(False):
-        assert kernels.attention(big, big, big) is None
-    assert kernels.attention(big.requires_grad_(), big, big) is None
-    one = torch.randn(1, 2, 300, 1)
-    assert kernels.attention(one, one, one) is None  # head dim 1: padding to 16 measured slower
-    small = torch.randn(1, 2, 300, 8)
-    assert kernels.attention(small, small, small.double()) is None  # mixed dtypes: SDPA raises its own error
-    assert kernels.attention(small, small[:, :, :0], small[:, :, :0]) is None  # no keys
-
-
-def _sdpa_shapes(fn) -> list[list[int]]:
-    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-        fn()
-    return [e.input_shapes[0] for e in prof.events() if e.name == "aten::_scaled_dot_product_flash_attention_for_cpu"]
-
-
-@pytest.mark.parametrize("shape", [(1, 1, 300, 300, 4), (2, 8, 100, 300, 8), (1, 2, 300, 300, 12)])
-def test_small_head_dims_run_sdpa_padded_to_16(shape):
-    q, k, v = _qkv(shape, seed=5)
-    with torch.no_grad():
-        assert [shape[-1] for shape in _sdpa_shapes(lambda: kernels.attention(q, k, v))] == [16]
-        # Zero columns add exact zeros; only the kernel's summation order may differ.
-        _assert_as_accurate_as_sdpa(kernels.attention(q, k, v), q, k, v)
-
-
-@pytest.mark.parametrize("shape", [(2, 8, 256, 77, 8), (2, 4, 128, 77, 64), (1, 2, 300, 128, 16),
-                                   (2, 8, 256, 256, 8), (1, 3, 200, 250, 12)])
-def test_short_key_sequences_use_batched_products(shape):
-    q, k, v = _qkv(shape, seed=6, strided_keys=True)
-    with torch.no_grad():
-        ops = _ops_run(lambda: kernels.attention(q, k, v))
-        assert {"aten::baddbmm", "aten::bmm"} <= ops
-        assert "aten::_scaled_dot_product_flash_attention_for_cpu" not in ops
-        _assert_as_accurate_as_sdpa(kernels.attention(q, k, v), q, k, v)
-
-
-def test_short_key_rule_stops_at_its_bounds(monkeypatch):
-    q = torch.randn(1, 2, 400, 16)
-    long_keys = torch.randn(1, 2, kernels.ATTENTION_SHORT_KV + 1, 16)
-    keys = torch.randn(1, 2, 100, 16)
-    with torch.no_grad():
-        assert kernels.attention(q, long_keys, long_keys) is None  # 257 keys, head dim 16: SDPA
-        assert kernels.attention(q[:, :, :300], keys, keys) is None  # 60000 scores: too few to pay
-        assert kernels.attention(q, keys, keys) is not None  # 80000
-        monkeypatch.setattr(kernels, "ATTENTION_SHORT_MAX_SCORES", 400 * 2 * 100 - 1)
-        assert kernels.attention(q, keys, keys) is None  # too many scores at once: SDPA tiles them
 
 
 @pytest.mark.parametrize(("shape", "stride", "bias"), [((2, 512, 6, 6), 1, True), ((1, 256, 5, 7), 1, False),
@@ -324,31 +213,3 @@ def test_geglu_keeps_forward_when_it_cannot_fuse():
         handle = no_bias.register_forward_pre_hook(lambda module, args: None)
         assert "aten::gelu" in _ops_run(lambda: kernels.geglu(no_bias, x))
         handle.remove()
-
-
-_FAULTS_PER_CALL = """
-import resource, sys, torch
-from diffblocks.models import kernels
-kernels._allocator_primed = sys.argv[1] == "unprimed"  # True: as if already primed, so never primed
-torch.set_num_threads(1)
-q, k, v = (torch.randn(1, 1536, 2, 16).transpose(1, 2) for _ in range(3))
-with torch.no_grad():
-    for _ in range(3):
-        kernels.attention(q, k, v)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(5):
-        kernels.attention(q, k, v)
-print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5)
-"""
-
-
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mmap threshold")
-def test_attention_chunks_are_not_fresh_page_mappings_on_every_call():
-    # 2 MB score chunks, the largest buffers in this process: without the primed allocator each one
-    # is mapped afresh (~2200 page faults a call), which costs more than the products themselves.
-    def faults(mode: str) -> float:
-        done = subprocess.run([sys.executable, "-c", _FAULTS_PER_CALL, mode], capture_output=True, text=True,
-                              check=True)
-        return float(done.stdout.split()[-1])
-
-    assert faults("primed") < 600 < faults("unprimed")
