@@ -507,7 +507,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--guidance", type=float, default=7.5)
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per process (default 5 tiny, 2 mid)")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating process rounds; best kept")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating process rounds; best kept")
     parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "diffblocks-bench", "pipelines"))
     parser.add_argument("--quick", action="store_true", help="tiny only, 2 steps, 1 repeat, 1 round (smoke test)")
     parser.add_argument("--in-process", action="store_true",

@@ -33,7 +33,7 @@ bfloat16 where it has kernels for that (AMX) and is otherwise not taken. So the 
 around our products only, and only for product shapes for which a probe on this machine showed
 fp32 results bit for bit (:func:`_products_keep_fp32`); elsewhere MKL runs them as before. On the
 bench CPU (AMD EPYC, AVX-512) that makes tiny SDXL's self-attention, 2 x 4 heads x 256^2 x 16,
-0.65x of SDPA's time (it was level). The hint is process-wide while set: another thread's fp32
+0.57-0.61x of SDPA's time (it was level). The hint is process-wide while set: another thread's fp32
 products in that window take the same (verified-exact on this machine) oneDNN path.
 
     >>> import torch
@@ -77,9 +77,9 @@ ATTENTION_PAD_BELOW = 16
 #: Short key sequences (text tokens in cross-attention, self-attention of small latents): up to
 #: this many keys and from ``ATTENTION_SHORT_MIN_SCORES`` to ``ATTENTION_SHORT_MAX_SCORES``
 #: scores in all, batched products with base-2 exponentials in place between them beat SDPA's
-#: kernel, which tiles keys by 512 (products on oneDNN, see the module docstring): 0.35-0.55x of
-#: its time from 2 x 8 x 256 x 77 (d=8) to 2 x 4 x 256 x 77 (d=16), 0.43x for 2 x 8 x 256^2 (d=8),
-#: 0.65x for 2 x 4 x 256^2 (d=16); with fewer scores SDPA (2 x 8 x 36 x 36, d=64: 1.22x).
+#: kernel, which tiles keys by 512 (products on oneDNN, see the module docstring): 0.28-0.33x of
+#: its time for 2 x 8 x 256 x 77 (d=8) and 2 x 8 x 576 x 77 (d=16), 0.34x for 2 x 8 x 256^2 (d=8),
+#: 0.57x for 2 x 4 x 256^2 (d=16); with fewer scores SDPA (2 x 8 x 36 x 36, d=64: 1.22x on MKL).
 ATTENTION_SHORT_KV = 256
 ATTENTION_SHORT_MIN_SCORES = 1 << 16
 ATTENTION_SHORT_MAX_SCORES = 1 << 21
@@ -163,26 +163,31 @@ def attention_route(batch: int, heads: int, q_tokens: int, k_tokens: int, head_d
 def _short_keys(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     # Scores are laid out (keys, queries): the value product then writes (head_dim, queries) rows,
     # the wide output batched products are fast at (2 x 8 x 256 x 77, d=8: 0.39x of SDPA's time
-    # against 0.67x with (queries, keys) scores), and the sums over keys are vectorised over queries.
+    # against 0.67x with (queries, keys) scores). The values carry one more row of ones, so the same
+    # product also sums the weights over keys: one more output row costs ~3 µs where a separate
+    # sum over the 2 MB of a 2 x 4 x 256^2 chunk costs ~27.
     b, h, n, d = q.shape
     s = k.shape[2]
     scale = d ** -0.5 * _LOG2_E
     queries_t, keys = q.reshape(b * h, n, d).transpose(1, 2), k.reshape(b * h, s, d)
-    values_t = v.reshape(b * h, s, d).transpose(1, 2)
-    out_t = torch.empty((b * h, d, n), dtype=q.dtype)
-    totals = torch.empty((b * h, 1, n), dtype=q.dtype)
+    values = torch.empty((b * h, s, d + 1), dtype=q.dtype)
+    values[..., :d].view(b, h, s, d).copy_(v)
+    values[..., d] = 1.0
+    values_t = values.transpose(1, 2)  # (b * h, d + 1, s)
+    out_t = torch.empty((b * h, d + 1, n), dtype=q.dtype)
     group = max(1, ATTENTION_CHUNK_SCORES // (n * s))  # heads at once
-    with _onednn_products((s, d, n), (d, s, n)):
+    with _onednn_products((s, d, n), (d + 1, s, n)):
         for start in range(0, b * h, group):
             heads = slice(start, start + group)
             weights = torch.baddbmm(_NO_BIAS, keys[heads], queries_t[heads], beta=0, alpha=scale).exp2_()
-            total = torch.sum(weights, dim=1, keepdim=True, out=totals[heads])
+            torch.bmm(values_t[heads], weights, out=out_t[heads])
+            total = out_t[heads, d:]
             if not _sums_in_range(total):  # large scores, NaN or inf: again, shifted
                 weights = torch.baddbmm(_NO_BIAS, keys[heads], queries_t[heads], beta=0, alpha=scale)
                 weights.sub_(weights.amax(dim=1, keepdim=True)).exp2_()
-                torch.sum(weights, dim=1, keepdim=True, out=total)
-            torch.bmm(values_t[heads], weights, out=out_t[heads]).div_(total)
-    return out_t.view(b, h, d, n).transpose(2, 3)
+                torch.bmm(values_t[heads], weights, out=out_t[heads])
+            out_t[heads, :d].div_(total)
+    return out_t[:, :d].view(b, h, d, n).transpose(2, 3)
 
 
 def _sums_in_range(total: torch.Tensor) -> bool:

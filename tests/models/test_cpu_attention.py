@@ -172,17 +172,17 @@ def test_the_onednn_hint_is_set_only_around_products_this_machine_keeps_exact(mo
     setting.fp32_precision = "ieee"  # a user's own setting, to be left as it was
     try:
         with torch.no_grad():
-            monkeypatch.setattr(cpu_attention, "_fp32_kept", {(77, 16, 256): True, (16, 77, 256): True})
+            monkeypatch.setattr(cpu_attention, "_fp32_kept", {(77, 16, 256): True, (17, 77, 256): True})
             _assert_as_accurate_as_sdpa(cpu_attention.attention(q, k, v), q, k, v)
             assert seen == ["bf16"] and setting.fp32_precision == "ieee"
-            monkeypatch.setattr(cpu_attention, "_fp32_kept", {(77, 16, 256): True, (16, 77, 256): False})
+            monkeypatch.setattr(cpu_attention, "_fp32_kept", {(77, 16, 256): True, (17, 77, 256): False})
             _assert_as_accurate_as_sdpa(cpu_attention.attention(q, k, v), q, k, v)
             assert seen == ["bf16", "ieee"] and setting.fp32_precision == "ieee"
 
             def fails(total):
                 raise RuntimeError("inside the products")
 
-            monkeypatch.setattr(cpu_attention, "_fp32_kept", {(77, 16, 256): True, (16, 77, 256): True})
+            monkeypatch.setattr(cpu_attention, "_fp32_kept", {(77, 16, 256): True, (17, 77, 256): True})
             monkeypatch.setattr(cpu_attention, "_sums_in_range", fails)
             with pytest.raises(RuntimeError, match="inside the products"):
                 cpu_attention.attention(q, k, v)
@@ -204,7 +204,7 @@ def test_the_probe_catches_products_rounded_to_bfloat16(monkeypatch):
     assert len(calls) == 1  # probed once (the first product already differs), then remembered
     assert cpu_attention._products_keep_fp32(64, 16, 40) is True  # torch's own products, any CPU: exact
     q, k, v = _qkv((2, 4, 256, 77, 16), seed=14, strided_keys=True)
-    monkeypatch.setattr(cpu_attention, "_fp32_kept", {(77, 16, 256): False, (16, 77, 256): False})
+    monkeypatch.setattr(cpu_attention, "_fp32_kept", {(77, 16, 256): False, (17, 77, 256): False})
     with torch.no_grad():
         _assert_as_accurate_as_sdpa(cpu_attention.attention(q, k, v), q, k, v)  # on MKL
 
