@@ -34,7 +34,8 @@ around our products only, and only for product shapes for which a probe on this 
 fp32 results bit for bit (:func:`_products_keep_fp32`); elsewhere MKL runs them as before. On the
 bench CPU (AMD EPYC, AVX-512) that makes tiny SDXL's self-attention, 2 x 4 heads x 256^2 x 16,
 0.57-0.61x of SDPA's time (it was level). The hint is process-wide while set: another thread's fp32
-products in that window take the same (verified-exact on this machine) oneDNN path.
+products in that window take oneDNN's matmul too, on a machine where it kept fp32 at every shape
+probed (one that rounds fails the probe, so the hint is never set there).
 
     >>> import torch
     >>> from diffblocks.models.cpu_attention import attention
