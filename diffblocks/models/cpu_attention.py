@@ -204,6 +204,12 @@ def _onednn_products(*shapes: tuple[int, int, int]) -> Iterator[None]:
     if _MATMUL_SETTING is None or not all(_products_keep_fp32(*shape) for shape in shapes):
         yield
         return
+    with _hinted():
+        yield
+
+
+@contextlib.contextmanager
+def _hinted() -> Iterator[None]:
     before = _MATMUL_SETTING.fp32_precision
     _MATMUL_SETTING.fp32_precision = _HINT
     try:
@@ -222,21 +228,16 @@ def _products_keep_fp32(m: int, k: int, n: int,
     """
     key = (m, k, n)
     kept = _fp32_kept.get(key)
-    if kept is not None:
-        return kept
-    if k >= 1 << 13:
-        _fp32_kept[key] = False
-        return False
-    fine = torch.full((2, m, k), 1 + 2 ** -10), torch.full((2, k, n), 1 + 2 ** -10)
-    ones = torch.ones(2, m, k), torch.ones(2, k, n)
-    exact = k * (1 + 2 ** -10)
-    before = _MATMUL_SETTING.fp32_precision
-    _MATMUL_SETTING.fp32_precision = _HINT
-    try:
-        kept = bool((product(fine[0], ones[1]) == exact).all()) and bool((product(ones[0], fine[1]) == exact).all())
-    finally:
-        _MATMUL_SETTING.fp32_precision = before
-    _fp32_kept[key] = kept
+    if kept is None:
+        kept = k < 1 << 13  # beyond, the exact sum needs more bits than fp32 has: no test, no hint
+        if kept:
+            fine = torch.full((2, m, k), 1 + 2 ** -10), torch.full((2, k, n), 1 + 2 ** -10)
+            ones = torch.ones(2, m, k), torch.ones(2, k, n)
+            exact = k * (1 + 2 ** -10)
+            with _hinted():
+                kept = bool((product(fine[0], ones[1]) == exact).all()) \
+                    and bool((product(ones[0], fine[1]) == exact).all())
+        _fp32_kept[key] = kept
     return kept
 
 

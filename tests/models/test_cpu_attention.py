@@ -203,6 +203,8 @@ def test_the_probe_catches_products_rounded_to_bfloat16(monkeypatch):
     assert cpu_attention._products_keep_fp32(64, 16, 48, product=rounding) is False
     assert len(calls) == 1  # probed once (the first product already differs), then remembered
     assert cpu_attention._products_keep_fp32(64, 16, 40) is True  # torch's own products, any CPU: exact
+    assert cpu_attention._products_keep_fp32(1, 1 << 13, 1, product=rounding) is False  # too deep to test
+    assert len(calls) == 1
     q, k, v = _qkv((2, 4, 256, 77, 16), seed=14, strided_keys=True)
     monkeypatch.setattr(cpu_attention, "_fp32_kept", {(77, 16, 256): False, (17, 77, 256): False})
     with torch.no_grad():
